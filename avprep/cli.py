@@ -1,0 +1,145 @@
+"""The ``avprep`` command line."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="Prepare audio-visual face datasets: extract every video once, then shard it for a method.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Argument(..., help="Folder to write the demo corpus into (<speaker>/<clip>.mp4)."),
+    speakers: int = typer.Option(4, min=1, help="Number of speakers (real faces from scikit-image and insightface)."),
+    clips: int = typer.Option(3, min=1, help="Clips per speaker."),
+    seconds: float = typer.Option(4.0, min=0.5, help="Length of each clip."),
+    fps: float = typer.Option(25.0, min=1.0, help="Frame rate of the clips."),
+    seed: int = typer.Option(0, help="Seed for speech and head motion."),
+):
+    """Write a small corpus of talking-head videos made from real faces, to try the toolkit without data.
+
+    Each clip animates a real photo with head motion and a mouth that follows generated speech, muxed as
+    H.264/AAC MP4, with its ground truth (mouth opening, head transform) in <clip>.truth.json.
+    """
+    from avprep.synth.catalogue import make_demo_corpus
+
+    with console.status(f"writing {speakers * clips} clips into {out}"):
+        paths = make_demo_corpus(out, speakers=speakers, clips_per_speaker=clips, seconds=seconds, fps=fps, seed=seed)
+    console.print(f"[green]{len(paths)} clips[/] in {out}; next: [bold]avprep extract {out} -o prep/[/]")
+
+
+@app.command()
+def extract(
+    inputs: List[Path] = typer.Argument(..., help="Video files, folders (searched recursively for .mp4 .mkv .avi "
+                                                   ".mov .webm) or text files listing one path per line."),
+    out: Path = typer.Option(..., "--out", "-o", help="Prep folder: videos/<video_id>/ and manifest.parquet."),
+    fps: Optional[float] = typer.Option(None, min=1.0, help="Resample every video to this constant rate "
+                                                            "(default: each video's own rate)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Videos processed in parallel (loky processes)."),
+    backend: str = typer.Option("loky", help="'loky' (this machine) or 'dask' (a Dask cluster, see --scheduler)."),
+    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address, e.g. tcp://10.0.0.5:8786."),
+    meta: Optional[Path] = typer.Option(None, help="CSV with a 'speaker' column and a 'video_id' or 'path' column; "
+                                                   "overrides speakers taken from the folder layout."),
+    force: bool = typer.Option(False, help="Redo videos already extracted with the same settings."),
+    retry_failed: bool = typer.Option(False, help="Redo videos that failed before (they are skipped by default)."),
+    fail_on_error: bool = typer.Option(False, help="Exit with code 1 if any video failed."),
+    max_duration: float = typer.Option(4 * 3600.0, help="Videos longer than this many seconds fail as 'too long'."),
+    silence_dbfs: float = typer.Option(-60.0, help="Audio quieter than this RMS level fails as 'silent audio'."),
+    chunk_mb: int = typer.Option(64, min=1, help="Decoded frames held in memory at once per video, in MiB."),
+):
+    """Analyse each video once into OUT/videos/<video_id>/ and OUT/manifest.parquet.
+
+    A bad video is recorded as failed with a one-line reason and never stops the run. Re-running skips videos
+    already done with the same settings, so a killed run resumes where it stopped.
+    """
+    from avprep.pipeline.config import ExtractConfig
+    from avprep.pipeline.inputs import InputError, discover
+    from avprep.pipeline.runner import RunOptions, run_extract
+
+    if backend not in ("loky", "dask"):
+        raise typer.BadParameter("use 'loky' or 'dask'", param_hint="--backend")
+    if backend == "dask" and not scheduler:
+        raise typer.BadParameter("--backend dask needs --scheduler ADDRESS", param_hint="--scheduler")
+    try:
+        sources = discover(inputs, meta)
+    except InputError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2)
+    if not sources:
+        console.print(f"[red]error:[/] no videos found in {', '.join(map(str, inputs))}")
+        raise typer.Exit(2)
+    config = ExtractConfig(fps=fps, max_duration_s=max_duration, silence_dbfs=silence_dbfs)
+    options = RunOptions(jobs=jobs, backend=backend, scheduler=scheduler, force=force, retry_failed=retry_failed,
+                         max_chunk_bytes=chunk_mb << 20)
+    summary = _run_with_progress(sources, out, config, options)
+    _print_summary(summary)
+    if fail_on_error and summary.failed:
+        raise typer.Exit(1)
+
+
+def _run_with_progress(sources, out, config, options):
+    from avprep.pipeline.runner import run_extract
+
+    counts = {"ok": 0, "failed": 0, "frames": 0}
+    progress = Progress(TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/]"),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console)
+    with progress:
+        task = progress.add_task("extract", total=len(sources), ok=0, failed=0, rate="")
+        started = progress.get_time()
+
+        def on_result(record: dict, skipped: bool) -> None:
+            counts["ok" if record["status"] == "ok" else "failed"] += 1
+            if not skipped:
+                counts["frames"] += record.get("n_frames") or 0
+            elapsed = max(progress.get_time() - started, 1e-6)
+            progress.update(task, advance=1, ok=counts["ok"], failed=counts["failed"],
+                            rate=f"{counts['frames'] / elapsed:.0f} frames/s")
+            if record["status"] != "ok" and not skipped:
+                progress.console.print(f"[red]failed[/] {record['video_id']}: {record['error_kind']}: {record['error']}")
+
+        return run_extract(sources, out, config, options, on_result=on_result)
+
+
+def _print_summary(summary) -> None:
+    table = Table(title="extract summary", show_header=False)
+    table.add_row("ok", str(summary.ok))
+    table.add_row("failed", str(summary.failed))
+    for kind, count in summary.failures.most_common():
+        table.add_row(f"  {kind}", str(count))
+    table.add_row("skipped (already done)", str(summary.skipped))
+    hours = summary.video_seconds / 3600
+    table.add_row("video processed", f"{hours:.3f} h ({summary.frames} frames)")
+    elapsed = max(summary.elapsed_s, 1e-6)
+    table.add_row("throughput", f"{summary.frames / elapsed:.0f} frames/s, {summary.video_seconds / elapsed:.1f}× real time")
+    table.add_row("manifest", str(summary.manifest))
+    console.print(table)
+
+
+@app.command()
+def manifest(prep: Path = typer.Argument(..., help="Prep folder written by 'avprep extract'.")):
+    """Rebuild PREP/manifest.parquet from the per-video records (e.g. after a killed run) and count it."""
+    from avprep.pipeline.store import PrepDir
+
+    prep_dir = PrepDir(prep)
+    records = prep_dir.records()
+    path = prep_dir.write_manifest(records)
+    ok = sum(record["status"] == "ok" for record in records)
+    console.print(f"{path}: {len(records)} videos, {ok} ok, {len(records) - ok} failed")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

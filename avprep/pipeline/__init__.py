@@ -1,0 +1,1 @@
+"""The per-video extract pipeline: inputs, stages, the runner and the manifest."""

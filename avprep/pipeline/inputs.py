@@ -1,0 +1,121 @@
+"""Turn command-line inputs (folders, files, list files) into videos with stable ids and speakers."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import os
+import re
+from pathlib import Path
+
+VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
+
+
+class InputError(Exception):
+    """A usage problem with the inputs themselves (missing path, unreadable list): the run cannot start."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSource:
+    path: str  # absolute
+    video_id: str
+    speaker: str | None
+
+
+def discover(inputs: list[str | os.PathLike], meta_csv: str | os.PathLike | None = None) -> list[VideoSource]:
+    """Every video named by ``inputs``: folders are searched recursively for video extensions, video files are
+    taken as they are, and any other file is read as a list of paths (one per line, ``#`` comments, relative to
+    the list's folder). Ids come from the path relative to the folder (or list) that named it."""
+    found: dict[str, tuple[str, str]] = {}  # absolute path -> (root, path)
+    for item in map(Path, inputs):
+        if item.is_dir():
+            for path in _walk_videos(item):
+                found.setdefault(os.path.abspath(path), (str(item), str(path)))
+        elif item.suffix.lower() in VIDEO_EXTENSIONS or os.path.islink(item):
+            found.setdefault(os.path.abspath(item), (str(item.parent), str(item)))
+        elif item.is_file():
+            for path in _read_list(item):
+                root = item.parent if _is_under(path, item.parent) else path.parent
+                found.setdefault(os.path.abspath(path), (str(root), str(path)))
+        else:
+            raise InputError(f"input not found: {item}")
+    speakers = _read_meta(meta_csv) if meta_csv else {}
+    sources = []
+    for path, (root, given) in sorted(found.items()):
+        relative = os.path.relpath(path, os.path.abspath(root))
+        video_id = video_id_for(relative)
+        speaker = speakers.get(video_id, speakers.get(path, speaker_for(relative)))
+        sources.append(VideoSource(path, video_id, speaker))
+    return _disambiguate(sources)
+
+
+def video_id_for(relative_path: str) -> str:
+    """A stable id safe as a folder name and a WebDataset key (no dots): ``spk/clip 1.mp4`` -> ``spk-clip_1-<hash>``.
+
+    The readable part keeps letters, digits, ``_`` and ``-``; when that loses anything (spaces, unicode, dots, a
+    leading dash) a short hash of the relative path keeps ids of different files apart.
+    """
+    stem = os.path.splitext(relative_path)[0].replace(os.sep, "/")
+    readable = "-".join(re.sub(r"[^A-Za-z0-9_-]+", "_", part) for part in stem.split("/")).lstrip("-_")
+    if readable == stem.replace("/", "-") and readable:
+        return readable
+    return f"{readable[:80] or 'video'}-{_short_hash(relative_path)}"
+
+
+def speaker_for(relative_path: str) -> str | None:
+    """``<speaker>/.../<clip>.ext`` (VoxCeleb, LRW layouts): the first folder; a bare file has no speaker."""
+    parts = Path(relative_path).parts
+    return parts[0] if len(parts) > 1 else None
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def _walk_videos(root: Path):
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in sorted(files):
+            if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
+                yield Path(folder) / name
+
+
+def _read_list(list_file: Path) -> list[Path]:
+    try:
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read list file {list_file}: {error}") from None
+    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [p if p.is_absolute() else list_file.parent / p for p in map(Path, entries)]
+
+
+def _is_under(path: Path, folder: Path) -> bool:
+    return os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)
+
+
+def _read_meta(meta_csv: str | os.PathLike) -> dict[str, str]:
+    """``video_id`` or ``path`` -> speaker, from a CSV with a ``speaker`` column."""
+    try:
+        with open(meta_csv, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise InputError(f"cannot read metadata {meta_csv}: {error}") from None
+    if not rows or "speaker" not in rows[0] or not ({"video_id", "path"} & rows[0].keys()):
+        raise InputError(f"{meta_csv} needs a 'speaker' column and a 'video_id' or 'path' column")
+    folder = os.path.dirname(os.path.abspath(meta_csv))
+    speakers = {}
+    for row in rows:
+        if row.get("video_id"):
+            speakers[row["video_id"]] = row["speaker"]
+        if row.get("path"):
+            speakers[os.path.abspath(os.path.join(folder, row["path"]))] = row["speaker"]
+    return speakers
+
+
+def _disambiguate(sources: list[VideoSource]) -> list[VideoSource]:
+    """Two files with the same id (``a.mp4`` and ``a.mkv``): both get a hash of their full path appended."""
+    counts: dict[str, int] = {}
+    for source in sources:
+        counts[source.video_id] = counts.get(source.video_id, 0) + 1
+    return [s if counts[s.video_id] == 1 else dataclasses.replace(s, video_id=f"{s.video_id}-{_short_hash(s.path)}")
+            for s in sources]

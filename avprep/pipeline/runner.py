@@ -1,0 +1,178 @@
+"""Run the per-video pipeline over many videos: in isolation, in parallel (joblib: loky or Dask), resumably."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Iterable
+
+import joblib
+
+from avprep.media.ffmpeg import MediaError
+from avprep.media.probe import probe
+from avprep.media.video import decode_frames
+from avprep.pipeline.config import SCHEMA_VERSION, ExtractConfig
+from avprep.pipeline.inputs import VideoSource
+from avprep.pipeline.stages import VideoContext, default_stages
+from avprep.pipeline.store import PrepDir
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to run; unlike ExtractConfig none of this changes the outputs."""
+
+    jobs: int = 1
+    backend: str = "loky"  # or "dask"
+    scheduler: str | None = None  # Dask scheduler address for backend="dask"
+    force: bool = False  # redo videos already done with this config
+    retry_failed: bool = False  # redo videos that failed with this config
+    max_chunk_bytes: int = 64 << 20  # decoded pixels held in memory at once, per video
+    manifest_every_s: float = 30.0  # how often a long run refreshes manifest.parquet
+
+
+@dataclasses.dataclass
+class RunSummary:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failures: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    video_seconds: float = 0.0  # of the videos processed (not skipped) in this run
+    frames: int = 0
+    elapsed_s: float = 0.0
+    manifest: Path | None = None
+
+
+def extract_video(source: VideoSource, prep_root: str, config: ExtractConfig, max_chunk_bytes: int,
+                  threads: int = 0) -> dict:
+    """Process one video into prep/videos/<id>/ and return its record. Never raises for a bad video."""
+    prep = PrepDir(prep_root)
+    workdir = prep.new_workdir(source.video_id)
+    record = base_record(source, config)
+    try:
+        info = probe(source.path, max_duration_s=config.max_duration_s)
+        fps = config.fps or (round(info.fps, 2) if info.variable_fps else info.fps)
+        record.update(duration_s=info.duration_s, fps=fps, source_fps=info.fps, variable_fps=info.variable_fps,
+                      width=info.width, height=info.height, rotation=info.rotation, video_codec=info.video_codec,
+                      audio_sr=info.audio_sr, audio_channels=info.audio_channels, audio_streams=info.audio_streams)
+        video = VideoContext(source, config, info, fps, workdir, record)
+        stages = default_stages(config)
+        for stage in stages:
+            stage.open(video)
+        frame_stages = [stage for stage in stages if stage.needs_frames]
+        if frame_stages:
+            for chunk in decode_frames(source.path, width=info.width, height=info.height, fps=fps,
+                                       max_chunk_bytes=max_chunk_bytes, threads=threads):
+                for stage in frame_stages:
+                    stage.frames(video, chunk)
+        for stage in stages:
+            stage.close(video)
+        record.update(status="ok", arrays=video.arrays)
+    except MediaError as error:
+        record.update(status="failed", error_kind=error.kind, error=one_line(error.message))
+    except Exception as error:  # a bug or an unforeseen input must still not stop the other videos
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        record.update(status="failed", error_kind="internal error",
+                      error=one_line(f"{type(error).__name__}: {error} ({os.path.basename(where.filename)}:{where.lineno})"))
+    if record["status"] == "failed":
+        for leftover in workdir.iterdir():  # a failed video keeps only its record
+            leftover.unlink()
+    prep.commit(workdir, record)
+    return record
+
+
+def base_record(source: VideoSource, config: ExtractConfig) -> dict:
+    try:
+        stat = os.stat(source.path)
+        size, mtime = stat.st_size, stat.st_mtime_ns
+    except OSError:
+        size = mtime = None
+    return dict(schema_version=SCHEMA_VERSION, video_id=source.video_id, path=source.path, speaker=source.speaker,
+                status="failed", error_kind=None, error=None, config_hash=config.hash(),
+                source_size=size, source_mtime_ns=mtime)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def is_reusable(record: dict | None, source: VideoSource, config: ExtractConfig, options: RunOptions) -> bool:
+    """A finished record for the same file, made with the same config, that the options do not ask to redo."""
+    if record is None or options.force or record.get("config_hash") != config.hash():
+        return False
+    if record.get("status") == "failed" and options.retry_failed:
+        return False
+    current = base_record(source, config)
+    return (record.get("path"), record.get("source_size"), record.get("source_mtime_ns")) == (
+        current["path"], current["source_size"], current["source_mtime_ns"])
+
+
+def run_extract(sources: Iterable[VideoSource], prep_root: str | os.PathLike, config: ExtractConfig,
+                options: RunOptions = RunOptions(),
+                on_result: Callable[[dict, bool], None] | None = None) -> RunSummary:
+    """Extract every source into ``prep_root``; ``on_result(record, skipped)`` is called as each video ends."""
+    started = time.monotonic()
+    prep = PrepDir(prep_root)
+    prep.remove_partials()
+    summary = RunSummary()
+    todo = []
+    for source in sources:
+        record = prep.read_record(source.video_id)
+        if is_reusable(record, source, config, options):
+            summary.skipped += 1
+            _count(summary, record, processed=False)
+            if on_result:
+                on_result(record, True)
+        else:
+            todo.append(source)
+    last_manifest = time.monotonic()
+    for record in _parallel_map(todo, str(prep.root), config, options):
+        _count(summary, record, processed=True)
+        if on_result:
+            on_result(record, False)
+        if time.monotonic() - last_manifest > options.manifest_every_s:
+            prep.write_manifest()
+            last_manifest = time.monotonic()
+    summary.manifest = prep.write_manifest()
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def _count(summary: RunSummary, record: dict, processed: bool) -> None:
+    if record["status"] == "ok":
+        summary.ok += 1
+        if processed:
+            summary.video_seconds += record.get("video_duration_s") or 0.0
+            summary.frames += record.get("n_frames") or 0
+    else:
+        summary.failed += 1
+        summary.failures[record.get("error_kind") or "unknown"] += 1
+
+
+def _parallel_map(todo: list[VideoSource], prep_root: str, config: ExtractConfig, options: RunOptions):
+    """Records in completion order. One process per job locally (loky), or the tasks of a Dask cluster."""
+    if not todo:
+        return
+    if options.backend == "dask":
+        from dask.distributed import Client
+
+        with Client(options.scheduler), joblib.parallel_config(backend="dask"):
+            yield from _run(todo, prep_root, config, options, n_jobs=-1, threads=1)
+        return
+    if options.backend != "loky":
+        raise ValueError(f"unknown backend {options.backend!r}: use 'loky' or 'dask'")
+    threads = max(1, (os.cpu_count() or 1) // options.jobs)
+    if options.jobs == 1:  # in-process: easiest to debug and profile
+        for source in todo:
+            yield extract_video(source, prep_root, config, options.max_chunk_bytes, threads)
+        return
+    yield from _run(todo, prep_root, config, options, n_jobs=options.jobs, threads=threads)
+
+
+def _run(todo, prep_root, config, options, n_jobs, threads):
+    parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1)
+    yield from parallel(joblib.delayed(extract_video)(source, prep_root, config, options.max_chunk_bytes, threads)
+                        for source in todo)

@@ -1,0 +1,112 @@
+"""Media I/O: probing, constant-rate chunked decoding, rotation, VFR and audio on the video's timeline."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avprep.media.audio import SAMPLE_RATE, decode_audio
+from avprep.media.probe import channel_count, probe
+from avprep.media.video import decode_frames
+from avprep.synth.talking_head import make_talking_head
+from conftest import run_ffmpeg
+
+
+def decode_all(path, **kwargs) -> np.ndarray:
+    info = probe(path)
+    chunks = list(decode_frames(path, width=info.width, height=info.height, fps=kwargs.pop("fps", info.fps), **kwargs))
+    assert [c.start for c in chunks] == list(np.cumsum([0] + [len(c.frames) for c in chunks[:-1]]))
+    return np.concatenate([c.frames for c in chunks])
+
+
+def test_probe_reports_stream_facts(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    make_talking_head(clip, seconds=2.0, fps=25, size=(320, 240), sample_rate=44100, channels=2)
+    info = probe(clip)
+    assert (info.width, info.height, info.rotation) == (320, 240, 0)
+    assert (info.video_codec, info.audio_codec) == ("h264", "aac")
+    assert info.fps == 25.0 and not info.variable_fps and info.n_packets == 50
+    assert (info.audio_sr, info.audio_channels, info.audio_streams) == (44100, 2, 1)
+    assert info.duration_s == pytest.approx(2.0, abs=0.05)
+
+
+@pytest.mark.parametrize("fps", ["24", "25", "30000/1001", "30", "60"])
+def test_decode_gives_exactly_the_encoded_frames(tmp_path, fps):
+    clip = tmp_path / "clip.mp4"
+    truth = make_talking_head(clip, seconds=1.5, fps=fps, size=(160, 128))
+    info = probe(clip)
+    num, _, den = fps.partition("/")
+    assert info.fps == pytest.approx(int(num) / int(den or 1), rel=1e-6)
+    frames = decode_all(clip)
+    assert frames.shape == (truth["n_frames"], 128, 160, 3) and frames.dtype == np.uint8
+
+
+def test_small_chunks_decode_the_same_pixels_as_one_chunk(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    make_talking_head(clip, seconds=1.0, fps=25, size=(160, 128))
+    one_frame_chunks = decode_all(clip, max_chunk_bytes=1)
+    whole = decode_all(clip, max_chunk_bytes=1 << 30)
+    assert np.array_equal(one_frame_chunks, whole)
+
+
+def test_resampling_to_another_rate_keeps_duration(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    make_talking_head(clip, seconds=2.0, fps=30, size=(160, 128))
+    assert len(decode_all(clip, fps=25.0)) == 50
+
+
+def test_rotation_metadata_is_applied(tmp_path):
+    plain, rotated = tmp_path / "plain.mp4", tmp_path / "rotated.mp4"
+    make_talking_head(plain, seconds=0.5, fps=25, size=(320, 240))
+    run_ffmpeg("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(rotated))
+    info = probe(rotated)
+    assert (info.width, info.height, info.rotation) == (240, 320, 90)
+    upright, turned = decode_all(plain), decode_all(rotated)
+    assert turned.shape[1:3] == (320, 240)
+    # 90 degrees counter-clockwise, as players show it
+    assert np.abs(turned.astype(int) - np.rot90(upright, k=1, axes=(1, 2))).mean() < 1.0
+
+
+def test_variable_frame_rate_is_resampled_to_constant_frames(catalogue):
+    folder, _ = catalogue
+    info = probe(folder / "vfr.mkv")
+    assert info.variable_fps
+    frames = decode_all(folder / "vfr.mkv", fps=25.0)
+    assert abs(len(frames) - round(info.duration_s * 25)) <= 1
+
+
+@pytest.mark.parametrize("sample_rate,channels", [(44100, 2), (8000, 1), (48000, 6)])
+def test_audio_decodes_to_16k_mono_of_the_right_length(tmp_path, sample_rate, channels):
+    clip = tmp_path / "clip.mp4"
+    make_talking_head(clip, seconds=2.0, fps=25, size=(160, 128), sample_rate=sample_rate, channels=channels, seed=3)
+    reference = tmp_path / "reference.mp4"
+    make_talking_head(reference, seconds=2.0, fps=25, size=(160, 128), sample_rate=16000, channels=1, seed=3)
+    info = probe(clip)
+    assert (info.audio_sr, info.audio_channels) == (sample_rate, channels)
+    audio = decode_audio(clip, channels)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(audio.size - 2.0 * SAMPLE_RATE) <= SAMPLE_RATE / 25  # within one video frame
+    # The same speech, whatever the source rate and channels: compare below 4 kHz (the 8 kHz source's limit).
+    same = decode_audio(reference, 1)
+    n = min(audio.size, same.size)
+    assert np.corrcoef(_lowpass(audio[:n]), _lowpass(same[:n]))[0, 1] > 0.9
+
+
+def _lowpass(signal: np.ndarray) -> np.ndarray:
+    from scipy.signal import butter, sosfiltfilt
+
+    return sosfiltfilt(butter(8, 3500, fs=SAMPLE_RATE, output="sos"), signal)
+
+
+def test_audio_that_starts_late_is_padded_onto_the_video_timeline(tmp_path):
+    clip, late = tmp_path / "clip.mp4", tmp_path / "late.mp4"
+    make_talking_head(clip, seconds=2.0, fps=25, size=(160, 128), sample_rate=16000)
+    run_ffmpeg("-i", str(clip), "-itsoffset", "0.5", "-i", str(clip), "-map", "0:v", "-map", "1:a",
+               "-c", "copy", str(late))
+    original, shifted = decode_audio(clip, 1), decode_audio(late, 1)
+    lag = np.argmax(np.correlate(shifted[: 3 * SAMPLE_RATE // 2], original[: SAMPLE_RATE // 2], mode="valid"))
+    assert abs(lag / SAMPLE_RATE - 0.5) < 0.03  # AAC priming may move it by one 1024-sample frame at most
+    assert np.abs(shifted[: int(0.45 * SAMPLE_RATE)]).max() < 1e-3
+
+
+def test_channel_layout_names():
+    assert [channel_count(n) for n in ["mono", "stereo", "5.1(side)", "7.1", "3 channels", "quad"]] == [1, 2, 6, 8, 3, 4]
