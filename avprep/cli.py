@@ -27,8 +27,7 @@ def demo(
 ):
     """Write a small corpus of talking-head videos made from real faces, to try the toolkit without data.
 
-    Each clip animates a real photo with head motion and a mouth that follows generated speech, muxed as
-    H.264/AAC MP4, with its ground truth (mouth opening, head transform) in <clip>.truth.json.
+    Each clip animates a real photo with head motion and a mouth that follows generated speech, muxed as H.264/AAC MP4, with its ground truth (mouth opening, head transform) in <clip>.truth.json.
     """
     from avprep.synth.catalogue import make_demo_corpus
 
@@ -40,7 +39,8 @@ def demo(
 @app.command()
 def extract(
     inputs: List[Path] = typer.Argument(..., help="Video files, folders (searched recursively for .mp4 .mkv .avi "
-                                                   ".mov .webm) or text files listing one path per line."),
+                                                   ".mov .webm) or text files listing one path per line.",
+                                        readable=False),
     out: Path = typer.Option(..., "--out", "-o", help="Prep folder: videos/<video_id>/ and manifest.parquet."),
     fps: Optional[float] = typer.Option(None, min=1.0, help="Resample every video to this constant rate "
                                                             "(default: each video's own rate)."),
@@ -58,8 +58,7 @@ def extract(
 ):
     """Analyse each video once into OUT/videos/<video_id>/ and OUT/manifest.parquet.
 
-    A bad video is recorded as failed with a one-line reason and never stops the run. Re-running skips videos
-    already done with the same settings, so a killed run resumes where it stopped.
+    A bad video is recorded as failed with a one-line reason and never stops the run. Re-running skips videos already done with the same settings, so a killed run resumes where it stopped.
     """
     from avprep.pipeline.config import ExtractConfig
     from avprep.pipeline.inputs import InputError, discover

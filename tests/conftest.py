@@ -34,9 +34,9 @@ def run_ffmpeg(*args: str) -> None:
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
-def run_cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run ``avprep`` as a user would, in a subprocess."""
-    result = subprocess.run([sys.executable, "-m", "avprep.cli", *args], capture_output=True, text=True,
+def run_cli(*args: str, check: bool = True, wrapper: tuple[str, ...] = (), **kwargs) -> subprocess.CompletedProcess:
+    """Run ``avprep`` as a user would, in a subprocess (behind ``wrapper``, a command prefix, when given)."""
+    result = subprocess.run([*wrapper, sys.executable, "-m", "avprep.cli", *args], capture_output=True, text=True,
                             env={**os.environ, "COLUMNS": "200"}, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"avprep {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")

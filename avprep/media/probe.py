@@ -184,8 +184,9 @@ def _video_packet_times(path: str) -> np.ndarray:
         elif line and line[0].isdigit():
             fields = line.split(",")
             pts.append(int(fields[2]))
-    if result.returncode != 0 and not pts:
-        raise classify_stderr(result.stderr)
+    complaint = classify_stderr(result.stderr)
+    if complaint.kind == "truncated" or (result.returncode != 0 and not pts):
+        raise complaint  # e.g. "partial file": the index promises packets the file no longer holds
     if time_base is None:
         return np.zeros(0)
     return np.sort(np.asarray(pts, dtype=np.float64)) * time_base
