@@ -55,14 +55,23 @@ def extract(
     max_duration: float = typer.Option(4 * 3600.0, help="Videos longer than this many seconds fail as 'too long'."),
     silence_dbfs: float = typer.Option(-60.0, help="Audio quieter than this RMS level fails as 'silent audio'."),
     chunk_mb: int = typer.Option(64, min=1, help="Decoded frames held in memory at once per video, in MiB."),
+    no_face: bool = typer.Option(False, "--no-face", help="Skip face analysis: audio and frame timing only."),
+    canonical_size: int = typer.Option(256, min=64, help="Side of the stored aligned face crop, in pixels. "
+                                                         "Use 320+ to give HeadGAN-size recipes full resolution."),
+    jpeg_quality: int = typer.Option(95, min=50, max=100, help="JPEG quality of the stored crops."),
+    insightface_root: Optional[Path] = typer.Option(None, help="Folder of a local insightface model pack (e.g. "
+                                                               "buffalo_l): detect faces with its SCRFD model "
+                                                               "instead of MediaPipe's bundled detector."),
+    fix_offset: bool = typer.Option(False, help="Shift the stored audio by the estimated A/V offset when the "
+                                                "estimate is confident (>= 3)."),
 ):
     """Analyse each video once into OUT/videos/<video_id>/ and OUT/manifest.parquet.
 
     A bad video is recorded as failed with a one-line reason and never stops the run. Re-running skips videos already done with the same settings, so a killed run resumes where it stopped.
     """
-    from avprep.pipeline.config import ExtractConfig
+    from avprep.pipeline.config import ExtractConfig, FaceConfig
     from avprep.pipeline.inputs import InputError, discover
-    from avprep.pipeline.runner import RunOptions, run_extract
+    from avprep.pipeline.runner import RunOptions
 
     if backend not in ("loky", "dask"):
         raise typer.BadParameter("use 'loky' or 'dask'", param_hint="--backend")
@@ -76,7 +85,18 @@ def extract(
     if not sources:
         console.print(f"[red]error:[/] no videos found in {', '.join(map(str, inputs))}")
         raise typer.Exit(2)
-    config = ExtractConfig(fps=fps, max_duration_s=max_duration, silence_dbfs=silence_dbfs)
+    face = None
+    if not no_face:
+        if insightface_root:
+            from avprep.face.detect import find_scrfd_model
+
+            try:
+                find_scrfd_model(insightface_root)
+            except FileNotFoundError as error:
+                raise typer.BadParameter(str(error), param_hint="--insightface-root") from None
+        face = FaceConfig(canonical_size=canonical_size, jpeg_quality=jpeg_quality, fix_offset=fix_offset,
+                          insightface_root=str(insightface_root.resolve()) if insightface_root else None)
+    config = ExtractConfig(fps=fps, max_duration_s=max_duration, silence_dbfs=silence_dbfs, face=face)
     options = RunOptions(jobs=jobs, backend=backend, scheduler=scheduler, force=force, retry_failed=retry_failed,
                          max_chunk_bytes=chunk_mb << 20)
     summary = _run_with_progress(sources, out, config, options)

@@ -9,10 +9,32 @@ SCHEMA_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
+class FaceConfig:
+    """Face analysis settings; times are in seconds so they mean the same at any frame rate."""
+
+    canonical_size: int = 256  # side of the stored aligned crop; recipes cut their own crops from it
+    jpeg_quality: int = 95
+    detect_every: int = 10  # frames between detector runs while a face is followed
+    max_gap_s: float = 0.32  # longer losses end a track; shorter ones are interpolated
+    landmark_smoothing_s: float = 0.04  # Gaussian sigma for the stored smoothed landmarks
+    align_smoothing_s: float = 0.12  # Gaussian sigma for the alignment points: steady crops
+    min_detection_confidence: float = 0.5
+    insightface_root: str | None = None  # a local insightface model pack: use its SCRFD detector
+    min_iod_px: float = 20.0  # frames whose eyes are closer than this (in the source frame) are flagged
+    min_blur: float = 20.0  # variance of Laplacian of the canonical crop below this is flagged
+    max_yaw_deg: float = 45.0
+    max_pitch_deg: float = 30.0
+    max_offset_frames: int = 15  # A/V offset search range
+    fix_offset: bool = False  # shift the stored audio by the estimated offset
+    min_offset_confidence: float = 3.0  # ... only when the estimate is at least this confident
+
+
+@dataclasses.dataclass(frozen=True)
 class ExtractConfig:
     fps: float | None = None  # output frame rate; None keeps the source's (its average when variable)
     max_duration_s: float = 4 * 3600.0  # longer videos fail as "too long" instead of tying up a worker for hours
     silence_dbfs: float = -60.0  # audio whose RMS is below this fails as "silent audio"
+    face: FaceConfig | None = FaceConfig()  # None: audio and timing only
 
     def hash(self) -> str:
         """Short stable digest stored with every record; a re-run with another hash redoes the video."""

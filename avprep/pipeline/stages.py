@@ -96,4 +96,9 @@ class VideoTimingStage(Stage):
 
 def default_stages(config: ExtractConfig) -> list[Stage]:
     """The stages of an extract run, in order. Later stages may read what earlier ones left in the context."""
-    return [AudioStage(), VideoTimingStage()]
+    stages: list[Stage] = [AudioStage(), VideoTimingStage()]
+    if config.face is not None:
+        from avprep.face.stage import FaceStage  # mediapipe loads only when faces are analysed
+
+        stages.append(FaceStage())
+    return stages

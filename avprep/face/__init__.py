@@ -1,0 +1,1 @@
+"""Face analysis stages: detection, tracking, MediaPipe landmarks, alignment and crops, quality, A/V offset."""

@@ -1,0 +1,39 @@
+"""Per-frame face quality: size, sharpness and head pose, with thresholds that flag poor frames."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from avprep.face.points import CHIN, FOREHEAD, eye_centres
+
+# The forehead-to-chin line of a frontal face leans back about this much in MediaPipe's depth (measured on the
+# frontal astronaut photo); pitch is reported relative to it.
+_NEUTRAL_PITCH_DEG = 10.0
+
+
+def inter_ocular_px(points: np.ndarray) -> float:
+    left, right = eye_centres(points[:, :2])
+    return float(np.linalg.norm(right - left))
+
+
+def blur_score(crop: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey crop: low means blurred (motion, focus, upscaling)."""
+    return float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
+def head_pose(points: np.ndarray) -> tuple[float, float, float]:
+    """Yaw, pitch, roll in degrees from the mesh's own 3-D points (x right, y down, z away from the camera).
+
+    The head's x axis runs between the eye centres and its y axis from forehead to chin; yaw is positive when
+    the face turns towards image right, pitch when it tilts down, roll when it tilts clockwise in the image.
+    """
+    left, right = eye_centres(points)
+    x_axis = right - left
+    x_axis /= np.linalg.norm(x_axis)
+    down = points[CHIN] - points[FOREHEAD]
+    y_axis = down - (down @ x_axis) * x_axis
+    y_axis /= np.linalg.norm(y_axis)
+    yaw = np.degrees(np.arcsin(np.clip(-x_axis[2], -1, 1)))
+    pitch = np.degrees(np.arcsin(np.clip(y_axis[2], -1, 1))) - _NEUTRAL_PITCH_DEG
+    roll = np.degrees(np.arctan2(x_axis[1], x_axis[0]))
+    return float(yaw), float(pitch), float(roll)

@@ -1,0 +1,221 @@
+"""The face stage of extract: track, fill short gaps, smooth, align, crop, measure quality and A/V offset.
+
+Frames stream through once. Each frame waits in a short look-ahead queue until the frames after it are known
+(``lookahead`` = the smoothing radius or the longest fillable gap, whichever is larger), so smoothing is centred
+(no lag) and gaps are interpolated from both sides, while only that many decoded frames are ever held.
+
+Written per video (N = frames, each with its time base ``frame / fps``):
+
+    landmarks_raw.npy   (N, 478, 3) float32  MediaPipe mesh, x y in frame pixels, z depth in pixels; NaN: no mesh
+    landmarks.npy       (N, 478, 3) float32  gap-filled and smoothed over time (what the crops follow)
+    landmarks68.npy     (N, 68, 2)  float32  iBUG 68-point subset of landmarks.npy (avprep.face.points.IBUG68)
+    align.npy           (N, 2, 3)   float32  frame pixels -> canonical crop pixels; NaN without a face
+    crops.tar           canonical crops, <frame:06d>.jpg, for frames with a face
+    frames.parquet      one row per frame: track, face, interpolated, faces seen, detector score, inter-ocular
+                        pixels, blur, yaw/pitch/roll, mouth opening, and ``good`` (passes the quality thresholds)
+"""
+from __future__ import annotations
+
+import collections
+import io
+import tarfile
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from avprep.face import align, quality, sync
+from avprep.face.detect import make_detector
+from avprep.face.points import IBUG68, MESH_POINTS, mouth_opening
+from avprep.face.track import FaceTracker, Observation
+from avprep.media.audio import SAMPLE_RATE, write_flac
+from avprep.media.ffmpeg import MediaError
+from avprep.media.video import FrameChunk
+from avprep.pipeline.arrays import NpyAppender
+from avprep.pipeline.stages import Stage, VideoContext
+
+_NAN_POINTS = np.full((MESH_POINTS, 3), np.nan, dtype=np.float32)
+
+
+class FaceStage(Stage):
+    name = "face"
+    needs_frames = True
+
+    def open(self, video: VideoContext) -> None:
+        config = self.config = video.config.face
+        self.size = config.canonical_size
+        max_gap = max(1, int(round(config.max_gap_s * video.fps)))
+        self.tracker = FaceTracker(make_detector(config.insightface_root, config.min_detection_confidence),
+                                   detect_every=config.detect_every, max_gap=max_gap)
+        self.landmark_kernel = align.gaussian_weights(config.landmark_smoothing_s * video.fps)
+        self.align_kernel = align.gaussian_weights(config.align_smoothing_s * video.fps)
+        self.radius = len(self.align_kernel) // 2
+        self.lookahead = max(self.radius, max_gap + 1)
+        self.seen: collections.deque[Observation] = collections.deque()  # frames still needed as context
+        self.waiting: collections.deque[tuple[int, np.ndarray]] = collections.deque()  # (index, pixels)
+        self.filled: dict[int, np.ndarray] = {}  # gap frames interpolated from both sides
+        self.outputs = _FaceOutputs(video, self.size, config.jpeg_quality)
+
+    def frames(self, video: VideoContext, chunk: FrameChunk) -> None:
+        for offset, frame in enumerate(chunk.frames):
+            observation = self.tracker.step(chunk.start + offset, frame)
+            if observation.points is not None:
+                self._fill_gap_before(observation)
+            self.seen.append(observation)
+            self.waiting.append((observation.index, frame))
+            while self.waiting and self.waiting[0][0] + self.lookahead <= observation.index:
+                self._finish(*self.waiting.popleft())
+
+    def close(self, video: VideoContext) -> None:
+        while self.waiting:
+            self._finish(*self.waiting.popleft())
+        self.tracker.close()
+        summary = self.outputs.close()
+        if summary["face_frames"] == 0:
+            raise MediaError("no face", f"no face found in {summary['frames']} frames")
+        tracks = self._offsets(video, summary.pop("tracks"))
+        main = max(tracks, key=lambda t: t["n_frames"])
+        video.record.update(summary, n_tracks=len(tracks), max_faces=self.tracker.max_faces,
+                            av_offset_frames=main["av_offset_frames"],
+                            av_offset_confidence=main["av_offset_confidence"], tracks=tracks)
+        if self.config.fix_offset and main["av_offset_confidence"] >= self.config.min_offset_confidence:
+            video.audio = sync.shift_audio(video.audio, main["av_offset_frames"], SAMPLE_RATE, video.fps)
+            write_flac(video.workdir / "audio.flac", video.audio)
+            video.record["audio_shift_frames"] = main["av_offset_frames"]
+        video.arrays.update(self.outputs.described(video.fps))
+
+    def _fill_gap_before(self, observation: Observation) -> None:
+        """Interpolate the frames of this track that the mesh missed since its last success."""
+        gap = []
+        for earlier in reversed(self.seen):
+            if earlier.track != observation.track:
+                return
+            if earlier.points is not None:
+                break
+            gap.append(earlier)
+        else:
+            return
+        for missing in gap:
+            t = (missing.index - earlier.index) / (observation.index - earlier.index)
+            self.filled[missing.index] = (1 - t) * earlier.points + t * observation.points
+
+    def _points(self, observation: Observation) -> np.ndarray | None:
+        if observation.points is not None:
+            return observation.points
+        return self.filled.get(observation.index)
+
+    def _finish(self, index: int, frame: np.ndarray) -> None:
+        while self.seen and self.seen[0].index < index - self.radius:
+            self.filled.pop(self.seen.popleft().index, None)
+        by_index = {o.index: o for o in self.seen}
+        observation = by_index[index]
+        points = self._points(observation)
+        if points is None:
+            self.outputs.add(observation, None, None, None, frame)
+            return
+        window = np.arange(index - self.radius, index + self.radius + 1)
+        stacked = np.stack([self._same_track_points(by_index.get(i), observation.track) for i in window])
+        valid = np.isfinite(stacked[:, 0, 0])
+        stacked = np.nan_to_num(stacked)
+        r = len(self.landmark_kernel) // 2
+        smooth = align.smooth_at(stacked[self.radius - r: self.radius + r + 1], valid[self.radius - r: self.radius + r + 1],
+                                 self.landmark_kernel).astype(np.float32)
+        anchor = align.smooth_at(align.alignment_points(stacked), valid, self.align_kernel)
+        transform = align.fit_similarity(anchor, align.template(self.size))
+        self.outputs.add(observation, points if observation.points is not None else None, smooth, transform, frame)
+
+    def _same_track_points(self, observation: Observation | None, track: int) -> np.ndarray:
+        if observation is None or observation.track != track:
+            return _NAN_POINTS
+        points = self._points(observation)
+        return _NAN_POINTS if points is None else points
+
+    def _offsets(self, video: VideoContext, tracks: list[dict]) -> list[dict]:
+        """A/V offset of every track: its mouth opening against the loudness of the audio at the same frames."""
+        mouth = self.outputs.mouth_series()
+        loudness = sync.loudness_envelope(video.audio, SAMPLE_RATE, video.fps, len(mouth))
+        for track in tracks:
+            span = slice(track["start_frame"], track["end_frame"] + 1)
+            offset, confidence = sync.estimate_offset(mouth[span], loudness[span], self.config.max_offset_frames)
+            track.update(av_offset_frames=offset, av_offset_confidence=round(confidence, 3))
+        return tracks
+
+
+class _FaceOutputs:
+    """Everything the face stage writes for one video, appended frame by frame."""
+
+    def __init__(self, video: VideoContext, size: int, jpeg_quality: int):
+        self.config = video.config.face
+        self.size = size
+        self.jpeg = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+        workdir = video.workdir
+        self.raw = NpyAppender(workdir / "landmarks_raw.npy", np.float32, (MESH_POINTS, 3))
+        self.smooth = NpyAppender(workdir / "landmarks.npy", np.float32, (MESH_POINTS, 3))
+        self.ibug = NpyAppender(workdir / "landmarks68.npy", np.float32, (68, 2))
+        self.align = NpyAppender(workdir / "align.npy", np.float32, (2, 3))
+        self.tar = tarfile.open(workdir / "crops.tar", "w", format=tarfile.USTAR_FORMAT)
+        self.frames_path = workdir / "frames.parquet"
+        self.rows: dict[str, list] = collections.defaultdict(list)
+        self.fps = video.fps
+
+    def add(self, observation: Observation, raw, smooth, transform, frame: np.ndarray) -> None:
+        has_face = smooth is not None
+        self.raw.append(raw if raw is not None else _NAN_POINTS)
+        self.smooth.append(smooth if has_face else _NAN_POINTS)
+        self.ibug.append(smooth[IBUG68, :2] if has_face else np.full((68, 2), np.nan))
+        self.align.append(transform if has_face else np.full((2, 3), np.nan))
+        row = dict(frame=observation.index, time_s=observation.index / self.fps,
+                   track=observation.track if has_face else -1, face=has_face,
+                   interpolated=has_face and raw is None, n_faces=observation.n_faces,
+                   det_score=observation.det_score if has_face else float("nan"),
+                   iod_px=np.nan, blur=np.nan, yaw=np.nan, pitch=np.nan, roll=np.nan, mouth_open=np.nan, good=False)
+        if has_face:
+            crop = align.cut(frame, transform, self.size)
+            self._write_crop(observation.index, crop)
+            yaw, pitch, roll = quality.head_pose(smooth)
+            row.update(iod_px=quality.inter_ocular_px(smooth), blur=quality.blur_score(crop), yaw=yaw, pitch=pitch,
+                       roll=roll, mouth_open=float(mouth_opening(smooth)))
+            c = self.config
+            row["good"] = bool(row["iod_px"] >= c.min_iod_px and row["blur"] >= c.min_blur
+                               and abs(yaw) <= c.max_yaw_deg and abs(pitch) <= c.max_pitch_deg)
+        for key, value in row.items():
+            self.rows[key].append(value)
+
+    def _write_crop(self, index: int, crop: np.ndarray) -> None:
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), self.jpeg)
+        member = tarfile.TarInfo(f"{index:06d}.jpg")
+        member.size = len(encoded)
+        member.mode = 0o644  # mtime, uid and gid stay 0: identical inputs give identical bytes
+        self.tar.addfile(member, io.BytesIO(encoded.tobytes()))
+
+    def mouth_series(self) -> np.ndarray:
+        return np.asarray(self.rows["mouth_open"], dtype=np.float64)
+
+    def close(self) -> dict:
+        for appender in (self.raw, self.smooth, self.ibug, self.align):
+            appender.close()
+        self.tar.close()
+        table = pa.table(self.rows) if self.rows else pa.table({"frame": pa.array([], pa.int64())})
+        pq.write_table(table, self.frames_path)
+        track = np.asarray(self.rows["track"], dtype=np.int64)
+        good = np.asarray(self.rows["good"], dtype=bool)
+        tracks = []
+        for t in np.unique(track[track >= 0]):
+            frames = np.flatnonzero(track == t)
+            tracks.append(dict(track=int(t), start_frame=int(frames[0]), end_frame=int(frames[-1]),
+                               n_frames=int(len(frames)), good_frames=int(good[frames].sum())))
+        return dict(frames=len(track), face_frames=int((track >= 0).sum()), good_frames=int(good.sum()),
+                    tracks=tracks)
+
+    def described(self, fps: float) -> dict:
+        base = {"fps": fps, "start_s": 0.0}
+        return {
+            "landmarks_raw": {"file": "landmarks_raw.npy", **base, "units": "frame pixels; z depth in pixels"},
+            "landmarks": {"file": "landmarks.npy", **base, "units": "frame pixels; gap-filled, smoothed"},
+            "landmarks68": {"file": "landmarks68.npy", **base, "units": "frame pixels; iBUG 68 order"},
+            "align": {"file": "align.npy", **base, "units": "2x3 affine, frame pixels -> crop pixels"},
+            "crops": {"file": "crops.tar", **base, "member": "{frame:06d}.jpg", "size": self.size,
+                      "frames": "those with a face"},
+            "frames": {"file": "frames.parquet", **base},
+        }
