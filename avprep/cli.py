@@ -63,7 +63,7 @@ def extract(
                                                                "buffalo_l): detect faces with its SCRFD model "
                                                                "instead of MediaPipe's bundled detector."),
     fix_offset: bool = typer.Option(False, help="Shift the stored audio by the estimated A/V offset when the "
-                                                "estimate is confident (>= 3)."),
+                                                "estimate is confident (>= 0.3, see the README)."),
 ):
     """Analyse each video once into OUT/videos/<video_id>/ and OUT/manifest.parquet.
 

@@ -19,7 +19,9 @@ IBUG68 = np.array([
 
 LEFT_EYE_RING = np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246])  # image left
 RIGHT_EYE_RING = np.array([362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398])
-NOSE_LINE = np.array([168, 6, 197, 195, 5, 4, 1])  # bridge to tip: rigid, unmoved by speech
+LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS = np.array([33, 133]), np.array([362, 263])
+NOSE_BRIDGE = 168
+LEFT_TEMPLE, RIGHT_TEMPLE = 127, 356
 MOUTH_LEFT, MOUTH_RIGHT, UPPER_LIP_INNER, LOWER_LIP_INNER = 61, 291, 13, 14
 FOREHEAD, CHIN = 10, 152
 

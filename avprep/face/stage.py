@@ -49,12 +49,14 @@ class FaceStage(Stage):
         self.tracker = FaceTracker(make_detector(config.insightface_root, config.min_detection_confidence),
                                    detect_every=config.detect_every, max_gap=max_gap)
         self.landmark_kernel = align.gaussian_weights(config.landmark_smoothing_s * video.fps)
-        self.align_kernel = align.gaussian_weights(config.align_smoothing_s * video.fps)
-        self.radius = len(self.align_kernel) // 2
+        self.centre_kernel = align.gaussian_weights(config.crop_centre_smoothing_s * video.fps)
+        self.scale_kernel = align.gaussian_weights(config.crop_scale_smoothing_s * video.fps)
+        self.radius = max(len(k) for k in (self.landmark_kernel, self.centre_kernel, self.scale_kernel)) // 2
         self.lookahead = max(self.radius, max_gap + 1)
         self.seen: collections.deque[Observation] = collections.deque()  # frames still needed as context
         self.waiting: collections.deque[tuple[int, np.ndarray]] = collections.deque()  # (index, pixels)
         self.filled: dict[int, np.ndarray] = {}  # gap frames interpolated from both sides
+        self.poses: dict[int, np.ndarray] = {}  # per-frame crop pose before smoothing
         self.outputs = _FaceOutputs(video, self.size, config.jpeg_quality)
 
     def frames(self, video: VideoContext, chunk: FrameChunk) -> None:
@@ -107,29 +109,37 @@ class FaceStage(Stage):
 
     def _finish(self, index: int, frame: np.ndarray) -> None:
         while self.seen and self.seen[0].index < index - self.radius:
-            self.filled.pop(self.seen.popleft().index, None)
+            forgotten = self.seen.popleft().index
+            self.filled.pop(forgotten, None)
+            self.poses.pop(forgotten, None)
         by_index = {o.index: o for o in self.seen}
         observation = by_index[index]
         points = self._points(observation)
         if points is None:
             self.outputs.add(observation, None, None, None, frame)
             return
-        window = np.arange(index - self.radius, index + self.radius + 1)
-        stacked = np.stack([self._same_track_points(by_index.get(i), observation.track) for i in window])
-        valid = np.isfinite(stacked[:, 0, 0])
-        stacked = np.nan_to_num(stacked)
-        r = len(self.landmark_kernel) // 2
-        smooth = align.smooth_at(stacked[self.radius - r: self.radius + r + 1], valid[self.radius - r: self.radius + r + 1],
-                                 self.landmark_kernel).astype(np.float32)
-        anchor = align.smooth_at(align.alignment_points(stacked), valid, self.align_kernel)
-        transform = align.fit_similarity(anchor, align.template(self.size))
-        self.outputs.add(observation, points if observation.points is not None else None, smooth, transform, frame)
+        window = [by_index.get(i) for i in range(index - self.radius, index + self.radius + 1)]
+        same = [o is not None and o.track == observation.track and self._points(o) is not None for o in window]
+        landmarks = np.stack([self._points(o) if ok else _NAN_POINTS for o, ok in zip(window, same)])
+        poses = np.stack([self._pose(o) if ok else np.zeros(4) for o, ok in zip(window, same)])
+        poses[:, 3] = poses[self.radius, 3] + _wrapped(poses[:, 3] - poses[self.radius, 3])  # no jump at +-pi
+        valid = np.asarray(same, dtype=np.float64)
+        smooth = self._smoothed(landmarks, valid, self.landmark_kernel).astype(np.float32)
+        centre = self._smoothed(poses[:, :2], valid, self.centre_kernel)
+        scale_angle = self._smoothed(poses[:, 2:], valid, self.scale_kernel)
+        transform = align.transform_from_pose(np.concatenate([centre, scale_angle]), self.size)
+        self.outputs.add(observation, observation.points, smooth, transform, frame)
 
-    def _same_track_points(self, observation: Observation | None, track: int) -> np.ndarray:
-        if observation is None or observation.track != track:
-            return _NAN_POINTS
-        points = self._points(observation)
-        return _NAN_POINTS if points is None else points
+    def _smoothed(self, values: np.ndarray, valid: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+        """Kernel-weighted mean around the window's centre row over its valid rows."""
+        r = len(kernel) // 2
+        rows = slice(self.radius - r, self.radius + r + 1)
+        return align.smooth_at(np.nan_to_num(values[rows]), valid[rows], kernel)
+
+    def _pose(self, observation: Observation) -> np.ndarray:
+        if observation.index not in self.poses:
+            self.poses[observation.index] = align.crop_pose(self._points(observation), self.size)
+        return self.poses[observation.index]
 
     def _offsets(self, video: VideoContext, tracks: list[dict]) -> list[dict]:
         """A/V offset of every track: its mouth opening against the loudness of the audio at the same frames."""
@@ -140,6 +150,10 @@ class FaceStage(Stage):
             offset, confidence = sync.estimate_offset(mouth[span], loudness[span], self.config.max_offset_frames)
             track.update(av_offset_frames=offset, av_offset_confidence=round(confidence, 3))
         return tracks
+
+
+def _wrapped(angles: np.ndarray) -> np.ndarray:
+    return (angles + np.pi) % (2 * np.pi) - np.pi
 
 
 class _FaceOutputs:

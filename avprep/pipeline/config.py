@@ -17,7 +17,8 @@ class FaceConfig:
     detect_every: int = 10  # frames between detector runs while a face is followed
     max_gap_s: float = 0.32  # longer losses end a track; shorter ones are interpolated
     landmark_smoothing_s: float = 0.04  # Gaussian sigma for the stored smoothed landmarks
-    align_smoothing_s: float = 0.12  # Gaussian sigma for the alignment points: steady crops
+    crop_centre_smoothing_s: float = 0.12  # Gaussian sigma for where the crop sits: follows the head
+    crop_scale_smoothing_s: float = 0.3  # ... and for its scale and rotation, which real heads change slowly
     min_detection_confidence: float = 0.5
     insightface_root: str | None = None  # a local insightface model pack: use its SCRFD detector
     min_iod_px: float = 20.0  # frames whose eyes are closer than this (in the source frame) are flagged
@@ -26,7 +27,7 @@ class FaceConfig:
     max_pitch_deg: float = 30.0
     max_offset_frames: int = 15  # A/V offset search range
     fix_offset: bool = False  # shift the stored audio by the estimated offset
-    min_offset_confidence: float = 3.0  # ... only when the estimate is at least this confident
+    min_offset_confidence: float = 0.3  # ... only when the estimate is at least this confident (see face.sync)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,7 +85,7 @@ def make_talking_head(
     shift = int(round(av_offset_frames * sample_rate / rate))
     audio = _channels(_shift(speech, shift), channels)
     frames = (_render(face, mouth, a, m, size) for a, m in zip(opening, transforms))
-    _encode(Path(path), frames, audio, sample_rate, size, rate, crf)
+    write_video(Path(path), frames, audio, sample_rate, size, rate, crf)
 
     landmarks = [_apply(m, mouth.move_landmarks(face.landmarks, a)) for a, m in zip(opening, transforms)]
     truth = {
@@ -283,8 +283,10 @@ def _channels(mono: np.ndarray, channels: int) -> np.ndarray:
     return mono[:, None] * gains[None, :].astype(np.float32)
 
 
-def _encode(path: Path, frames, audio: np.ndarray, sample_rate: int, size, rate: Fraction, crf: int) -> None:
-    """Stream RGB frames to ffmpeg's stdin, mux them with ``audio``, and move the MP4 into place atomically."""
+def write_video(path: Path, frames, audio: np.ndarray, sample_rate: int, size, rate: Fraction | float,
+                crf: int = 18) -> None:
+    """Stream RGB frames to ffmpeg's stdin, mux them with ``audio`` ((samples,) or (samples, channels)) as
+    H.264/AAC MP4, and move the file into place atomically. Tests use it to compose scenes from decoded clips."""
     width, height = size
     # A hidden name next to the target, so os.replace is atomic; ffmpeg creates it with the usual permissions.
     partial = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
