@@ -156,6 +156,28 @@ def manifest(prep: Path = typer.Argument(..., help="Prep folder written by 'avpr
     console.print(f"{path}: {len(records)} videos, {ok} ok, {len(records) - ok} failed")
 
 
+@app.command()
+def inspect(
+    prep: Path = typer.Argument(..., help="Prep folder written by 'avprep extract'."),
+    video: str = typer.Option(..., "--video", help="video_id to show (see the manifest)."),
+    out: Path = typer.Option(Path("sheet.png"), "--out", "-o", help="PNG to write."),
+    frames: int = typer.Option(8, min=1, max=32, help="Frames to show, spread over the video."),
+):
+    """Draw a contact sheet of what extract saw in one video: frames with the face box and 68 landmarks above the aligned crops."""
+    import cv2
+
+    from avprep.inspect import contact_sheet
+
+    try:
+        sheet = contact_sheet(prep, video, frames)
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    console.print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]})")
+
+
 def main() -> None:
     app()
 

@@ -94,9 +94,3 @@ def gaussian_weights(sigma_frames: float) -> np.ndarray:
         return np.ones(1)
     offsets = np.arange(-radius, radius + 1)
     return np.exp(-0.5 * (offsets / sigma_frames) ** 2)
-
-
-def smooth_at(values: np.ndarray, valid: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Kernel-weighted mean of the centre row of ``values`` (2r+1, ...) over its ``valid`` rows."""
-    weights = kernel * valid
-    return np.tensordot(weights / weights.sum(), values, axes=1)

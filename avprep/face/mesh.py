@@ -1,7 +1,6 @@
 """MediaPipe face mesh (478 points with iris) on a face-centred crop, returned in original-frame pixels."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from avprep.face.points import MESH_POINTS
@@ -12,42 +11,51 @@ class FaceMesher:
     """One face, followed over frames: MediaPipe's video mode reuses the previous landmarks as the next region
     of interest, and the crop handed to it follows the face, so small and large faces alike fill its input."""
 
-    def __init__(self, input_size: int = 256, roi_scale: float = 1.8):
+    def __init__(self, roi_scale: float = 1.8):
         from mediapipe.python.solutions.face_mesh import FaceMesh
 
         with native_stderr_silenced():
             self._mesh = started_quietly(FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
                                                   min_detection_confidence=0.5, min_tracking_confidence=0.5))
-        self.input_size = input_size
         self.roi_scale = roi_scale
         self._warned = False
 
     def __call__(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
-        """Landmarks (478, 3) as x, y in frame pixels and depth z in the same pixel scale; None if no face."""
+        """Landmarks (478, 3) as x, y in frame pixels and depth z in the same pixel scale; None if no face.
+
+        The region handed to MediaPipe is a plain slice of the frame (a square ``roi_scale`` times the face box,
+        cut at the frame's edges): MediaPipe resizes its own input, so resampling here would only cost time.
+        """
+        height, width = frame.shape[:2]
         centre = (box[:2] + box[2:]) / 2
-        side = max(float(box[2] - box[0]), float(box[3] - box[1]), 8.0) * self.roi_scale
-        scale = self.input_size / side
-        half = self.input_size / 2
-        to_crop = np.array([[scale, 0, half - scale * centre[0]], [0, scale, half - scale * centre[1]]])
-        crop = cv2.warpAffine(frame, to_crop, (self.input_size, self.input_size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
+        half = max(float(box[2] - box[0]), float(box[3] - box[1]), 8.0) * self.roi_scale / 2
+        x0, y0 = max(int(centre[0] - half), 0), max(int(centre[1] - half), 0)
+        x1, y1 = min(int(centre[0] + half) + 1, width), min(int(centre[1] + half) + 1, height)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None
+        region = np.ascontiguousarray(frame[y0:y1, x0:x1])
         if self._warned:
-            result = self._mesh.process(crop)
+            result = self._mesh.process(region)
         else:  # MediaPipe warns once per graph, on its first face
             with native_stderr_silenced():
-                result = self._mesh.process(crop)
+                result = self._mesh.process(region)
         if not result.multi_face_landmarks:
             return None
         self._warned = True
-        landmarks = result.multi_face_landmarks[0].landmark
-        points = np.array([(p.x, p.y, p.z) for p in landmarks], dtype=np.float32)[:MESH_POINTS] * self.input_size
-        points[:, 0] = (points[:, 0] - half) / scale + centre[0]
-        points[:, 1] = (points[:, 1] - half) / scale + centre[1]
-        points[:, 2] /= scale
+        points = landmarks_array(result.multi_face_landmarks[0])
+        points *= x1 - x0  # MediaPipe normalises x and z by the width, y by the height
+        points[:, 1] *= (y1 - y0) / (x1 - x0)
+        points[:, 0] += x0
+        points[:, 1] += y0
         return points
 
     def close(self) -> None:
         self._mesh.close()
+
+
+def landmarks_array(landmarks) -> np.ndarray:
+    """A NormalizedLandmarkList as a (478, 3) float32 array."""
+    return np.array([(p.x, p.y, p.z) for p in landmarks.landmark[:MESH_POINTS]], dtype=np.float32)
 
 
 def landmark_box(points: np.ndarray) -> np.ndarray:

@@ -17,8 +17,12 @@ def inter_ocular_px(points: np.ndarray) -> float:
 
 
 def blur_score(crop: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey crop: low means blurred (motion, focus, upscaling)."""
-    return float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+    """Variance of the Laplacian of the grey crop at 128 x 128: low means blurred (motion, focus, upscaling).
+
+    Measured at a fixed size so the threshold means the same for any canonical crop size."""
+    grey = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), (128, 128), interpolation=cv2.INTER_AREA)
+    laplacian = cv2.Laplacian(grey, cv2.CV_32F)
+    return float(cv2.meanStdDev(laplacian)[1][0, 0] ** 2)
 
 
 def head_pose(points: np.ndarray) -> tuple[float, float, float]:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy.ndimage import correlate1d
 
 from avprep.face import align, quality, sync
 from avprep.face.detect import make_detector
@@ -47,7 +48,7 @@ class FaceStage(Stage):
         self.size = config.canonical_size
         max_gap = max(1, int(round(config.max_gap_s * video.fps)))
         self.tracker = FaceTracker(make_detector(config.insightface_root, config.min_detection_confidence),
-                                   detect_every=config.detect_every, max_gap=max_gap)
+                                   detect_every=max(1, round(config.detect_every_s * video.fps)), max_gap=max_gap)
         self.landmark_kernel = align.gaussian_weights(config.landmark_smoothing_s * video.fps)
         self.centre_kernel = align.gaussian_weights(config.crop_centre_smoothing_s * video.fps)
         self.scale_kernel = align.gaussian_weights(config.crop_scale_smoothing_s * video.fps)
@@ -66,12 +67,13 @@ class FaceStage(Stage):
                 self._fill_gap_before(observation)
             self.seen.append(observation)
             self.waiting.append((observation.index, frame))
-            while self.waiting and self.waiting[0][0] + self.lookahead <= observation.index:
-                self._finish(*self.waiting.popleft())
+        newest = chunk.start + len(chunk.frames) - 1
+        ready = sum(1 for index, _ in self.waiting if index + self.lookahead <= newest)
+        self._finish([self.waiting.popleft() for _ in range(ready)])
 
     def close(self, video: VideoContext) -> None:
-        while self.waiting:
-            self._finish(*self.waiting.popleft())
+        self._finish(list(self.waiting))
+        self.waiting.clear()
         self.tracker.close()
         summary = self.outputs.close()
         if summary["face_frames"] == 0:
@@ -107,34 +109,42 @@ class FaceStage(Stage):
             return observation.points
         return self.filled.get(observation.index)
 
-    def _finish(self, index: int, frame: np.ndarray) -> None:
-        while self.seen and self.seen[0].index < index - self.radius:
+    def _finish(self, ready: list[tuple[int, np.ndarray]]) -> None:
+        """Smooth, align, crop and write the ``ready`` frames (consecutive), all their context being known.
+
+        Smoothing is a normalised convolution over each track's frames: a frame's neighbours count only if they
+        belong to its own track and have landmarks, so tracks never blend and gaps do not drag crops around.
+        """
+        if not ready:
+            return
+        first, last = ready[0][0], ready[-1][0]
+        by_index = {o.index: o for o in self.seen}
+        span = range(first - self.radius, last + self.radius + 1)
+        context = [by_index.get(i) for i in span]
+        track = np.array([o.track if o is not None and self._points(o) is not None else -1 for o in context])
+        poses = np.stack([self._pose(o) if t >= 0 else np.zeros(4) for o, t in zip(context, track)])
+        landmarks = np.stack([self._points(o) if t >= 0 else _NAN_POINTS for o, t in zip(context, track)])
+        centre, scale_angle, smooth = np.zeros((len(span), 2)), np.zeros((len(span), 2)), np.zeros(landmarks.shape)
+        for t in np.unique(track[track >= 0]):
+            member = (track == t).astype(np.float64)
+            rows = track == t
+            poses[rows, 3] = np.unwrap(poses[rows, 3])  # no jump at +-pi inside the window
+            centre[rows] = _convolved(poses[:, :2], member, self.centre_kernel)[rows]
+            scale_angle[rows] = _convolved(poses[:, 2:], member, self.scale_kernel)[rows]
+            smooth[rows] = _convolved(np.nan_to_num(landmarks), member, self.landmark_kernel)[rows]
+        for index, frame in ready:
+            at = index - span.start
+            observation = context[at]
+            if track[at] < 0:
+                self.outputs.add(observation, None, None, None, frame)
+                continue
+            pose = np.concatenate([centre[at], scale_angle[at]])
+            transform = align.transform_from_pose(pose, self.size)
+            self.outputs.add(observation, observation.points, smooth[at].astype(np.float32), transform, frame)
+        while self.seen and self.seen[0].index < last + 1 - self.radius:
             forgotten = self.seen.popleft().index
             self.filled.pop(forgotten, None)
             self.poses.pop(forgotten, None)
-        by_index = {o.index: o for o in self.seen}
-        observation = by_index[index]
-        points = self._points(observation)
-        if points is None:
-            self.outputs.add(observation, None, None, None, frame)
-            return
-        window = [by_index.get(i) for i in range(index - self.radius, index + self.radius + 1)]
-        same = [o is not None and o.track == observation.track and self._points(o) is not None for o in window]
-        landmarks = np.stack([self._points(o) if ok else _NAN_POINTS for o, ok in zip(window, same)])
-        poses = np.stack([self._pose(o) if ok else np.zeros(4) for o, ok in zip(window, same)])
-        poses[:, 3] = poses[self.radius, 3] + _wrapped(poses[:, 3] - poses[self.radius, 3])  # no jump at +-pi
-        valid = np.asarray(same, dtype=np.float64)
-        smooth = self._smoothed(landmarks, valid, self.landmark_kernel).astype(np.float32)
-        centre = self._smoothed(poses[:, :2], valid, self.centre_kernel)
-        scale_angle = self._smoothed(poses[:, 2:], valid, self.scale_kernel)
-        transform = align.transform_from_pose(np.concatenate([centre, scale_angle]), self.size)
-        self.outputs.add(observation, observation.points, smooth, transform, frame)
-
-    def _smoothed(self, values: np.ndarray, valid: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-        """Kernel-weighted mean around the window's centre row over its valid rows."""
-        r = len(kernel) // 2
-        rows = slice(self.radius - r, self.radius + r + 1)
-        return align.smooth_at(np.nan_to_num(values[rows]), valid[rows], kernel)
 
     def _pose(self, observation: Observation) -> np.ndarray:
         if observation.index not in self.poses:
@@ -152,8 +162,11 @@ class FaceStage(Stage):
         return tracks
 
 
-def _wrapped(angles: np.ndarray) -> np.ndarray:
-    return (angles + np.pi) % (2 * np.pi) - np.pi
+def _convolved(values: np.ndarray, weights: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Weighted moving average along axis 0: sum(k w v) / sum(k w), with rows of zero weight ignored."""
+    numerator = correlate1d(values * weights.reshape(-1, *[1] * (values.ndim - 1)), kernel, axis=0, mode="constant")
+    denominator = correlate1d(weights, kernel, mode="constant")
+    return numerator / np.maximum(denominator, 1e-12).reshape(-1, *[1] * (values.ndim - 1))
 
 
 class _FaceOutputs:

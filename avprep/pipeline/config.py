@@ -14,7 +14,7 @@ class FaceConfig:
 
     canonical_size: int = 256  # side of the stored aligned crop; recipes cut their own crops from it
     jpeg_quality: int = 95
-    detect_every: int = 10  # frames between detector runs while a face is followed
+    detect_every_s: float = 1.0  # time between detector runs while a face is followed (cuts and losses re-detect)
     max_gap_s: float = 0.32  # longer losses end a track; shorter ones are interpolated
     landmark_smoothing_s: float = 0.04  # Gaussian sigma for the stored smoothed landmarks
     crop_centre_smoothing_s: float = 0.12  # Gaussian sigma for where the crop sits: follows the head
