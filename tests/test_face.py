@@ -21,6 +21,7 @@ from avprep.pipeline.inputs import discover
 from avprep.pipeline.runner import RunOptions, run_extract
 from avprep.pipeline.store import PrepDir
 from avprep.synth.talking_head import make_talking_head, write_video
+from conftest import run_cli
 
 OFFSETS = [-6, -3, 0, 3, 6]
 OFFSET_IDENTITIES = ["astronaut", "hanks", "ross", "chandler", "phoebe"]
@@ -202,3 +203,21 @@ def test_crops_of_transformed_copies_agree(transformed):
     for name in transforms:
         difference = np.abs(crop(prep, records[name], 7) - reference).mean() / 255
         assert difference < 6 / 255, f"{name}: mean crop difference {difference * 255:.1f}/255"
+
+
+def test_inspect_draws_a_contact_sheet(scenes, tmp_path):
+    prep, records, _ = scenes
+    sheet = tmp_path / "sheet.png"
+    run_cli("inspect", str(prep), "--video", records["two_faces"]["video_id"], "-o", str(sheet), "--frames", "4")
+    image = cv2.imread(str(sheet))
+    assert image.shape == (512, 4 * 256, 3) and image.std() > 20
+    failed = run_cli("inspect", str(prep), "--video", records["no_face"]["video_id"], "-o", str(sheet), check=False)
+    assert failed.returncode == 1 and "no face" in failed.stderr
+
+
+def test_insightface_backend_without_a_model_pack_says_so(scenes, tmp_path):
+    _, records, _ = scenes
+    result = run_cli("extract", records["static"]["path"], "-o", str(tmp_path / "prep"),
+                     "--insightface-root", str(tmp_path), check=False)
+    assert result.returncode == 2 and "no SCRFD detector" in result.stderr
+    assert not (tmp_path / "prep").exists()
