@@ -64,6 +64,11 @@ def extract(
                                                                "instead of MediaPipe's bundled detector."),
     fix_offset: bool = typer.Option(False, help="Shift the stored audio by the estimated A/V offset when the "
                                                 "estimate is confident (>= 0.3, see the README)."),
+    asr_model: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="ONNX acoustic model giving "
+                                             "per-frame character posteriors (HeadGAN's audio input); contract in "
+                                             "avprep/features/asr.py."),
+    no_audio_features: bool = typer.Option(False, "--no-audio-features", help="Skip MFCC and HeadGAN audio "
+                                                                              "features."),
 ):
     """Analyse each video once into OUT/videos/<video_id>/ and OUT/manifest.parquet.
 
@@ -96,7 +101,12 @@ def extract(
                 raise typer.BadParameter(str(error), param_hint="--insightface-root") from None
         face = FaceConfig(canonical_size=canonical_size, jpeg_quality=jpeg_quality, fix_offset=fix_offset,
                           insightface_root=str(insightface_root.resolve()) if insightface_root else None)
-    config = ExtractConfig(fps=fps, max_duration_s=max_duration, silence_dbfs=silence_dbfs, face=face)
+    config = ExtractConfig(fps=fps, max_duration_s=max_duration, silence_dbfs=silence_dbfs, face=face,
+                           audio_features=not no_audio_features,
+                           asr_model=str(asr_model.resolve()) if asr_model else None)
+    if config.audio_features and not asr_model:
+        console.print("note: no --asr-model, so no ASR character features (asr.npy); recipes that need them "
+                      "(HeadGAN) will use <clip>.transcript.json where present or refuse to shard")
     options = RunOptions(jobs=jobs, backend=backend, scheduler=scheduler, force=force, retry_failed=retry_failed,
                          max_chunk_bytes=chunk_mb << 20)
     summary = _run_with_progress(sources, out, config, options)

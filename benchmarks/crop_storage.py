@@ -7,7 +7,6 @@ Crops are cut by a real extract of a generated talking head; every format is tim
 from __future__ import annotations
 
 import argparse
-import io
 import tarfile
 import tempfile
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from _table import publish
 from avprep.pipeline.config import ExtractConfig
 from avprep.pipeline.inputs import discover
 from avprep.pipeline.runner import extract_video
@@ -57,10 +57,7 @@ def main() -> None:
         rows.append(f"| {name} | {kib:.1f} | {encode_ms:.2f} | {decode_ms:.2f} | {error} |")
     raw_kib = crops[0].nbytes / 1024
     rows.append(f"| raw uint8 (npy) | {raw_kib:.1f} | 0 | 0 | 0 |")
-    table = "\n".join(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(f"# Canonical crop storage ({len(crops)} crops of a 720p talking head)\n\n{table}\n")
-    print(table)
+    publish(rows, f"Canonical crop storage ({len(crops)} crops of a 720p talking head)", args.out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _table import publish
 from avprep.face.quiet import native_stderr_silenced
 from avprep.media.probe import probe
 from avprep.media.video import decode_frames
@@ -77,10 +78,7 @@ def main() -> None:
             floor = r["decode"] + r["mesh"]
             rows.append(f"| {label} {args.seconds:.0f} s | {fps(r['decode'])} | {fps(r['mesh'])} | {fps(floor)} | "
                         f"{fps(r['extract'])} | {100 * (r['extract'] / floor - 1):+.0f}% |")
-    table = "\n".join(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(f"# Extract with face analysis, one core\n\n{table}\n")
-    print(table)
+    publish(rows, "Extract with face analysis, one core", args.out)
 
 
 if __name__ == "__main__":

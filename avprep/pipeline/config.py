@@ -35,7 +35,9 @@ class ExtractConfig:
     fps: float | None = None  # output frame rate; None keeps the source's (its average when variable)
     max_duration_s: float = 4 * 3600.0  # longer videos fail as "too long" instead of tying up a worker for hours
     silence_dbfs: float = -60.0  # audio whose RMS is below this fails as "silent audio"
-    face: FaceConfig | None = FaceConfig()  # None: audio and timing only
+    face: FaceConfig | None = FaceConfig()  # None: no face analysis
+    audio_features: bool = True  # MFCC variants and HeadGAN audio statistics (avprep.features)
+    asr_model: str | None = None  # ONNX acoustic model for per-frame character posteriors (avprep.features.asr)
 
     def hash(self) -> str:
         """Short stable digest stored with every record; a re-run with another hash redoes the video."""

@@ -101,4 +101,8 @@ def default_stages(config: ExtractConfig) -> list[Stage]:
         from avprep.face.stage import FaceStage  # mediapipe loads only when faces are analysed
 
         stages.append(FaceStage())
+    if config.audio_features:
+        from avprep.features.stage import AudioFeatureStage
+
+        stages.append(AudioFeatureStage())
     return stages
