@@ -73,7 +73,7 @@ def main() -> None:
                 elapsed = result[stage]
                 rows.append(f"| {label} {args.seconds:.0f} s | {stage} | {elapsed:.3f} | "
                             f"{result['n_frames'] / elapsed:,.0f} | {result['seconds'] / elapsed:,.1f} |")
-    publish(rows, "Decode throughput (ffmpeg on one thread)", args.out)
+    publish(rows, "Decode throughput, one core (process and ffmpeg pinned to one CPU)", args.out)
 
 
 if __name__ == "__main__":
