@@ -69,6 +69,10 @@ def extract(
                                              "avprep/features/asr.py."),
     no_audio_features: bool = typer.Option(False, "--no-audio-features", help="Skip MFCC and HeadGAN audio "
                                                                               "features."),
+    morphable_basis: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="3D morphable model "
+                                                   "basis (.npz, see 'avprep morphable build'); default: the "
+                                                   "basis shipped with avprep."),
+    no_morphable: bool = typer.Option(False, "--no-morphable", help="Skip the 3D morphable model fit."),
 ):
     """Analyse each video once into OUT/videos/<video_id>/ and OUT/manifest.parquet.
 
@@ -102,7 +106,8 @@ def extract(
         face = FaceConfig(canonical_size=canonical_size, jpeg_quality=jpeg_quality, fix_offset=fix_offset,
                           insightface_root=str(insightface_root.resolve()) if insightface_root else None)
     config = ExtractConfig(fps=fps, max_duration_s=max_duration, silence_dbfs=silence_dbfs, face=face,
-                           audio_features=not no_audio_features,
+                           audio_features=not no_audio_features, morphable=not no_morphable,
+                           morphable_basis=str(morphable_basis.resolve()) if morphable_basis else None,
                            asr_model=str(asr_model.resolve()) if asr_model else None)
     if config.audio_features and not asr_model:
         console.print("note: no --asr-model, so no ASR character features (asr.npy); recipes that need them "
@@ -186,6 +191,31 @@ def inspect(
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     console.print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]})")
+
+
+morphable_app = typer.Typer(help="The 3D morphable face model fitted during extract.", no_args_is_help=True)
+app.add_typer(morphable_app, name="morphable")
+
+
+@morphable_app.command("build")
+def morphable_build(
+    prep: Path = typer.Argument(..., help="Prep folder written by 'avprep extract' (real videos: the more people "
+                                          "and expressions, the better)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Basis file to write (.npz)."),
+    identity: int = typer.Option(6, min=1, help="Identity components (at most one fewer than the face tracks)."),
+    expression: int = typer.Option(10, min=1, help="Expression components."),
+):
+    """Learn a morphable model from extracted meshes: Procrustes-aligned, identity from per-track means, expression from within-track variation (PCA). Use it with 'avprep extract --morphable-basis'."""
+    from avprep.morphable import build_and_save
+
+    try:
+        with console.status(f"building a morphable model from {prep}"):
+            model = build_and_save(prep, out, identity, expression)
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1)
+    console.print(f"wrote {out}: {model.identity.shape[0]} identity and {model.expression.shape[0]} expression "
+                  f"components on {model.mean.shape[0]} vertices")
 
 
 def main() -> None:

@@ -36,6 +36,8 @@ class ExtractConfig:
     max_duration_s: float = 4 * 3600.0  # longer videos fail as "too long" instead of tying up a worker for hours
     silence_dbfs: float = -60.0  # audio whose RMS is below this fails as "silent audio"
     face: FaceConfig | None = FaceConfig()  # None: no face analysis
+    morphable: bool = True  # fit the 3D morphable model to every face track (needs face analysis)
+    morphable_basis: str | None = None  # a basis .npz (avprep.morphable.model); None: the shipped default
     audio_features: bool = True  # MFCC variants and HeadGAN audio statistics (avprep.features)
     asr_model: str | None = None  # ONNX acoustic model for per-frame character posteriors (avprep.features.asr)
 

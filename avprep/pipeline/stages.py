@@ -101,6 +101,10 @@ def default_stages(config: ExtractConfig) -> list[Stage]:
         from avprep.face.stage import FaceStage  # mediapipe loads only when faces are analysed
 
         stages.append(FaceStage())
+        if config.morphable:
+            from avprep.morphable.stage import MorphableStage
+
+            stages.append(MorphableStage())
     if config.audio_features:
         from avprep.features.stage import AudioFeatureStage
 
