@@ -49,3 +49,4 @@ class MorphableStage(Stage):
                                   "shape": list(values.shape)}
         video.arrays["morphable_identity"]["rows"] = "face tracks, in record['tracks'] order"
         video.record["morphable_error_iod"] = float(np.nanmean(error[:, 1]))
+        video.record["morphable_basis"] = video.config.morphable_basis  # None: the shipped default

@@ -1,0 +1,1 @@
+"""Sharding: cut recipe samples from a prep folder into WebDataset tars, and check them."""

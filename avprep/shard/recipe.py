@@ -1,0 +1,114 @@
+"""Recipes: the data half of a method, read from ``pipelines/<name>.toml`` or any TOML file.
+
+The ``[data]`` table says what one sample holds; ``[split]`` how speakers or videos are divided. Other tables
+(the model and training half) are left to avmodels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+FIELDS = {"frames", "lr", "landmarks", "mfcc", "audio", "audio_features", "nmfc", "reference", "wrong"}
+
+# Recipe crops as squares in the canonical crop, in inter-ocular distances around the eye midpoint (x right,
+# y down): (centre x, centre y, side). The canonical crop is levelled by the eyes, so these are affine
+# sub-windows of it (avprep.face.align).
+CROPS = {
+    "tight": (0.0, 0.55, 2.4),  # Wav2Pix's Haar-cascade box: brows to chin
+    "atvgnet": (0.0, 0.45, 3.0),  # ATVGnet's warp of points 27-44 onto its template
+    "davs": (0.0, 0.475, 3.35),  # DAVS's eyes + mouth-centre template, 260 of a 268 crop
+    "ffhq": (0.0, 0.115, 4.14),  # FFHQ: side 4 x max(eye distance, 0.9 eye-to-mouth), centred 0.1 towards mouth
+}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used, or a prep folder that lacks what it needs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    name: str
+    fields: tuple[str, ...]
+    clip_frames: int = 1
+    stride_s: float = 1.0
+    crop: str = "ffhq"
+    image_size: int = 128
+    lr_size: int | None = None
+    lr_filter: str = "bicubic"
+    audio_s: float | None = None
+    audio_align: str = "centre"  # the audio slice is centred on the clip's middle frame
+    mfcc: str | None = None  # "syncnet" or "atvgnet"
+    mfcc_rows: int = 20
+    mfcc_start_s: float = -0.10  # first MFCC row of a frame's window, relative to the frame's time
+    quality: str = "good"  # every frame of a clip must be "good" (frames.parquet) or at least "face"
+    apply_av_offset: bool = True  # shift audio by the estimated offset when confident
+    min_offset_confidence: float = 0.3
+    split_by: str = "speaker"  # open set; "video": closed set, every speaker in every split
+    fractions: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "fractions": dict(self.fractions)}
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A recipe by name (``wav2pix``, shipped in ``pipelines/``) or by the path of a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe file not found: {path}")
+        text, name = path.read_text(encoding="utf-8"), path.stem
+    else:
+        resource = importlib.resources.files("pipelines") / f"{name_or_path}.toml"
+        if not resource.is_file():
+            raise RecipeError(f"no recipe named {name_or_path!r}; shipped: {', '.join(shipped_recipes())}")
+        text, name = resource.read_text(encoding="utf-8"), name_or_path
+    return parse_recipe(name, tomllib.loads(text))
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.name[:-5] for p in importlib.resources.files("pipelines").iterdir() if p.name.endswith(".toml"))
+
+
+def parse_recipe(name: str, document: dict) -> Recipe:
+    data, split = dict(document.get("data", {})), dict(document.get("split", {}))
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = (set(data) | {f"split.{k}" for k in split if k not in ("by", "fractions", "seed")}) - known
+    if unknown:
+        raise RecipeError(f"recipe {name}: unknown keys {sorted(unknown)}")
+    if "by" in split:
+        data["split_by"] = split["by"]
+    if "fractions" in split:
+        data["fractions"] = tuple(split["fractions"].items())
+    if "seed" in split:
+        data["seed"] = split["seed"]
+    data["fields"] = tuple(data.get("fields", ()))
+    recipe = Recipe(name=name, **data)
+    _check(recipe)
+    return recipe
+
+
+def _check(recipe: Recipe) -> None:
+    problems = []
+    if not recipe.fields or set(recipe.fields) - FIELDS:
+        problems.append(f"fields must be some of {sorted(FIELDS)}")
+    if recipe.crop not in CROPS:
+        problems.append(f"crop must be one of {sorted(CROPS)}")
+    if "mfcc" in recipe.fields and recipe.mfcc not in ("syncnet", "atvgnet"):
+        problems.append("mfcc must be 'syncnet' or 'atvgnet'")
+    if "audio" in recipe.fields and not recipe.audio_s:
+        problems.append("the audio field needs audio_s")
+    if "lr" in recipe.fields and not recipe.lr_size:
+        problems.append("the lr field needs lr_size")
+    if recipe.split_by not in ("speaker", "video") or abs(sum(f for _, f in recipe.fractions) - 1) > 1e-6:
+        problems.append("split.by must be 'speaker' or 'video' and split.fractions must sum to 1")
+    if recipe.quality not in ("good", "face") or recipe.clip_frames < 1 or recipe.stride_s <= 0:
+        problems.append("quality must be 'good' or 'face', clip_frames >= 1 and stride_s > 0")
+    if problems:
+        raise RecipeError(f"recipe {recipe.name}: " + "; ".join(problems))

@@ -1,0 +1,135 @@
+"""``avprep shard``: plan the samples, write the shards in parallel, then the index and dataset.json."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import joblib
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from avprep.pipeline.store import PrepDir, write_text_atomic
+from avprep.shard.plan import SampleRef, plan_samples
+from avprep.shard.recipe import Recipe, RecipeError
+from avprep.shard.sample import OtherFaces, VideoCache, build_sample
+from avprep.shard.schema import SCHEMA_VERSION, member_schema
+from avprep.shard.writer import write_tar
+
+
+@dataclasses.dataclass
+class ShardSummary:
+    samples: dict[str, int]
+    shards_written: int
+    shards_skipped: int
+    bytes_written: int
+    out: Path
+
+
+def run_shard(prep: str | Path, out: str | Path, recipe: Recipe, *, max_count: int = 1000,
+              max_size: int | None = None, jobs: int = 1, backend: str = "loky", scheduler: str | None = None,
+              force: bool = False) -> ShardSummary:
+    prep, out = Path(prep), Path(out)
+    samples, speakers = plan_samples(prep, recipe)
+    plan = _plan_hash(prep, recipe, samples, max_count, max_size)
+    _prepare(out, plan, force)
+    per_shard = _samples_per_shard(prep, recipe, samples, max_count, max_size)
+    shards = _group(samples, per_shard)
+    todo = [(name, group) for name, group in shards.items() if not (out / name).exists()]
+    written = _write_all(prep, out, recipe, samples, todo, jobs, backend, scheduler)
+    _write_index(out, shards)
+    counts = {split: sum(1 for s in samples if s.split == split) for split, _ in recipe.fractions}
+    dataset = {
+        "schema_version": SCHEMA_VERSION, "recipe": recipe.to_json(), "fields": member_schema(recipe),
+        "speakers": speakers, "sample_rate": 16000, "plan": plan, "max_count": max_count, "max_size": max_size,
+        "fps": sorted({r["fps"] for r in PrepDir(prep).records() if r["status"] == "ok"}),
+        "splits": {split: {"samples": counts[split], "shards": sorted(n for n in shards if n.startswith(split + "-"))}
+                   for split in counts},
+    }
+    write_text_atomic(out / "dataset.json", json.dumps(dataset, indent=1, sort_keys=True) + "\n")
+    return ShardSummary(counts, len(todo), len(shards) - len(todo), sum(written), out)
+
+
+def _plan_hash(prep: Path, recipe: Recipe, samples: list[SampleRef], max_count: int, max_size: int | None) -> str:
+    """Changes whenever the shards would: recipe, limits, samples and the extract settings behind them."""
+    configs = sorted({(r["video_id"], r["config_hash"]) for r in PrepDir(prep).records()})
+    payload = json.dumps([SCHEMA_VERSION, recipe.to_json(), max_count, max_size, configs,
+                          [dataclasses.astuple(s) for s in samples]], sort_keys=True)
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def _prepare(out: Path, plan: str, force: bool) -> None:
+    """Resume a run of the same plan; refuse to mix plans; ``force`` starts over."""
+    dataset = out / "dataset.json"
+    previous = json.loads(dataset.read_text())["plan"] if dataset.exists() else None
+    stale = list(out.glob("*.tar")) + list(out.glob(".*.partial")) if out.exists() else []
+    if force:
+        for path in stale + [dataset, out / "index.parquet"]:
+            path.unlink(missing_ok=True)
+    elif previous is not None and previous != plan:
+        raise RecipeError(f"{out} holds shards of another plan (recipe, limits or prep changed): use --force to "
+                          "replace them, or another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for partial in out.glob(".*.partial"):
+        partial.unlink()
+
+
+def _samples_per_shard(prep: Path, recipe: Recipe, samples: list[SampleRef], max_count: int,
+                       max_size: int | None) -> int:
+    """``max_count``, lowered so that shards stay under ``max_size``: sized from the largest of a few samples."""
+    if max_size is None or not samples:
+        return max_count
+    videos = VideoCache(prep)
+    try:
+        probe = samples[:: max(1, len(samples) // 8)][:8]
+        largest = max(sum(len(v) + 512 for v in build_sample(s, recipe, videos[s.video_id],
+                                                              OtherFaces(samples, videos)).values()) for s in probe)
+    finally:
+        videos.close()
+    if largest * 1.25 > max_size:
+        raise RecipeError(f"--max-size {max_size} is smaller than one sample (about {largest} bytes)")
+    return max(1, min(max_count, int(max_size // (largest * 1.25))))
+
+
+def _group(samples: list[SampleRef], per_shard: int) -> dict[str, list[SampleRef]]:
+    shards: dict[str, list[SampleRef]] = {}
+    by_split: dict[str, list[SampleRef]] = {}
+    for sample in samples:
+        by_split.setdefault(sample.split, []).append(sample)
+    for split, group in by_split.items():
+        for i in range(0, len(group), per_shard):
+            shards[f"{split}-{i // per_shard:06d}.tar"] = group[i: i + per_shard]
+    return shards
+
+
+def write_shard(prep: str, out: str, recipe: Recipe, name: str, group: list[SampleRef],
+                samples: list[SampleRef]) -> int:
+    """One shard file (a task of the parallel run): its samples built and written in order."""
+    videos = VideoCache(Path(prep))
+    try:
+        others = OtherFaces(samples, videos)
+        built = [(s.key, build_sample(s, recipe, videos[s.video_id], others)) for s in group]
+    finally:
+        videos.close()
+    return write_tar(Path(out) / name, built)
+
+
+def _write_all(prep, out, recipe, samples, todo, jobs, backend, scheduler) -> list[int]:
+    tasks = (joblib.delayed(write_shard)(str(prep), str(out), recipe, name, group, samples) for name, group in todo)
+    if backend == "dask":
+        from dask.distributed import Client
+
+        with Client(scheduler), joblib.parallel_config(backend="dask"):
+            return list(joblib.Parallel(n_jobs=-1)(tasks))
+    return list(joblib.Parallel(n_jobs=jobs)(tasks))
+
+
+def _write_index(out: Path, shards: dict[str, list[SampleRef]]) -> None:
+    rows = [dict(key=s.key, shard=name, split=s.split, speaker=s.speaker, video_id=s.video_id, track=s.track,
+                 start_frame=s.start_frame, n_frames=s.n_frames) for name, group in shards.items() for s in group]
+    table = pa.Table.from_pylist(rows) if rows else pa.table({"key": pa.array([], pa.string())})
+    partial = out / ".index.parquet.partial"
+    pq.write_table(table, partial)
+    os.replace(partial, out / "index.parquet")

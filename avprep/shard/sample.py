@@ -1,0 +1,252 @@
+"""Build one sample's tar members from a prep folder: recipe crops, low-res faces, landmarks, audio, features.
+
+Everything is cut from what extract stored: recipe crops are square sub-windows of the canonical crops (no
+second decode of the video), and every audio slice and feature window is placed by frame time, shifted by the
+stored A/V offset when the recipe asks and the estimate is confident.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import soundfile
+
+from avprep.face import align
+from avprep.features.asr import headgan_asr_window
+from avprep.features.timebase import TimedFeature
+from avprep.media.audio import SAMPLE_RATE
+from avprep.shard.plan import SampleRef, read_record
+from avprep.shard.recipe import CROPS, Recipe
+
+JPEG_QUALITY = 95
+MFCC_RATE = 100.0
+
+
+def frame_names(recipe: Recipe) -> list[str]:
+    """Member names of a sample's frames: ``image.jpg`` for single frames, ``f000.jpg``... for clips."""
+    return ["image.jpg"] if recipe.clip_frames == 1 else [f"f{i:03d}.jpg" for i in range(recipe.clip_frames)]
+
+
+class PrepVideo:
+    """One extracted video's stored outputs, opened lazily and kept for the samples cut from it."""
+
+    def __init__(self, prep: Path, video_id: str):
+        self.folder = prep / "videos" / video_id
+        self.record = read_record(prep, video_id)
+        self.fps = self.record["fps"]
+        self.canonical = self.record["arrays"]["crops"]["size"]
+        self._crops = tarfile.open(self.folder / "crops.tar")
+        self.align = np.load(self.folder / "align.npy", mmap_mode="r")
+
+    @functools.cached_property
+    def quality(self) -> dict:
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.folder / "frames.parquet", columns=["track", "good", "face"]).to_pydict()
+
+    def array(self, name: str) -> np.ndarray:
+        return np.load(self.folder / self.record["arrays"][name]["file"], mmap_mode="r")
+
+    def canonical_crop(self, frame: int) -> np.ndarray:
+        data = self._crops.extractfile(f"{frame:06d}.jpg").read()
+        return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    def audio_shift_s(self, recipe: Recipe) -> float:
+        """Where the sound of a frame really is, relative to the frame: the stored offset when trusted."""
+        record = self.record
+        trusted = (recipe.apply_av_offset and "audio_shift_frames" not in record
+                   and (record.get("av_offset_confidence") or 0) >= recipe.min_offset_confidence)
+        return record["av_offset_frames"] / self.fps if trusted else 0.0
+
+    def audio(self, start_s: float, seconds: float) -> np.ndarray:
+        """``seconds`` of stored audio from ``start_s`` (zeros outside the recording)."""
+        n = int(round(seconds * SAMPLE_RATE))
+        first = int(round(start_s * SAMPLE_RATE))
+        with soundfile.SoundFile(self.folder / "audio.flac") as flac:
+            begin = min(max(first, 0), flac.frames)
+            flac.seek(begin)
+            samples = flac.read(max(0, min(first + n, flac.frames) - begin), dtype="float32")
+        out = np.zeros(n, np.float32)
+        out[begin - first: begin - first + len(samples)] = samples
+        return out
+
+    def close(self) -> None:
+        self._crops.close()
+
+
+def crop_transform(recipe: Recipe, canonical: int) -> np.ndarray:
+    """2x3 affine from canonical-crop pixels to recipe-crop pixels."""
+    cx, cy, side = CROPS[recipe.crop]
+    iod = align.INTER_OCULAR * canonical
+    centre = np.array([0.5 * canonical + cx * iod, align.EYE_LINE_Y * canonical + cy * iod])
+    scale = recipe.image_size / (side * iod)
+    return np.array([[scale, 0, recipe.image_size / 2 - scale * centre[0]],
+                     [0, scale, recipe.image_size / 2 - scale * centre[1]]])
+
+
+def recipe_crop(video: PrepVideo, frame: int, recipe: Recipe) -> np.ndarray:
+    """The recipe's square face crop of ``frame``, resampled once from the canonical crop."""
+    canonical = video.canonical_crop(frame)
+    to_recipe = crop_transform(recipe, video.canonical)
+    factor = to_recipe[0, 0]
+    if factor < 1:  # shrinking: area-average first so the crop does not alias; then only a sub-pixel shift is left
+        canonical = cv2.resize(canonical, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        to_recipe = np.hstack([to_recipe[:, :2] / factor, to_recipe[:, 2:]])
+    size = recipe.image_size
+    return cv2.warpAffine(canonical, to_recipe, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def frame_to_recipe(video: PrepVideo, frame: int, recipe: Recipe) -> np.ndarray:
+    """2x3 affine from original-frame pixels to recipe-crop pixels."""
+    to_canonical = np.vstack([np.asarray(video.align[frame], np.float64), [0, 0, 1]])
+    return crop_transform(recipe, video.canonical) @ to_canonical
+
+
+def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "OtherFaces") -> dict[str, bytes]:
+    """Tar members (field name -> bytes) of one sample."""
+    frames = range(sample.start_frame, sample.start_frame + sample.n_frames)
+    shift = video.audio_shift_s(recipe)
+    members: dict[str, bytes] = {}
+    crops = [recipe_crop(video, f, recipe) for f in frames]
+    if "frames" in recipe.fields:
+        members.update({name: jpeg(crop) for name, crop in zip(frame_names(recipe), crops)})
+    if "lr" in recipe.fields:
+        interpolation = cv2.INTER_CUBIC if recipe.lr_filter == "bicubic" else cv2.INTER_AREA
+        members["lr.png"] = png(cv2.resize(crops[0], (recipe.lr_size, recipe.lr_size), interpolation=interpolation))
+    if "landmarks" in recipe.fields:
+        points = np.stack([align.apply(frame_to_recipe(video, f, recipe), np.asarray(video.array("landmarks68")[f],
+                                                                                        np.float64)) for f in frames])
+        members["landmarks.npy"] = npy(points.astype(np.float32))
+    if "mfcc" in recipe.fields:
+        members["mfcc.npy"] = npy(_mfcc_windows(video, recipe, frames, shift))
+    audio_start = None
+    if "audio" in recipe.fields:
+        middle = (sample.start_frame + (sample.n_frames - 1) / 2) / video.fps
+        audio_start = middle + shift - recipe.audio_s / 2
+        members["audio.flac"] = flac(video.audio(audio_start, recipe.audio_s))
+    if "audio_features" in recipe.fields:
+        members["audio_features.npy"] = npy(_headgan_audio(video, frames, shift))
+    if "nmfc" in recipe.fields:
+        members.update({f"nmfc{i:03d}.png": png(image) for i, image in enumerate(_nmfc(video, recipe, frames))})
+    if "reference" in recipe.fields:
+        members["ref.jpg"] = jpeg(recipe_crop(video, _reference_frame(video, sample, recipe), recipe))
+    if "wrong" in recipe.fields:
+        members["wrong.jpg"] = jpeg(other.face_for(sample, recipe))
+    meta = dict(key=sample.key, video_id=sample.video_id, speaker=sample.speaker, track=sample.track,
+                start_frame=sample.start_frame, n_frames=sample.n_frames, fps=video.fps, sample_rate=SAMPLE_RATE,
+                audio_start_s=None if audio_start is None else round(audio_start - sample.start_frame / video.fps, 6),
+                av_offset_frames=video.record.get("av_offset_frames"), audio_shift_s=shift)
+    return {"meta.json": json.dumps(meta, sort_keys=True).encode(), **members}
+
+
+def _mfcc_windows(video: PrepVideo, recipe: Recipe, frames: range, shift: float) -> np.ndarray:
+    """(T, rows, 12): each frame's MFCC rows from ``mfcc_start_s`` after its time (zeros past the ends)."""
+    mfcc = video.array(f"mfcc_{recipe.mfcc}")
+    out = np.zeros((len(frames), recipe.mfcc_rows, mfcc.shape[1]), np.float32)
+    for i, f in enumerate(frames):
+        first = int(round((f / video.fps + shift + recipe.mfcc_start_s) * MFCC_RATE))
+        lo, hi = max(first, 0), min(first + recipe.mfcc_rows, len(mfcc))
+        if hi > lo:
+            out[i, lo - first: hi - first] = mfcc[lo:hi]
+    return out
+
+
+def _headgan_audio(video: PrepVideo, frames: range, shift: float) -> np.ndarray:
+    """(T, 300): HeadGAN's 84 low-level statistics and 8 frames x 27 character classes around each frame."""
+    moved = np.clip(np.array(frames) + int(round(shift * video.fps)), 0, video.record["n_frames"] - 1)
+    characters = video.array("asr" if "asr" in video.record["arrays"] else "transcript")
+    window = headgan_asr_window(TimedFeature(np.asarray(characters), video.fps, 0.0, 1 / video.fps, 1 / video.fps))
+    return np.concatenate([video.array("headgan_audio")[moved], window.values[moved]], axis=1).astype(np.float32)
+
+
+def _nmfc(video: PrepVideo, recipe: Recipe, frames: range) -> list[np.ndarray]:
+    from avprep.morphable import nmfc_colours, posed_vertices, render_nmfc
+    from avprep.morphable.stage import basis
+
+    model = basis(video.record.get("morphable_basis"))
+    track = int(video.quality["track"][frames[0]])
+    identity = video.array("morphable_identity")[track]
+    images = []
+    for f in frames:
+        vertices = posed_vertices(model, identity, video.array("morphable_expression")[f],
+                                  video.array("morphable_camera")[f])
+        moved = np.concatenate([align.apply(frame_to_recipe(video, f, recipe), vertices[:, :2]), vertices[:, 2:]], 1)
+        image = render_nmfc(moved, model.triangles, nmfc_colours(model), size=recipe.image_size)
+        images.append((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+    return images
+
+
+def _reference_frame(video: PrepVideo, sample: SampleRef, recipe: Recipe) -> int:
+    """A frame of the same track outside the clip (inside it when the track is no longer), chosen by the key."""
+    track = np.asarray(video.quality["track"])
+    passes = np.asarray(video.quality[recipe.quality], dtype=bool) & (track == sample.track)
+    candidates = np.flatnonzero(passes)
+    outside = candidates[(candidates < sample.start_frame) | (candidates >= sample.start_frame + sample.n_frames)]
+    pool = outside if len(outside) else candidates
+    return int(pool[_pick(sample.key, len(pool))])
+
+
+class OtherFaces:
+    """Faces of other speakers for Wav2Pix's "wrong image": picked by the sample's key among the split's other
+    speakers, so re-sharding picks the same."""
+
+    def __init__(self, samples: list[SampleRef], videos: "VideoCache"):
+        self.by_split: dict[str, list[SampleRef]] = {}
+        for sample in samples:
+            self.by_split.setdefault(sample.split, []).append(sample)
+        self.videos = videos
+
+    def face_for(self, sample: SampleRef, recipe: Recipe) -> np.ndarray:
+        pool = [s for s in self.by_split[sample.split] if s.speaker != sample.speaker]
+        if not pool:  # a split with one speaker: fall back to any other speaker
+            pool = [s for group in self.by_split.values() for s in group if s.speaker != sample.speaker]
+        if not pool:
+            raise ValueError("a 'wrong' face needs at least two speakers")
+        chosen = pool[_pick(sample.key, len(pool))]
+        return recipe_crop(self.videos[chosen.video_id], chosen.start_frame, recipe)
+
+
+class VideoCache(dict):
+    """video_id -> PrepVideo, opened on first use."""
+
+    def __init__(self, prep: Path):
+        super().__init__()
+        self.prep = prep
+
+    def __missing__(self, video_id: str) -> PrepVideo:
+        self[video_id] = PrepVideo(self.prep, video_id)
+        return self[video_id]
+
+    def close(self) -> None:
+        for video in self.values():
+            video.close()
+
+
+def _pick(key: str, n: int) -> int:
+    return int(hashlib.sha1(key.encode()).hexdigest(), 16) % n
+
+
+def jpeg(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+
+
+def png(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def flac(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.clip(samples, -1, 1), SAMPLE_RATE, format="FLAC", subtype="PCM_24")
+    return buffer.getvalue()

@@ -1,0 +1,31 @@
+"""Deterministic tar shards: fixed member order and metadata, so the same samples give the same bytes."""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import uuid
+from pathlib import Path
+
+
+def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> int:
+    """Write ``samples`` (key, {field: bytes}) to ``path`` atomically; return its size in bytes.
+
+    Members are named ``<key>.<field>`` in the given order with mtime 0, uid/gid 0 and mode 0644: nothing
+    about the machine or the moment leaks into the bytes. The tar is written under a hidden temporary name
+    and renamed when complete, so a reader never sees half a shard.
+    """
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        with tarfile.open(partial, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, fields in samples:
+                for field, data in fields.items():
+                    member = tarfile.TarInfo(f"{key}.{field}")
+                    member.size = len(data)
+                    member.mode = 0o644
+                    tar.addfile(member, io.BytesIO(data))
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return path.stat().st_size

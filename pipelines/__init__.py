@@ -1,0 +1,1 @@
+"""One recipe per method (TOML): what a shard sample holds and, later, how the method trains."""

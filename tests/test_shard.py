@@ -1,0 +1,154 @@
+"""avprep shard and validate on media extracted from generated talking heads."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile
+
+from avprep.shard.recipe import load_recipe, shipped_recipes
+from avprep.shard.run import run_shard
+from conftest import run_cli
+
+RECIPES = ["wav2pix", "atvgnet", "davs", "headgan", "ear_sr"]
+
+
+@pytest.fixture(scope="session")
+def prep(corpus, tmp_path_factory) -> Path:
+    """The corpus with a timed transcript beside every clip (HeadGAN's character features), extracted."""
+    videos = tmp_path_factory.mktemp("shard_videos")
+    shutil.copytree(corpus, videos, dirs_exist_ok=True)
+    for clip in videos.glob("*/*.mp4"):
+        clip.with_suffix(".transcript.json").write_text(json.dumps(
+            [{"start": 0.1, "end": 0.7, "text": "hello"}, {"start": 0.9, "end": 1.8, "text": "world"}]))
+    out = tmp_path_factory.mktemp("shard_prep")
+    run_cli("extract", str(videos), "-o", str(out), "-j", "2")
+    return out
+
+
+@pytest.fixture(scope="session")
+def shards(prep, tmp_path_factory) -> dict[str, Path]:
+    folders = {}
+    for name in RECIPES:
+        folders[name] = tmp_path_factory.mktemp(f"shards_{name}")
+        run_shard(prep, folders[name], load_recipe(name), max_count=4)
+    return folders
+
+
+def members(tar_path: Path) -> dict[str, bytes]:
+    with tarfile.open(tar_path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar}
+
+
+def test_every_shipped_recipe_is_there():
+    assert shipped_recipes() == sorted(RECIPES)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_shards_validate_and_match_their_index(shards, name):
+    result = run_cli("validate", str(shards[name]))
+    assert "0 problems" in result.stderr
+    dataset = json.loads((shards[name] / "dataset.json").read_text())
+    index = pq.read_table(shards[name] / "index.parquet").to_pylist()
+    assert sum(split["samples"] for split in dataset["splits"].values()) == len(index) > 0
+    assert all("." not in row["key"] for row in index)
+    speakers = {split: {r["speaker"] for r in index if r["split"] == split} for split in dataset["splits"]}
+    assert not (speakers["train"] & speakers["val"]) and not (speakers["train"] & speakers["test"])  # open set
+    for tar in shards[name].glob("*.tar"):
+        assert len(members(tar)) == len(dataset["fields"]) * sum(r["shard"] == tar.name for r in index)
+
+
+def test_sample_shapes_per_recipe(shards):
+    expected = {"wav2pix": {"image.jpg", "audio.flac", "wrong.jpg", "meta.json"},
+                "ear_sr": {"image.jpg", "lr.png", "audio.flac", "meta.json"},
+                "atvgnet": {"landmarks.npy", "mfcc.npy", "meta.json"} | {f"f{i:03d}.jpg" for i in range(16)},
+                "davs": {"mfcc.npy", "meta.json"} | {f"f{i:03d}.jpg" for i in range(25)},
+                "headgan": {"audio_features.npy", "ref.jpg", "meta.json"} | {f"f{i:03d}.jpg" for i in range(6)}
+                | {f"nmfc{i:03d}.png" for i in range(6)}}
+    for name, fields in expected.items():
+        assert set(json.loads((shards[name] / "dataset.json").read_text())["fields"]) == fields, name
+    atvgnet = members(sorted(shards["atvgnet"].glob("train-*.tar"))[0])
+    landmarks = np.load(io.BytesIO(next(v for k, v in atvgnet.items() if k.endswith("landmarks.npy"))))
+    assert landmarks.shape == (16, 68, 2) and 0 < landmarks.min() and landmarks.max() < 128  # inside the crop
+    davs = members(sorted(shards["davs"].glob("train-*.tar"))[0])
+    assert np.load(io.BytesIO(next(v for k, v in davs.items() if k.endswith("mfcc.npy")))).shape == (25, 20, 12)
+
+
+def test_audio_slices_line_up_with_their_frames(prep, shards):
+    """The audio of a sample is the stored audio from frame time + audio_start_s, to the sample."""
+    for name in ("wav2pix", "ear_sr"):
+        for tar in shards[name].glob("*.tar"):
+            content = members(tar)
+            for key in {k.split(".")[0] for k in content}:
+                meta = json.loads(content[f"{key}.meta.json"])
+                audio, rate = soundfile.read(io.BytesIO(content[f"{key}.audio.flac"]), dtype="float32")
+                stored, _ = soundfile.read(prep / "videos" / meta["video_id"] / "audio.flac", dtype="float32")
+                start = meta["start_frame"] / meta["fps"] + meta["audio_start_s"]
+                first = round(start * rate)
+                assert abs(start * rate - first) < 1  # on the sample grid: within one sample
+                lo, hi = max(first, 0), min(first + len(audio), len(stored))
+                np.testing.assert_allclose(audio[lo - first: hi - first], stored[lo:hi], atol=1e-6)
+
+
+def test_resharding_is_byte_identical_and_resumes(prep, shards, tmp_path):
+    again = tmp_path / "again"
+    run_shard(prep, again, load_recipe("atvgnet"), max_count=4)
+    for tar in shards["atvgnet"].glob("*.tar"):
+        assert (again / tar.name).read_bytes() == tar.read_bytes()
+    stamps = {p.name: p.stat().st_mtime_ns for p in again.glob("*.tar")}
+    resumed = run_shard(prep, again, load_recipe("atvgnet"), max_count=4)
+    assert resumed.shards_written == 0 and stamps == {p.name: p.stat().st_mtime_ns for p in again.glob("*.tar")}
+    other_plan = run_cli("shard", str(prep), "-o", str(again), "--recipe", "atvgnet", "--max-count", "3", check=False)
+    assert other_plan.returncode == 1 and "another plan" in other_plan.stderr
+
+
+def test_max_size_limits_every_shard(prep, tmp_path):
+    run_cli("shard", str(prep), "-o", str(tmp_path), "--recipe", "davs", "--max-size", "600KB")
+    assert all(tar.stat().st_size <= 600_000 for tar in tmp_path.glob("*.tar"))
+
+
+def test_a_truncated_shard_is_caught(shards, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(shards["davs"], copy)
+    victim = sorted(copy.glob("train-*.tar"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    result = run_cli("validate", str(copy), check=False)
+    assert result.returncode == 1 and "truncated" in result.stderr
+
+
+def test_plain_tools_read_the_shards(shards):
+    import webdataset as wds
+
+    tar = sorted(shards["wav2pix"].glob("*.tar"))[0]
+    listing = subprocess.run(["tar", "tf", str(tar)], capture_output=True, text=True, check=True).stdout.split()
+    assert listing and all(name.split(".", 1)[1] in {"meta.json", "image.jpg", "audio.flac", "wrong.jpg"}
+                           for name in listing)
+    samples = list(wds.WebDataset(str(tar), shardshuffle=False))
+    assert len(samples) == len(listing) // 4 and {"meta.json", "image.jpg"} <= set(samples[0])
+
+
+def test_closed_set_split_puts_every_speaker_in_training(prep, tmp_path):
+    recipe = tmp_path / "closed.toml"
+    recipe.write_text('[data]\nfields = ["frames"]\ncrop = "tight"\nimage_size = 64\n\n'
+                      '[split]\nby = "video"\nfractions = { train = 0.5, test = 0.5 }\nseed = 3\n')
+    run_cli("shard", str(prep), "-o", str(tmp_path / "out"), "--recipe", str(recipe))
+    index = pq.read_table(tmp_path / "out" / "index.parquet").to_pylist()
+    speakers = {r["speaker"] for r in index}
+    assert {r["speaker"] for r in index if r["split"] == "train"} == speakers
+    assert {r["speaker"] for r in index if r["split"] == "test"} == speakers
+
+
+def test_recipe_errors_are_clear(prep, tmp_path):
+    unknown = run_cli("shard", str(prep), "-o", str(tmp_path), "--recipe", "nope", check=False)
+    assert unknown.returncode == 1 and "no recipe named 'nope'" in unknown.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[data]\nfields = ["frames", "smell"]\n')
+    result = run_cli("shard", str(prep), "-o", str(tmp_path), "--recipe", str(bad), check=False)
+    assert result.returncode == 1 and "fields must be some of" in result.stderr
