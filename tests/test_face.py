@@ -1,8 +1,6 @@
 """Face analysis on generated media from real faces: landmarks, crops, tracks, mouth, A/V offset, jitter."""
 from __future__ import annotations
 
-import io
-import json
 import tarfile
 from pathlib import Path
 

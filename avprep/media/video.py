@@ -11,7 +11,7 @@ from typing import Iterator
 import ffmpeg
 import numpy as np
 
-from avprep.media.ffmpeg import MediaError, classify_stderr, ffmpeg_exe, input_url
+from avprep.media.ffmpeg import classify_stderr, ffmpeg_exe, input_url
 
 
 @dataclasses.dataclass
