@@ -18,6 +18,7 @@ class SampleRef:
     key: str  # <video_id>-t<track>-f<start>: no dots, unique
     split: str
     speaker: str
+    speaker_index: int  # position in the sorted speaker list (dataset.json "speakers"): class labels
     video_id: str
     track: int
     start_frame: int
@@ -38,10 +39,12 @@ def plan_samples(prep: str | Path, recipe: Recipe) -> tuple[list[SampleRef], lis
     speaker_of = {r["video_id"]: r.get("speaker") or r["video_id"] for r in records}
     windows = [w for r in records for w in _windows(Path(prep) / "videos" / r["video_id"], r, recipe)]
     splits = _assign_splits(speaker_of, recipe)
-    samples = [SampleRef(f"{video}-t{track}-f{start:06d}", splits[video], speaker_of[video], video, track, start,
-                         recipe.clip_frames) for video, track, start in windows]
+    speakers = sorted(set(speaker_of.values()))
+    number = {speaker: i for i, speaker in enumerate(speakers)}
+    samples = [SampleRef(f"{video}-t{track}-f{start:06d}", splits[video], speaker_of[video], number[speaker_of[video]],
+                         video, track, start, recipe.clip_frames) for video, track, start in windows]
     samples.sort(key=lambda s: (s.split, _hash(recipe.seed, s.key)))
-    return samples, sorted(set(speaker_of.values()))
+    return samples, speakers
 
 
 def _check_inputs(records: list[dict], recipe: Recipe) -> None:

@@ -1,0 +1,286 @@
+"""Stream shards (``avprep shard``) into torch: URLs -> WebDataset -> safe decode -> a method's view -> batches.
+
+    urls = shard_urls("shards/wav2pix", "train")
+    dataset = make_dataset(urls, VIEWS["wav2pix"], seed=0, resampled=True, epoch_samples=100_000)
+    for batch in Prefetcher(make_loader(dataset, batch_size=64, num_workers=8), "cuda"):
+        ...
+
+Each rank of a DDP job reads its own slice of the shards (``rank::world_size``) and each DataLoader worker its
+own slice of that; in training the shard order is shuffled alike everywhere first, so the slices partition the
+split. Iterating the dataset again starts the next epoch (new shard and sample order, new random crops), all
+derived from ``seed``: the same seed, rank and worker count give the same samples in the same order. Without
+``resampled`` ranks see different sample counts (shards differ in size); DDP training wants ``resampled=True``
+with ``epoch_samples``, which gives every rank exactly that many samples per epoch.
+
+Only npy (``allow_pickle=False``), json, jpg/png and flac members are decoded; a pickle-like member
+(pyd, pickle, pkl, pth, pt) raises ``UnsafeMemberError``.
+
+View tensors per sample (the loader stacks them with a leading batch axis; T = the recipe's clip_frames; every
+view also has ``key`` (str) and ``speaker`` (int64, index into dataset.json ``speakers``)):
+
+    method   key             dtype    shape          notes
+    wav2pix  image           uint8    3x128x128      image.jpg
+             wrong           uint8    3x128x128      wrong.jpg, a face of another speaker
+             audio           float32  16000          1 s of audio.flac: random crop in training, centre otherwise;
+                                                     divided by max|x|, pre-emphasis 0.95
+    atvgnet  frames          uint8    Tx3x128x128    f000.jpg ...
+             landmarks       float32  Tx136          landmarks.npy (T, 68, 2) flattened x0, y0, x1, ...; crop px
+             mfcc            float32  Tx28x12        mfcc.npy
+    davs     frames          uint8    Tx3x256x256
+             mfcc            float32  Tx20x12
+    headgan  frames          uint8    Tx3x256x256
+             nmfc            uint8    Tx3x256x256    nmfc000.png ...
+             reference       uint8    3x256x256      ref.jpg, another frame of the same track
+             audio_features  float32  Tx300          84 statistics + 8 x 27 characters
+    ear_sr   hr              uint8    3x128x128      image.jpg
+             lr              uint8    3x8x8          lr.png
+             spectrogram     float32  1x257x257      avprep.features.spectrogram of the 4 s audio.flac, [-1, 1]
+
+The uint8 image keys (``IMAGE_KEYS``) become float32 in [-1, 1] in the Prefetcher, on the training device.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import random
+import zlib
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import soundfile
+import torch
+import webdataset as wds
+
+from avmodels.views import VIEWS
+from avprep.media.audio import SAMPLE_RATE
+
+__all__ = ["VIEWS", "IMAGE_KEYS", "UnsafeMemberError", "shard_urls", "make_dataset", "make_loader", "Prefetcher"]
+
+PICKLE_LIKE = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})
+IMAGE_KEYS = frozenset({"image", "wrong", "frames", "nmfc", "reference", "hr", "lr"})
+
+
+class UnsafeMemberError(ValueError):
+    """A shard member that would need unpickling to decode: it could run code, so it is refused."""
+
+
+def shard_urls(source: str | Path | Sequence[str], split: str | None = None) -> list[str]:
+    """The tar URLs of ``source``: a shard folder (its dataset.json lists ``split``'s tars), a brace pattern
+    (``shards/train-{000000..000003}.tar``), a list of paths, or ``pipe:`` / fsspec-style URLs (passed on)."""
+    if not isinstance(source, (str, Path)):
+        return [str(url) for url in source]
+    folder = Path(source)
+    if not folder.is_dir():
+        return wds.shardlists.expand_urls(str(source))
+    splits = json.loads((folder / "dataset.json").read_text())["splits"]
+    if split not in splits:
+        raise ValueError(f"{folder}: choose a split: {split!r} is not one of {sorted(splits)}")
+    return [str(folder / name) for name in splits[split]["shards"]]
+
+
+def make_dataset(urls: str | Sequence[str], view: Callable[[dict, np.random.Generator | None], dict], *,
+                 seed: int = 0, shuffle_buffer: int = 1000, resampled: bool = False,
+                 epoch_samples: int | None = None, rank: int | None = None, world_size: int | None = None,
+                 train: bool = True) -> ShardStream:
+    """This rank's stream of viewed samples (see the module docstring).
+
+    ``train=False`` reads shards in order, does not shuffle samples and takes the views' centre crops.
+    ``epoch_samples`` (resampled mode only) is this rank's exact number of samples per epoch.
+    """
+    if resampled != (epoch_samples is not None):
+        raise ValueError("resampled mode needs epoch_samples (its stream is endless), and only it takes one")
+    rank, world_size = node_position(rank, world_size)
+    return ShardStream(shard_urls(urls), view, seed=seed, shuffle_buffer=shuffle_buffer if train else 0,
+                       resampled=resampled, epoch_samples=epoch_samples, rank=rank, world_size=world_size,
+                       train=train)
+
+
+def node_position(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(rank, world size): torch.distributed's when initialised, else the given ones, else a single node.
+
+    Explicit on purpose: webdataset's own splitter reads RANK/WORLD_SIZE from the environment first.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        found = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if (rank, world_size) not in ((None, None), found):
+            raise ValueError(f"rank {rank} of {world_size} given, but torch.distributed says {found[0]} of {found[1]}")
+        return found
+    if rank is None and world_size is None:
+        return 0, 1
+    if rank is None or world_size is None or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
+    return rank, world_size
+
+
+class ShardStream(wds.DataPipeline):
+    """A WebDataset pipeline whose every random choice derives from (seed, epoch, rank, worker).
+
+    Each ``iter()`` is the next epoch. In a DataLoader that holds only with persistent workers (make_loader
+    keeps them), since a fresh worker starts from the main process's copy.
+    """
+
+    def __init__(self, urls: list[str], view: Callable, *, seed: int, shuffle_buffer: int, resampled: bool,
+                 epoch_samples: int | None, rank: int, world_size: int, train: bool):
+        super().__init__()
+        if not urls:
+            raise ValueError("no shard URLs")
+        self.urls, self.view, self.seed, self.shuffle_buffer = urls, view, seed, shuffle_buffer
+        self.resampled, self.epoch_samples, self.train = resampled, epoch_samples, train
+        self.rank, self.world_size, self.epoch = rank, world_size, -1
+        self.append(self._shards)
+        self.append(wds.tarfile_to_samples())
+        if shuffle_buffer > 1:
+            self.append(self._shuffle)
+        if epoch_samples is not None:
+            self.append(self._take_share)
+        self.append(self._views)
+
+    def __iter__(self):
+        self.epoch += 1
+        return super().__iter__()
+
+    def _rng(self, purpose: str, *where: int) -> random.Random:
+        return random.Random(":".join(map(str, (purpose, self.seed, self.epoch, *where))))
+
+    def _shards(self) -> Iterator[dict]:
+        """Resampled: endless draws per rank and worker. Otherwise this rank's and worker's slice of the list."""
+        worker, workers = worker_position()
+        if self.resampled:
+            rng = self._rng("resample", self.rank, worker)
+            while True:
+                yield {"url": rng.choice(self.urls)}
+        urls = list(self.urls)
+        if self.train:
+            self._rng("shards").shuffle(urls)  # alike on every rank and worker, so the slices partition it
+        yield from ({"url": url} for url in urls[self.rank::self.world_size][worker::workers])
+
+    def _shuffle(self, samples: Iterator[dict]) -> Iterator[dict]:
+        rng = self._rng("samples", self.rank, *worker_position())
+        return wds.shuffle(self.shuffle_buffer, rng=rng)(samples)
+
+    def _take_share(self, samples: Iterator[dict]) -> Iterator[dict]:
+        """This worker's share of epoch_samples, so that the rank's workers together yield exactly that many.
+
+        (``DataPipeline.with_epoch(n)`` would count n per worker, n x num_workers per rank.)
+        """
+        worker, workers = worker_position()
+        share = self.epoch_samples // workers + (worker < self.epoch_samples % workers)
+        return itertools.islice(samples, share)
+
+    def _views(self, samples: Iterator[dict]) -> Iterator[dict]:
+        for sample in samples:
+            yield self.view(decode_sample(sample), self._sample_rng(sample["__key__"]))
+
+    def _sample_rng(self, key: str) -> np.random.Generator | None:
+        """Per sample and epoch, so a sample's random crop does not depend on which worker reads it."""
+        return np.random.default_rng([self.seed, self.epoch, zlib.crc32(key.encode())]) if self.train else None
+
+
+def worker_position() -> tuple[int, int]:
+    """(worker id, worker count) inside a DataLoader worker, else (0, 1)."""
+    info = torch.utils.data.get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+def decode_sample(sample: dict) -> dict:
+    """Decode every member by its last extension; ``__key__`` and ``__url__`` pass through."""
+    decoded = {}
+    for field, value in sample.items():
+        extension = field.rsplit(".", 1)[-1]
+        if field.startswith("__"):
+            decoded[field] = value
+        elif extension in PICKLE_LIKE:
+            raise UnsafeMemberError(f"{sample.get('__url__')}: member {sample['__key__']}.{field} is .{extension}, "
+                                    "a pickle: refused (shards hold only npy, json, jpg, png and flac)")
+        elif extension in DECODERS:
+            decoded[field] = DECODERS[extension](value)
+        else:
+            raise ValueError(f"{sample.get('__url__')}: member {sample['__key__']}.{field}: unknown extension "
+                             f".{extension} (shards hold only npy, json, jpg, png and flac)")
+    return decoded
+
+
+def _decode_image(data: bytes) -> np.ndarray:
+    """RGB uint8 HWC."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("not a decodable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _decode_audio(data: bytes) -> np.ndarray:
+    audio, rate = soundfile.read(io.BytesIO(data), dtype="float32")
+    if rate != SAMPLE_RATE or audio.ndim != 1:
+        raise ValueError(f"audio must be {SAMPLE_RATE} Hz mono, got {rate} Hz with shape {audio.shape}")
+    return audio
+
+
+DECODERS = {
+    "jpg": _decode_image,
+    "png": _decode_image,
+    "npy": lambda data: np.load(io.BytesIO(data), allow_pickle=False),
+    "flac": _decode_audio,
+    "json": json.loads,
+}
+
+
+def make_loader(dataset: ShardStream, batch_size: int, num_workers: int,
+                pin_memory: bool | None = None) -> torch.utils.data.DataLoader:
+    """Batches of stacked tensors (uint8 stays uint8 on the host; ``key`` becomes a list of str).
+
+    Workers persist across epochs so that the dataset's epoch counter advances in them. Memory is pinned when
+    CUDA is available unless ``pin_memory`` says otherwise; a rank's last batch per worker may be partial.
+    """
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory)
+
+
+def to_unit_range(batch: dict) -> dict:
+    """uint8 images (``IMAGE_KEYS``) -> float32 in [-1, 1]; everything else unchanged."""
+    return {key: value.float().div_(127.5).sub_(1.0) if key in IMAGE_KEYS else value
+            for key, value in batch.items()}
+
+
+class Prefetcher:
+    """Batches on ``device`` with images in [-1, 1], the next one uploaded while the current one is used.
+
+    On CUDA the copy (non_blocking, from pinned memory) and the uint8 -> float conversion run on a side stream,
+    so the host sends a quarter of the bytes and the GPU does the arithmetic; the training stream waits on an
+    event for that batch only. Elsewhere the same happens inline.
+    """
+
+    def __init__(self, loader, device: str | torch.device):
+        self.loader, self.device = loader, torch.device(device)
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.device.type != "cuda":
+            return (self._prepare(batch) for batch in self.loader)
+        return self._cuda_batches()
+
+    def _prepare(self, batch: dict) -> dict:
+        return to_unit_range({key: value.to(self.device, non_blocking=True) if torch.is_tensor(value) else value
+                              for key, value in batch.items()})
+
+    def _cuda_batches(self) -> Iterator[dict]:
+        side = torch.cuda.Stream(self.device)
+        pending = None
+        for batch in self.loader:
+            with torch.cuda.stream(side):
+                uploaded = self._prepare(batch), side.record_event()
+            if pending is not None:
+                yield self._ready(*pending)
+            pending = uploaded
+        if pending is not None:
+            yield self._ready(*pending)
+
+    def _ready(self, batch: dict, uploaded: torch.cuda.Event) -> dict:
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(uploaded)
+        for value in batch.values():
+            if torch.is_tensor(value):
+                value.record_stream(current)  # memory made on the side stream is in use on this one now
+        return batch

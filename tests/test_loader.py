@@ -1,0 +1,224 @@
+"""avmodels.data on tiny shards written here with tarfile, in exactly the format ``avprep shard`` writes."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile
+import torch
+import webdataset as wds
+
+from avmodels.data import VIEWS, Prefetcher, UnsafeMemberError, make_dataset, make_loader, node_position, shard_urls
+
+T = 2  # frames per clip: small, the views do not care
+SPEAKERS = ["spk_a", "spk_b", "spk_c"]
+SAMPLES_PER_SHARD = {"train": [3, 3, 3, 3, 3, 2], "val": [2, 2]}
+
+
+def _jpg(rng, size):
+    return cv2.imencode(".jpg", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))[1].tobytes()
+
+
+def _png(rng, size):
+    return cv2.imencode(".png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))[1].tobytes()
+
+
+def _npy(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array.astype(np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _flac(rng, seconds):
+    buffer = io.BytesIO()
+    soundfile.write(buffer, rng.uniform(-0.5, 0.5, int(seconds * 16000)), 16000, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _clip(rng, prefix, extension, size):
+    encode = _jpg if extension == "jpg" else _png
+    return {f"{prefix}{i:03d}.{extension}": encode(rng, size) for i in range(T)}
+
+
+MEMBERS = {  # method -> (rng -> members after meta.json, frames per sample)
+    "wav2pix": (lambda rng: {"image.jpg": _jpg(rng, 128), "audio.flac": _flac(rng, 1.5),
+                             "wrong.jpg": _jpg(rng, 128)}, 1),
+    "atvgnet": (lambda rng: {**_clip(rng, "f", "jpg", 128), "landmarks.npy": _npy(rng.uniform(0, 128, (T, 68, 2))),
+                             "mfcc.npy": _npy(rng.normal(size=(T, 28, 12)))}, T),
+    "davs": (lambda rng: {**_clip(rng, "f", "jpg", 256), "mfcc.npy": _npy(rng.normal(size=(T, 20, 12)))}, T),
+    "headgan": (lambda rng: {**_clip(rng, "f", "jpg", 256), **_clip(rng, "nmfc", "png", 256),
+                             "ref.jpg": _jpg(rng, 256), "audio_features.npy": _npy(rng.normal(size=(T, 300)))}, T),
+    "ear_sr": (lambda rng: {"image.jpg": _jpg(rng, 128), "lr.png": _png(rng, 8), "audio.flac": _flac(rng, 4.0)}, 1),
+}
+
+SHAPES = {  # view key -> (dtype, shape of one sample)
+    "wav2pix": {"image": (torch.uint8, (3, 128, 128)), "wrong": (torch.uint8, (3, 128, 128)),
+                "audio": (torch.float32, (16000,))},
+    "atvgnet": {"frames": (torch.uint8, (T, 3, 128, 128)), "landmarks": (torch.float32, (T, 136)),
+                "mfcc": (torch.float32, (T, 28, 12))},
+    "davs": {"frames": (torch.uint8, (T, 3, 256, 256)), "mfcc": (torch.float32, (T, 20, 12))},
+    "headgan": {"frames": (torch.uint8, (T, 3, 256, 256)), "nmfc": (torch.uint8, (T, 3, 256, 256)),
+                "reference": (torch.uint8, (3, 256, 256)), "audio_features": (torch.float32, (T, 300))},
+    "ear_sr": {"hr": (torch.uint8, (3, 128, 128)), "lr": (torch.uint8, (3, 8, 8)),
+               "spectrogram": (torch.float32, (1, 257, 257))},
+}
+
+
+def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> None:
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, members in samples:
+            for field, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{field}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def write_shards(folder: Path, method: str, seed: int = 0) -> Path:
+    """A shard folder: dataset.json, index.parquet and <split>-NNNNNN.tar for SAMPLES_PER_SHARD."""
+    rng, (members, n_frames) = np.random.default_rng(seed), MEMBERS[method]
+    folder.mkdir(parents=True)
+    splits, index = {}, []
+    for split, counts in SAMPLES_PER_SHARD.items():
+        names = [f"{split}-{number:06d}.tar" for number in range(len(counts))]
+        for name, count in zip(names, counts):
+            samples = []
+            for _ in range(count):
+                key = f"{split}_{len(index):04d}"
+                speaker = len(index) % len(SPEAKERS)
+                row = dict(key=key, shard=name, split=split, speaker=SPEAKERS[speaker], video_id=f"vid{speaker}",
+                           track=0, start_frame=len(index) * 10, n_frames=n_frames)
+                meta = {**row, "speaker_index": speaker, "fps": 25.0, "sample_rate": 16000, "audio_start_s": -0.25,
+                        "av_offset_frames": 0}
+                del meta["shard"], meta["split"]
+                samples.append((key, {"meta.json": json.dumps(meta).encode(), **members(rng)}))
+                index.append(row)
+            write_tar(folder / name, samples)
+        splits[split] = {"samples": sum(counts), "shards": names}
+    dataset = {"schema_version": 1, "recipe": {"name": method}, "fields": {}, "speakers": SPEAKERS,
+               "sample_rate": 16000, "splits": splits}
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    pq.write_table(pa.Table.from_pylist(index), folder / "index.parquet")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("loader_shards")
+    return {method: write_shards(root / method, method) for method in MEMBERS}
+
+
+def split_keys(folder: Path, split: str) -> list[str]:
+    table = pq.read_table(folder / "index.parquet").to_pylist()
+    return [row["key"] for row in table if row["split"] == split]
+
+
+def loaded_keys(loader) -> list[str]:
+    return [key for batch in loader for key in batch["key"]]
+
+
+@pytest.mark.parametrize("method", list(MEMBERS))
+def test_views_have_the_documented_shapes(shards, method):
+    dataset = make_dataset(shard_urls(shards[method], "val"), VIEWS[method], train=False)
+    batch = next(iter(make_loader(dataset, batch_size=2, num_workers=0)))
+    for key, (dtype, shape) in SHAPES[method].items():
+        assert batch[key].dtype == dtype and tuple(batch[key].shape) == (2, *shape), key
+    assert batch["speaker"].dtype == torch.int64 and len(batch["key"]) == 2
+    assert set(batch) == {*SHAPES[method], "speaker", "key"}
+
+
+def test_wav2pix_audio_is_a_peak_normalised_pre_emphasised_second(shards):
+    urls = shard_urls(shards["wav2pix"], "val")
+    crops = [next(iter(make_dataset(urls, VIEWS["wav2pix"], seed=seed, shuffle_buffer=0)))["audio"]
+             for seed in (0, 1)]
+    centre = next(iter(make_dataset(urls, VIEWS["wav2pix"], train=False)))["audio"]
+    assert not torch.equal(crops[0], crops[1])  # random, seeded training crops
+    assert 1.0 < centre.abs().max() <= 1.95  # x / max|x|, then x[n] - 0.95 x[n - 1]
+
+
+def test_two_ranks_with_two_workers_each_cover_the_split_once(shards):
+    urls = shard_urls(shards["wav2pix"], "train")
+    seen = [loaded_keys(make_loader(make_dataset(urls, VIEWS["wav2pix"], seed=3, rank=rank, world_size=2),
+                                    batch_size=2, num_workers=2)) for rank in (0, 1)]
+    assert not set(seen[0]) & set(seen[1]) and seen[0] and seen[1]
+    assert sorted(seen[0] + seen[1]) == sorted(split_keys(shards["wav2pix"], "train"))
+
+
+def test_an_initialised_process_group_decides_the_rank(tmp_path):
+    assert node_position() == (0, 1) and node_position(1, 2) == (1, 2)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0,
+                                         world_size=1)
+    try:
+        assert node_position() == node_position(0, 1) == (0, 1)
+        with pytest.raises(ValueError, match="torch.distributed says 0 of 1"):
+            node_position(1, 2)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_resampled_mode_gives_every_rank_exactly_epoch_samples(shards):
+    urls = shard_urls(shards["wav2pix"], "train")
+    for rank in (0, 1):
+        loader = make_loader(make_dataset(urls, VIEWS["wav2pix"], resampled=True, epoch_samples=7, rank=rank,
+                                          world_size=2), batch_size=3, num_workers=2)
+        assert [len(loaded_keys(loader)) for _ in range(2)] == [7, 7]
+
+
+def test_the_order_is_a_function_of_the_seed(shards):
+    urls = shard_urls(shards["wav2pix"], "train")
+
+    def order(seed):
+        return [sample["key"] for sample in make_dataset(urls, VIEWS["wav2pix"], seed=seed, shuffle_buffer=4)]
+
+    assert order(1) == order(1) != order(2)
+    assert sorted(order(1)) == sorted(order(2))
+    dataset = make_dataset(urls, VIEWS["wav2pix"], seed=1, shuffle_buffer=4)
+    assert [s["key"] for s in dataset] != [s["key"] for s in dataset]  # the next epoch reshuffles
+
+
+@pytest.mark.parametrize("member", ["x.pyd", "x.pickle"])
+def test_pickle_members_are_refused(tmp_path, member):
+    key, field = member.split(".", 1)
+    write_tar(tmp_path / "bad.tar", [(key, {"meta.json": b"{}", field: b"\x80\x04N."})])
+    with pytest.raises(UnsafeMemberError, match=rf"{member} is \.{field}, a pickle: refused"):
+        list(make_dataset(str(tmp_path / "bad.tar"), VIEWS["wav2pix"]))
+
+
+def test_folders_brace_patterns_lists_and_urls_resolve(shards):
+    folder = shards["wav2pix"]
+    expected = [str(folder / f"train-{n:06d}.tar") for n in range(len(SAMPLES_PER_SHARD["train"]))]
+    assert shard_urls(folder, "train") == expected
+    assert shard_urls(f"{folder}/train-{{000000..000005}}.tar") == expected
+    assert shard_urls(expected) == expected
+    assert shard_urls("pipe:cat a.tar") == ["pipe:cat a.tar"]
+    assert shard_urls("s3://bucket/val-{000000..000001}.tar") == ["s3://bucket/val-000000.tar",
+                                                                  "s3://bucket/val-000001.tar"]
+    with pytest.raises(ValueError, match="choose a split"):
+        shard_urls(folder)
+    keys = [sample["key"] for sample in make_dataset(f"{folder}/val-{{000000..000001}}.tar", VIEWS["wav2pix"],
+                                                      train=False)]
+    assert keys == split_keys(folder, "val")
+
+
+def test_plain_tar_and_plain_webdataset_read_the_shards(shards):
+    shard, keys = shard_urls(shards["headgan"], "val")[0], split_keys(shards["headgan"], "val")[:2]
+    names = subprocess.run(["tar", "tf", shard], capture_output=True, text=True, check=True).stdout.split()
+    assert names[:3] == [f"{keys[0]}.meta.json", f"{keys[0]}.f000.jpg", f"{keys[0]}.f001.jpg"]
+    samples = list(wds.WebDataset(shard, shardshuffle=False))
+    assert [s["__key__"] for s in samples] == keys
+    assert {"meta.json", "nmfc001.png", "ref.jpg", "audio_features.npy"} <= set(samples[0])
+
+
+def test_the_prefetcher_on_cpu_gives_images_in_unit_range(shards):
+    dataset = make_dataset(shard_urls(shards["headgan"], "val"), VIEWS["headgan"], train=False)
+    batch = next(iter(Prefetcher(make_loader(dataset, batch_size=2, num_workers=0), "cpu")))
+    for key in ("frames", "nmfc", "reference"):
+        assert batch[key].dtype == torch.float32 and -1.0 <= batch[key].min() < batch[key].max() <= 1.0
+    assert batch["audio_features"].dtype == torch.float32 and batch["speaker"].dtype == torch.int64
