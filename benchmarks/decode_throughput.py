@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
-from _table import publish
+from _bench import best_of, publish
 from avprep.media.audio import decode_audio
 from avprep.media.probe import probe
 from avprep.media.video import decode_frames
@@ -26,14 +25,6 @@ from avprep.synth.talking_head import make_talking_head
 SIZES = {"360p": (640, 360), "720p": (1280, 720)}
 
 
-def best_of(repeats: int, work) -> float:
-    """Fastest of a few runs: the least disturbed by other load on a noisy machine."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def measure(clip: Path, scratch: Path, repeats: int) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _table import publish
+from _bench import publish
 from avprep.face.quiet import native_stderr_silenced
 from avprep.media.probe import probe
 from avprep.media.video import decode_frames

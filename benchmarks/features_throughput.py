@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from _table import publish
+from _bench import best_of, publish
 from avprep.features import atvgnet_mfcc, earsr_spectrogram, headgan_lowlevel, syncnet_mfcc
 from avprep.media.audio import read_flac
 from avprep.morphable import (apply_affine, fit_video, load_default_model, nmfc_colours, posed_vertices,
@@ -27,13 +26,6 @@ from avprep.pipeline.runner import extract_video
 from avprep.synth.talking_head import make_talking_head
 
 
-def best(repeats: int, work) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -62,15 +54,15 @@ def main() -> None:
                                        model.triangles, colours, size=256)
         render(0)  # compile
         per_frame = {
-            "SyncNet MFCC": best(args.repeats, lambda: syncnet_mfcc(audio, fps, n)) / n,
-            "ATVGnet MFCC": best(args.repeats, lambda: atvgnet_mfcc(audio, fps, n)) / n,
-            "HeadGAN audio statistics": best(args.repeats, lambda: headgan_lowlevel(audio, fps, n)) / n,
-            "Ear-SR spectrogram (one 4 s clip per frame)": best(args.repeats, lambda: earsr_spectrogram(audio)),
-            "3DMM fit (whole track)": best(args.repeats, lambda: fit_video(model, folder)) / n,
-            "NMFC render 256²": best(args.repeats, lambda: [render(k) for k in range(0, len(frames), 10)])
+            "SyncNet MFCC": best_of(args.repeats, lambda: syncnet_mfcc(audio, fps, n)) / n,
+            "ATVGnet MFCC": best_of(args.repeats, lambda: atvgnet_mfcc(audio, fps, n)) / n,
+            "HeadGAN audio statistics": best_of(args.repeats, lambda: headgan_lowlevel(audio, fps, n)) / n,
+            "Ear-SR spectrogram (one 4 s clip per frame)": best_of(args.repeats, lambda: earsr_spectrogram(audio)),
+            "3DMM fit (whole track)": best_of(args.repeats, lambda: fit_video(model, folder)) / n,
+            "NMFC render 256²": best_of(args.repeats, lambda: [render(k) for k in range(0, len(frames), 10)])
             / len(range(0, len(frames), 10)),
         }
-        rounds = [(best(1, lambda: extract(face_only)), best(1, lambda: extract(full))) for _ in range(args.repeats)]
+        rounds = [(best_of(1, lambda: extract(face_only)), best_of(1, lambda: extract(full))) for _ in range(args.repeats)]
         face_s, full_s = (min(column) for column in zip(*rounds))
     rows = ["| work | ms per video frame |", "|---|---:|"]
     rows += [f"| {name} | {seconds * 1000:.3f} |" for name, seconds in per_frame.items()]

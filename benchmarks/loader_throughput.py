@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from _table import publish
+from _bench import publish
 from avmodels.data import VIEWS, make_dataset, make_loader, shard_urls
 from avprep.pipeline.config import ExtractConfig
 from avprep.pipeline.inputs import discover
