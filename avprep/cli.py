@@ -252,6 +252,24 @@ def validate(shards: Path = typer.Argument(..., help="Shard folder written by 'a
         raise typer.Exit(1)
 
 
+@app.command()
+def report(
+    source: Path = typer.Argument(..., help="A prep folder (avprep extract) or a shard folder (avprep shard)."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML page to write."),
+    sheets: int = typer.Option(4, min=0, help="Contact sheets of videos to include (prep folders)."),
+):
+    """Write one self-contained HTML page (plots and pictures inline, nothing fetched) to judge a dataset at a glance: failures, face size, pose, blur, durations, A/V offsets, speakers, contact sheets or sample grids."""
+    from avprep.report import write_report
+
+    try:
+        with console.status(f"writing a report on {source}"):
+            path = write_report(source, out, max_sheets=sheets)
+    except FileNotFoundError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1)
+    console.print(f"wrote {path}")
+
+
 morphable_app = typer.Typer(help="The 3D morphable face model fitted during extract.", no_args_is_help=True)
 app.add_typer(morphable_app, name="morphable")
 

@@ -153,7 +153,8 @@ def test_cli_exit_codes(catalogue, tmp_path):
     assert bad_backend.returncode == 2
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["extract"], ["manifest"], ["inspect"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["extract"], ["manifest"], ["inspect"], ["shard"], ["validate"],
+                                     ["report"], ["morphable", "build"]])
 def test_help_of_every_command(command):
     result = run_cli(*command, "--help")
     assert "Usage" in result.stdout and len(result.stdout) > 200
