@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import soundfile
 
 from avprep.face import align
@@ -46,9 +47,13 @@ class PrepVideo:
 
     @functools.cached_property
     def quality(self) -> dict:
-        import pyarrow.parquet as pq
-
         return pq.read_table(self.folder / "frames.parquet", columns=["track", "good", "face"]).to_pydict()
+
+    @functools.cached_property
+    def characters(self) -> np.ndarray:
+        """HeadGAN's 8-frame character window for every frame, computed once per video (not per sample)."""
+        per_frame = np.asarray(self.array("asr" if "asr" in self.record["arrays"] else "transcript"))
+        return headgan_asr_window(TimedFeature(per_frame, self.fps, 0.0, 1 / self.fps, 1 / self.fps)).values
 
     def array(self, name: str) -> np.ndarray:
         return np.load(self.folder / self.record["arrays"][name]["file"], mmap_mode="r")
@@ -161,9 +166,7 @@ def _mfcc_windows(video: PrepVideo, recipe: Recipe, frames: range, shift: float)
 def _headgan_audio(video: PrepVideo, frames: range, shift: float) -> np.ndarray:
     """(T, 300): HeadGAN's 84 low-level statistics and 8 frames x 27 character classes around each frame."""
     moved = np.clip(np.array(frames) + int(round(shift * video.fps)), 0, video.record["n_frames"] - 1)
-    characters = video.array("asr" if "asr" in video.record["arrays"] else "transcript")
-    window = headgan_asr_window(TimedFeature(np.asarray(characters), video.fps, 0.0, 1 / video.fps, 1 / video.fps))
-    return np.concatenate([video.array("headgan_audio")[moved], window.values[moved]], axis=1).astype(np.float32)
+    return np.concatenate([video.array("headgan_audio")[moved], video.characters[moved]], axis=1).astype(np.float32)
 
 
 def _nmfc(video: PrepVideo, recipe: Recipe, frames: range) -> list[np.ndarray]:
@@ -173,12 +176,13 @@ def _nmfc(video: PrepVideo, recipe: Recipe, frames: range) -> list[np.ndarray]:
     model = basis(video.record.get("morphable_basis"))
     track = int(video.quality["track"][frames[0]])
     identity = video.array("morphable_identity")[track]
+    colours = nmfc_colours(model)
     images = []
     for f in frames:
         vertices = posed_vertices(model, identity, video.array("morphable_expression")[f],
                                   video.array("morphable_camera")[f])
         moved = np.concatenate([align.apply(frame_to_recipe(video, f, recipe), vertices[:, :2]), vertices[:, 2:]], 1)
-        image = render_nmfc(moved, model.triangles, nmfc_colours(model), size=recipe.image_size)
+        image = render_nmfc(moved, model.triangles, colours, size=recipe.image_size)
         images.append((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
     return images
 
@@ -198,19 +202,24 @@ class OtherFaces:
     speakers, so re-sharding picks the same."""
 
     def __init__(self, samples: list[SampleRef], videos: "VideoCache"):
-        self.by_split: dict[str, list[SampleRef]] = {}
-        for sample in samples:
-            self.by_split.setdefault(sample.split, []).append(sample)
+        self.samples = samples
         self.videos = videos
+        self._pools: dict[tuple[str, str], list[SampleRef]] = {}
 
     def face_for(self, sample: SampleRef, recipe: Recipe) -> np.ndarray:
-        pool = [s for s in self.by_split[sample.split] if s.speaker != sample.speaker]
-        if not pool:  # a split with one speaker: fall back to any other speaker
-            pool = [s for group in self.by_split.values() for s in group if s.speaker != sample.speaker]
-        if not pool:
-            raise ValueError("a 'wrong' face needs at least two speakers")
+        pool = self._pool(sample.split, sample.speaker)
         chosen = pool[_pick(sample.key, len(pool))]
         return recipe_crop(self.videos[chosen.video_id], chosen.start_frame, recipe)
+
+    def _pool(self, split: str, speaker: str) -> list[SampleRef]:
+        """The split's samples of other speakers (any split's when the split has one speaker), built once."""
+        if (split, speaker) not in self._pools:
+            pool = [s for s in self.samples if s.split == split and s.speaker != speaker]
+            pool = pool or [s for s in self.samples if s.speaker != speaker]
+            if not pool:
+                raise ValueError("a 'wrong' face needs at least two speakers")
+            self._pools[split, speaker] = pool
+        return self._pools[split, speaker]
 
 
 class VideoCache(dict):
