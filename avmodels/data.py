@@ -130,17 +130,29 @@ class ShardStream(wds.DataPipeline):
         self.urls, self.view, self.seed, self.shuffle_buffer = urls, view, seed, shuffle_buffer
         self.resampled, self.epoch_samples, self.train = resampled, epoch_samples, train
         self.rank, self.world_size, self.epoch = rank, world_size, -1
+        self.resume_epoch, self.resume_batches, self.batch_size = -1, 0, 1
         self.append(self._shards)
         self.append(wds.tarfile_to_samples())
         if shuffle_buffer > 1:
             self.append(self._shuffle)
         if epoch_samples is not None:
             self.append(self._take_share)
+        self.append(self._skip_consumed)
         self.append(self._views)
 
     def __iter__(self):
         self.epoch += 1
         return super().__iter__()
+
+    def resume(self, epoch: int, batches_done: int, batch_size: int) -> None:
+        """Start at ``epoch`` after its first ``batches_done`` batches, as a loader of ``batch_size`` would.
+
+        Call it before the loader's first iteration. The skipped samples are read from the tars but not decoded.
+        Exact when every worker's share of the epoch is whole batches (the trainer sizes epochs so), because a
+        DataLoader then takes batches from its workers strictly in turn.
+        """
+        self.epoch, self.resume_epoch = epoch - 1, epoch
+        self.resume_batches, self.batch_size = batches_done, batch_size
 
     def _rng(self, purpose: str, *where: int) -> random.Random:
         return random.Random(":".join(map(str, (purpose, self.seed, self.epoch, *where))))
@@ -169,6 +181,13 @@ class ShardStream(wds.DataPipeline):
         worker, workers = worker_position()
         share = self.epoch_samples // workers + (worker < self.epoch_samples % workers)
         return itertools.islice(samples, share)
+
+    def _skip_consumed(self, samples: Iterator[dict]) -> Iterator[dict]:
+        if self.epoch != self.resume_epoch or not self.resume_batches:
+            return samples
+        worker, workers = worker_position()
+        consumed = len(range(worker, self.resume_batches, workers)) * self.batch_size
+        return itertools.islice(samples, consumed, None)
 
     def _views(self, samples: Iterator[dict]) -> Iterator[dict]:
         for sample in samples:
@@ -232,11 +251,14 @@ def make_loader(dataset: ShardStream, batch_size: int, num_workers: int,
     """Batches of stacked tensors (uint8 stays uint8 on the host; ``key`` becomes a list of str).
 
     Workers persist across epochs so that the dataset's epoch counter advances in them. Memory is pinned when
-    CUDA is available unless ``pin_memory`` says otherwise; a rank's last batch per worker may be partial.
+    CUDA is available unless ``pin_memory`` says otherwise; a rank's last batch per worker may be partial. The
+    loader seeds its workers from its own generator, not torch's global one, so that starting it does not move
+    the training RNG (a resumed run must draw the same dropout masks as an uninterrupted one).
     """
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0,
-        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory)
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        generator=torch.Generator().manual_seed(0))
 
 
 def to_unit_range(batch: dict) -> dict:
