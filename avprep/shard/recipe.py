@@ -59,6 +59,11 @@ class Recipe:
 
 def load_recipe(name_or_path: str) -> Recipe:
     """A recipe by name (``wav2pix``, shipped in ``pipelines/``) or by the path of a TOML file."""
+    return parse_recipe(*read_recipe(name_or_path))
+
+
+def read_recipe(name_or_path: str) -> tuple[str, dict]:
+    """(name, whole TOML document) of a shipped recipe or a recipe file: both halves, data and model."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
@@ -69,7 +74,10 @@ def load_recipe(name_or_path: str) -> Recipe:
         if not resource.is_file():
             raise RecipeError(f"no recipe named {name_or_path!r}; shipped: {', '.join(shipped_recipes())}")
         text, name = resource.read_text(encoding="utf-8"), name_or_path
-    return parse_recipe(name, tomllib.loads(text))
+    try:
+        return name, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError(f"recipe {name}: not valid TOML: {error}") from None
 
 
 def shipped_recipes() -> list[str]:

@@ -1,0 +1,27 @@
+"""The methods the trainer knows, by name. One file per method holds its networks, losses and pictures.
+
+A method is a class built as ``Method(model: dict, speakers: int)`` (the recipe's ``[model]`` table and the
+number of speakers in the shards' dataset.json) with:
+
+    name, view               its registry name and its ``avmodels.views.VIEWS`` entry
+    networks                 dict name -> nn.Module; the recipe's optimisers name these
+    forward(nets, batch)     the step's shared forward pass -> dict (e.g. generated images)
+    loss(optimizer, nets, batch, out, weights) -> (loss tensor, dict of floats to log)
+                             the loss that optimiser minimises; ``weights`` is the stage's ``losses`` table
+    picture_rows(nets, batch, out) -> list of N x 3 x H x W tensors in [-1, 1], one grid row each
+    generate / prepare_audio / evaluate   what ``avmodels sample`` and ``avmodels eval`` call, where it has them
+
+``nets`` is ``networks`` as training sees them (wrapped for DDP or compiled), so the same code serves both. To
+add a method: write ``avmodels/methods/<name>.py``, list its class here, and give it ``pipelines/<name>.toml``.
+"""
+from __future__ import annotations
+
+from avmodels.methods.wav2pix import Wav2Pix
+
+METHODS = {"wav2pix": Wav2Pix}
+
+
+def get_method(name: str) -> type:
+    if name not in METHODS:
+        raise KeyError(f"no method named {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name]

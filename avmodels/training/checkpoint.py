@@ -1,0 +1,50 @@
+"""Checkpoints: plain state dicts of tensors, numbers and strings, written atomically, loaded without pickle.
+
+A training checkpoint holds: ``method``, ``config`` (the recipe after overrides, JSON text), ``speakers``,
+``networks`` / ``optimizers`` / ``schedulers`` (state dicts by name), ``step``, ``stage``, ``stage_step``,
+``epoch`` and ``batches_in_epoch`` (the data position) and ``rng`` (torch's CPU and CUDA generator states, one
+entry per DDP rank). A stage's final weights (``stage-<name>.pt``) hold the first three and ``networks``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import torch
+
+
+def save_atomic(state: dict, path: Path) -> None:
+    """Write to a temporary name beside ``path``, flush to disk, then rename: readers never see half a file."""
+    temporary = path.with_name(f".{path.name}.partial")
+    with open(temporary, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def load(path: Path) -> dict:
+    """A checkpoint written by this trainer (``weights_only=True``: tensors and plain values, never code)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def recipe_of(checkpoint: dict) -> dict:
+    return json.loads(checkpoint["config"])
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,172 @@
+"""The model half of a recipe: ``[model]`` (handed to the method) and ``[train]`` with its ``[[train.stages]]``.
+
+    [train]
+    batch_size = 64            # per rank
+    [[train.stages]]
+    name = "gan"
+    epochs = 200               # or steps = N
+    init_from = "warmup"       # optional: a stage whose final weights start this one when it is run alone
+    losses = { l1 = 50.0 }     # weights handed to the method's loss
+    [train.stages.optimizers.discriminator]
+    networks = ["discriminator"]
+    lr = 4e-4
+    betas = [0.5, 0.999]
+    every = 1                  # update ratio: step on every k-th training step
+    schedule = "constant"      # or "cosine" / "linear" decay to 0 over the stage, after warmup_steps
+
+Optimisers step in the order the recipe lists them. ``--set key=value`` overrides any value: ``train.batch_size=8``,
+``model.image_size=64``, ``train.stages.gan.steps=300`` (stages by name); values are read as TOML.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from avprep.shard.recipe import RecipeError, read_recipe
+
+SCHEDULES = ("constant", "cosine", "linear")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    networks: tuple[str, ...]
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    every: int = 1
+    schedule: str = "constant"
+    warmup_steps: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    name: str
+    optimizers: tuple[OptimizerSpec, ...]
+    losses: dict
+    steps: int | None = None
+    epochs: float | None = None
+    init_from: str | None = None
+
+    def total_steps(self, samples_per_epoch: int, batch_size: int, world_size: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * samples_per_epoch / (batch_size * world_size)))
+
+    @property
+    def networks(self) -> set[str]:
+        return {network for optimizer in self.optimizers for network in optimizer.networks}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    method: str
+    document: dict  # the whole recipe after overrides: stored in checkpoints, so a run says what it was
+    model: dict
+    stages: tuple[StageSpec, ...]
+    batch_size: int = 64
+    num_workers: int = 2
+    seed: int = 0
+    split: str = "train"
+    shuffle_buffer: int = 1000
+    log_every: int = 10
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    grad_clip: float = 0.0  # max gradient norm per optimiser; 0 = off
+    precision: str = "auto"  # bf16 autocast on CUDA, fp32 elsewhere
+    compile: bool = False
+    channels_last: bool = False
+
+
+def load_train_config(method: str, recipe: str | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """``recipe`` (a name or TOML path; default: the method's shipped recipe) with ``key=value`` overrides."""
+    _, document = read_recipe(recipe or method)
+    document = copy.deepcopy(document)
+    for override in overrides:
+        _apply_override(document, override)
+    return parse_train_config(method, document)
+
+
+def parse_train_config(method: str, document: dict) -> TrainConfig:
+    train = dict(document.get("train", {}))
+    stages = train.pop("stages", None)
+    if not stages:
+        raise RecipeError(f"recipe for {method} has no [[train.stages]]: it holds only the data half")
+    known = {field.name for field in dataclasses.fields(TrainConfig)} - {"method", "document", "model", "stages"}
+    if set(train) - known:
+        raise RecipeError(f"[train]: unknown keys {sorted(set(train) - known)}; known: {sorted(known)}")
+    config = TrainConfig(method=method, document=document, model=dict(document.get("model", {})),
+                         stages=tuple(_stage(stage) for stage in stages), **train)
+    _check(config)
+    return config
+
+
+def _stage(table: dict) -> StageSpec:
+    table = dict(table)
+    name = table.pop("name", None)
+    optimizers = table.pop("optimizers", {})
+    known = {"steps", "epochs", "init_from", "losses"}
+    if not name or set(table) - known or not optimizers:
+        raise RecipeError(f"stage {name!r}: needs a name and optimizers, and only {sorted(known)} besides; "
+                          f"got {sorted(table)}")
+    specs = []
+    for optimizer, settings in optimizers.items():
+        settings = dict(settings)
+        unknown = set(settings) - {field.name for field in dataclasses.fields(OptimizerSpec)}
+        if unknown or "networks" not in settings or "lr" not in settings:
+            raise RecipeError(f"stage {name}, optimizer {optimizer}: needs networks and lr; unknown {sorted(unknown)}")
+        settings["networks"] = tuple(settings["networks"])
+        settings["betas"] = tuple(settings.get("betas", (0.9, 0.999)))
+        specs.append(OptimizerSpec(name=optimizer, **settings))
+    return StageSpec(name=name, optimizers=tuple(specs), losses=dict(table.pop("losses", {})), **table)
+
+
+def _check(config: TrainConfig) -> None:
+    problems = []
+    names = [stage.name for stage in config.stages]
+    if len(set(names)) != len(names):
+        problems.append(f"stage names must differ: {names}")
+    for i, stage in enumerate(config.stages):
+        if (stage.steps is None) == (stage.epochs is None):
+            problems.append(f"stage {stage.name}: give steps or epochs (one of them)")
+        if stage.init_from is not None and stage.init_from not in names[:i]:
+            problems.append(f"stage {stage.name}: init_from must name an earlier stage, got {stage.init_from!r}")
+        for optimizer in stage.optimizers:
+            if optimizer.schedule not in SCHEDULES or optimizer.every < 1 or optimizer.lr <= 0:
+                problems.append(f"stage {stage.name}, optimizer {optimizer.name}: schedule one of {SCHEDULES}, "
+                                "every >= 1, lr > 0")
+    if config.precision not in PRECISIONS:
+        problems.append(f"precision must be one of {PRECISIONS}")
+    if config.batch_size < 1 or config.num_workers < 0:
+        problems.append("batch_size >= 1 and num_workers >= 0")
+    if problems:
+        raise RecipeError(f"recipe for {config.method}: " + "; ".join(problems))
+
+
+def _apply_override(document: dict, override: str) -> None:
+    """``a.b.c=value`` into the document; inside ``train.stages`` the next part names a stage."""
+    path, separator, text = override.partition("=")
+    if not separator or not path:
+        raise RecipeError(f"override {override!r}: write key=value, e.g. train.batch_size=8")
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word: a string
+    keys = path.strip().split(".")
+    node = document
+    for key in keys[:-1]:
+        if isinstance(node, list):
+            matches = [item for item in node if item.get("name") == key]
+            if not matches:
+                raise RecipeError(f"override {override!r}: no stage named {key!r}")
+            node = matches[0]
+        else:
+            node = node.setdefault(key, {})
+    node[keys[-1]] = value

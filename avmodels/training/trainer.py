@@ -1,0 +1,262 @@
+"""The generic trainer: stages of optimisers over a method's networks, fed by the shard loader.
+
+One training step: take a batch, run the method's shared forward pass, then for every optimiser of the stage
+that is due (``every``), compute its loss, step it and its LR schedule. Checkpoints every ``checkpoint_every``
+steps and at the end hold everything needed to continue exactly: on CPU with the same seed a resumed run draws
+the same batches, dropout masks and updates as one that never stopped.
+
+Output folder: ``checkpoint.pt`` (latest), ``stage-<name>.pt`` (weights at each stage's end), ``metrics.jsonl``,
+``samples/step-NNNNNNN.png`` (a grid every ``sample_every`` steps), ``tensorboard/`` (when installed),
+``summary.json``.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from avmodels.data import VIEWS, Prefetcher, make_dataset, make_loader, shard_urls
+from avmodels.methods import get_method
+from avmodels.pictures import grid
+from avmodels.training import checkpoint as checkpoints
+from avmodels.training.config import OptimizerSpec, StageSpec, TrainConfig
+from avmodels.training.distributed import Node, gather, start_node, stop_node
+from avmodels.training.logs import RunLog
+
+
+@dataclasses.dataclass
+class Position:
+    """How far the run is: steps overall and in the current stage, and where in the data."""
+
+    step: int = 0
+    stage: int = 0
+    stage_step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+
+
+def train(config: TrainConfig, data: str | Path, out: str | Path, *, max_steps: int | None = None,
+          resume: bool = False, start_stage: str | None = None, device: str | None = None) -> dict:
+    """Train ``config.method`` on the shards in ``data``; return the run summary (also ``out/summary.json``)."""
+    node, out = start_node(device), Path(out)
+    try:
+        return _train(config, Path(data), out, node, max_steps, resume, start_stage)
+    finally:
+        stop_node()
+
+
+def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: int | None, resume: bool,
+           start_stage: str | None) -> dict:
+    info = json.loads((data / "dataset.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    method = get_method(config.method)(config.model, len(info["speakers"]))
+    nets = {name: net.to(node.device) for name, net in method.networks.items()}
+    position, saved = Position(), None
+    if resume:
+        saved = checkpoints.load(out / "checkpoint.pt")
+        if saved["method"] != config.method:
+            raise ValueError(f"{out}/checkpoint.pt is a {saved['method']} run, not {config.method}")
+        _load_networks(nets, saved)
+        position = Position(**{field: saved[field] for field in Position.__dataclass_fields__})
+    elif start_stage is not None:
+        position.stage = _stage_index(config, start_stage)
+        source = config.stages[position.stage].init_from
+        if source is not None:
+            _load_networks(nets, checkpoints.load(out / f"stage-{source}.pt"))
+    torch.manual_seed(config.seed * 1000 + node.rank + 1)  # training randomness differs between ranks
+    if saved is not None:
+        checkpoints.set_rng_state(saved["rng"][node.rank])
+
+    split_samples = info["splits"][config.split]["samples"]
+    batches = _batches(config, data, node, position, split_samples)
+    log = RunLog(out, config.log_every, position.step if resume else None, enabled=node.main)
+    precision = torch.bfloat16 if config.precision == "bf16" or (
+        config.precision == "auto" and node.device.type == "cuda") else None
+    autocast = (lambda: torch.autocast(node.device.type, dtype=precision)) if precision else contextlib.nullcontext
+    stopped = False
+    try:
+        for stage_index in range(position.stage, len(config.stages)):
+            stage = config.stages[stage_index]
+            total = stage.total_steps(split_samples, config.batch_size, node.world_size)
+            optimizers, schedulers = make_optimizers(stage, nets, total)
+            if saved is not None and saved["stage"] == stage_index:
+                for name in optimizers:
+                    optimizers[name].load_state_dict(saved["optimizers"][name])
+                    schedulers[name].load_state_dict(saved["schedulers"][name])
+            train_nets = prepare_networks(nets, stage, config, node)
+            log.begin_stage(f"{config.method}: {stage.name}", total, position.stage_step)
+            while position.stage_step < total and not stopped:
+                started = time.perf_counter()
+                batch = _channels_last(next(batches)) if config.channels_last else next(batches)
+                waited = time.perf_counter() - started
+                out_step, losses = train_step(method, nets, train_nets, batch, stage, optimizers, schedulers,
+                                              position.stage_step, config.grad_clip, autocast)
+                position.step += 1
+                position.stage_step += 1
+                log.step(step=position.step, stage=stage.name, epoch=position.epoch,
+                         samples=len(batch["key"]) * node.world_size, seconds=time.perf_counter() - started,
+                         waited=waited, losses=losses, lrs={n: s.get_last_lr()[0] for n, s in schedulers.items()})
+                if position.step % config.sample_every == 0:
+                    log.picture(grid(method.picture_rows(train_nets, batch, out_step)), position.step)
+                stopped = max_steps is not None and position.step >= max_steps
+                if position.step % config.checkpoint_every == 0 or stopped or position.stage_step == total:
+                    _save(out, config, info, nets, optimizers, schedulers, position, node)
+            if position.stage_step < total:
+                break
+            if node.main:
+                checkpoints.save_atomic({"method": config.method, "config": json.dumps(config.document),
+                                         "speakers": info["speakers"], "networks": _state(nets)},
+                                        out / f"stage-{stage.name}.pt")
+            position.stage, position.stage_step = stage_index + 1, 0
+            if stopped:
+                break
+    finally:
+        log.close()
+    return _summary(out, config, nets, position, log, node)
+
+
+def train_step(method, nets: dict, train_nets: dict, batch: dict, stage: StageSpec, optimizers: dict,
+               schedulers: dict, stage_step: int, grad_clip: float = 0.0,
+               autocast=contextlib.nullcontext) -> tuple[dict, dict[str, float]]:
+    """One step: the method's shared forward, then each due optimiser's loss, backward, clipping and update."""
+    losses = {}
+    with autocast():
+        out = method.forward(train_nets, batch)
+    for spec in stage.optimizers:
+        if stage_step % spec.every:
+            continue
+        with autocast():
+            loss, terms = method.loss(spec.name, train_nets, batch, out, stage.losses)
+        optimizers[spec.name].zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(_parameters(nets, spec), grad_clip)
+        optimizers[spec.name].step()
+        schedulers[spec.name].step()
+        losses.update(terms)
+    return out, losses
+
+
+def _batches(config: TrainConfig, data: Path, node: Node, position: Position, split_samples: int) -> Iterator[dict]:
+    """Endless batches on the device, epoch after epoch, keeping ``position`` on the last batch handed out.
+
+    Resampled shards with an epoch of whole batches per worker make every rank take the same number of batches
+    and make the position exact (``ShardStream.resume``).
+    """
+    per_round = config.batch_size * max(1, config.num_workers)
+    epoch_samples = max(per_round, split_samples // node.world_size // per_round * per_round)
+    dataset = make_dataset(shard_urls(data, config.split), VIEWS[get_method(config.method).view], seed=config.seed,
+                           shuffle_buffer=config.shuffle_buffer, resampled=True, epoch_samples=epoch_samples)
+    dataset.resume(position.epoch, position.batches_in_epoch, config.batch_size)
+    loader = Prefetcher(make_loader(dataset, config.batch_size, config.num_workers), node.device)
+    while True:
+        for batch in loader:
+            position.batches_in_epoch += 1
+            yield batch
+        position.epoch, position.batches_in_epoch = position.epoch + 1, 0
+
+
+def make_optimizers(stage: StageSpec, nets: dict, total: int) -> tuple[dict, dict]:
+    optimizers, schedulers = {}, {}
+    for spec in stage.optimizers:
+        unknown = set(spec.networks) - set(nets)
+        if unknown:
+            raise KeyError(f"stage {stage.name}, optimizer {spec.name}: no networks {sorted(unknown)}; "
+                           f"the method has {sorted(nets)}")
+        optimizers[spec.name] = torch.optim.Adam(_parameters(nets, spec), lr=spec.lr, betas=spec.betas,
+                                                 weight_decay=spec.weight_decay)
+        schedulers[spec.name] = torch.optim.lr_scheduler.LambdaLR(optimizers[spec.name],
+                                                                  _schedule(spec, math.ceil(total / spec.every)))
+    return optimizers, schedulers
+
+
+def _schedule(spec: OptimizerSpec, updates: int):
+    """LR factor per update: linear warm-up, then constant, cosine or linear decay to zero by the stage's end."""
+    def factor(update: int) -> float:
+        if update < spec.warmup_steps:
+            return (update + 1) / spec.warmup_steps
+        progress = min(1.0, (update - spec.warmup_steps) / max(1, updates - spec.warmup_steps))
+        if spec.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0 - progress if spec.schedule == "linear" else 1.0
+    return factor
+
+
+def _parameters(nets: dict, spec: OptimizerSpec) -> list[torch.nn.Parameter]:
+    return [parameter for name in spec.networks for parameter in nets[name].parameters()]
+
+
+def prepare_networks(nets: dict, stage: StageSpec, config: TrainConfig, node: Node) -> dict:
+    """Networks as this stage trains them: trained ones in train mode (DDP-wrapped across ranks, compiled when
+    asked), the others frozen in eval mode."""
+    prepared = {}
+    for name, net in nets.items():
+        trained = name in stage.networks
+        net.train(trained).requires_grad_(trained)
+        if config.channels_last:
+            net.to(memory_format=torch.channels_last)
+        if trained and node.world_size > 1:
+            net = DistributedDataParallel(net, device_ids=[node.device.index] if node.device.type == "cuda" else None)
+        prepared[name] = torch.compile(net) if config.compile else net
+    return prepared
+
+
+def _channels_last(batch: dict) -> dict:
+    return {key: value.contiguous(memory_format=torch.channels_last) if torch.is_tensor(value) and value.dim() == 4
+            else value for key, value in batch.items()}
+
+
+def _save(out: Path, config: TrainConfig, info: dict, nets: dict, optimizers: dict, schedulers: dict,
+          position: Position, node: Node) -> None:
+    rng = gather(checkpoints.rng_state())  # every rank's generators: each draws its own dropout masks
+    if node.main:
+        checkpoints.save_atomic({
+            "method": config.method, "config": json.dumps(config.document), "speakers": info["speakers"],
+            "networks": _state(nets), "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in schedulers.items()}, "rng": rng,
+            **dataclasses.asdict(position)}, out / "checkpoint.pt")
+
+
+def _state(nets: dict) -> dict:
+    return {name: net.state_dict() for name, net in nets.items()}
+
+
+def _load_networks(nets: dict, saved: dict) -> None:
+    for name, net in nets.items():
+        net.load_state_dict(saved["networks"][name])
+
+
+def _stage_index(config: TrainConfig, name: str) -> int:
+    names = [stage.name for stage in config.stages]
+    if name not in names:
+        raise KeyError(f"no stage {name!r}; {config.method} has {names}")
+    return names.index(name)
+
+
+def weights_digest(nets: dict) -> str:
+    """SHA-1 of every parameter's bytes: equal on all ranks when DDP kept them in step."""
+    digest = hashlib.sha1()
+    for name in sorted(nets):
+        for parameter in nets[name].parameters():
+            digest.update(parameter.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _summary(out: Path, config: TrainConfig, nets: dict, position: Position, log: RunLog, node: Node) -> dict:
+    digests = gather(weights_digest(nets))
+    summary = {"method": config.method, "steps": position.step, "stages_done": position.stage,
+               "world_size": node.world_size, "weights_sha1_per_rank": digests, "last_metrics": log.last_row,
+               "checkpoint": str(out / "checkpoint.pt"), "metrics": str(out / "metrics.jsonl"),
+               "samples": str(out / "samples")}
+    if node.main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
