@@ -75,20 +75,17 @@ def sample(
     from avmodels.pictures import grid, write_png
     from avprep.media.audio import SAMPLE_RATE, decode_audio
     from avprep.media.ffmpeg import MediaError
-    from avprep.media.probe import probe
+    from avprep.media.probe import audio_channels
 
     if not audio.is_file():
         _fail(f"{audio}: no such file")
     try:
         method, nets, _ = load_trained(checkpoint, _device(device))
-        info = probe(audio)
-        if not info.audio_channels:
-            _fail(f"{audio}: no audio stream")
-        waveform = decode_audio(audio, channels=info.audio_channels)
+        waveform = decode_audio(audio, channels=audio_channels(audio))
     except (FileNotFoundError, KeyError) as error:
         _fail(str(error))
     except MediaError as error:
-        _fail(f"{audio}: {error}")
+        _fail(f"{audio}: {error.kind}: {error.message}")
     if not hasattr(method, "generate"):
         _fail(f"{method.name} has no audio-to-face sampling")
     hop = max(1, int(every * SAMPLE_RATE))
@@ -122,6 +119,10 @@ def evaluate(
 
     checkpoint = checkpoint or Path("runs") / method / "checkpoint.pt"
     _check_data(data)
+    splits = json.loads((data / "dataset.json").read_text())["splits"]
+    if not splits.get(split, {}).get("samples"):
+        filled = [name for name, facts in splits.items() if facts["samples"]]
+        _fail(f"{data}: the {split!r} split holds no samples; splits with samples: {filled}")
     try:
         trained, nets, saved = load_trained(checkpoint, _device(device))
         if saved["method"] != method:
@@ -141,6 +142,44 @@ def evaluate(
     console.print(f"-> {out}, {out.with_suffix('.png')}", highlight=False)
 
 
+@app.command()
+def quickstart(
+    out: Path = typer.Argument(Path("quickstart"), help="Folder for everything the chain writes."),
+    steps: int = typer.Option(300, help="Training steps (Wav2Pix at 64 px, batch 16: a few minutes on a CPU)."),
+    jobs: int = typer.Option(2, help="Parallel videos in extract."),
+):
+    """The whole chain on generated demo media: demo -> extract -> shard -> train Wav2Pix -> sample -> eval.
+
+    Each step is the command a user would type (printed before it runs); re-running skips finished work.
+    """
+    import pyarrow.parquet as pq
+
+    prep, shards, run = out / "prep", out / "shards", out / "run"
+    steps_run = [
+        ("avprep", "demo", str(out / "demo")),
+        ("avprep", "extract", str(out / "demo"), "-o", str(prep), "-j", str(jobs)),
+        ("avprep", "shard", str(prep), "-o", str(shards), "--recipe", "wav2pix"),
+        ("avmodels", "train", "--method", "wav2pix", "--data", str(shards), "--out", str(run),
+         "--max-steps", str(steps), "--set", "model.image_size=64", "--set", "train.batch_size=16",
+         "--set", "train.num_workers=1", "--set", f"train.sample_every={max(1, steps // 3)}"),
+    ]
+    for command in steps_run:
+        _run_step(command)
+        if command[1] == "shard":
+            test_video = next(row["video_id"] for row in pq.read_table(shards / "index.parquet").to_pylist()
+                              if row["split"] == "test")
+            clip = next(row["path"] for row in pq.read_table(prep / "manifest.parquet").to_pylist()
+                        if row["video_id"] == test_video)
+    _run_step(("avmodels", "sample", "--checkpoint", str(run / "checkpoint.pt"), "--audio", str(clip),
+               "--out", str(out / "sample.png")))
+    _run_step(("avmodels", "eval", "--method", "wav2pix", "--data", str(shards), "--checkpoint",
+               str(run / "checkpoint.pt"), "--out", str(out / "eval.json")))
+    console.print(f"\n[bold green]done[/]: faces drawn from the audio of {clip}: {out / 'sample.png'}\n"
+                  f"  training grids (real above generated): {run / 'samples'}/\n"
+                  f"  metrics: {out / 'eval.json'} (real vs generated: {out / 'eval.png'})\n"
+                  f"  checkpoint: {run / 'checkpoint.pt'}; losses per step: {run / 'metrics.jsonl'}", highlight=False)
+
+
 @app.command("list")
 def list_methods():
     """The methods, their stages and optimisers, and where their recipes are."""
@@ -158,6 +197,17 @@ def list_methods():
             optimizers = "; ".join(f"{o.name}: {'+'.join(o.networks)} {o.lr:g}" for o in stage.optimizers)
             table.add_row(name if i == 0 else "", stage.name, length, optimizers, str(path) if i == 0 else "")
     console.print(table)
+
+
+def _run_step(command: tuple[str, ...]) -> None:
+    """Run one of our own commands in a subprocess (an argument list, no shell), stopping the chain on failure."""
+    import subprocess
+    import sys
+
+    console.print(f"[bold]$ {' '.join(command)}[/]", highlight=False)
+    module = {"avprep": "avprep.cli", "avmodels": "avmodels.cli"}[command[0]]
+    if subprocess.run([sys.executable, "-m", module, *command[1:]]).returncode != 0:
+        _fail(f"`{' '.join(command)}` failed (its output is above)")
 
 
 def _device(device: str | None) -> str:

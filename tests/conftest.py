@@ -1,7 +1,9 @@
 """Shared test media: generated once per session from real faces (see avprep.synth)."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +30,19 @@ def corpus(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("corpus")
     make_demo_corpus(folder, speakers=3, clips_per_speaker=2, seconds=2.0, fps=25, size=(320, 240), seed=1)
     return folder
+
+
+@pytest.fixture(scope="session")
+def prep(corpus, tmp_path_factory) -> Path:
+    """The corpus with a timed transcript beside every clip (HeadGAN's character features), extracted."""
+    videos = tmp_path_factory.mktemp("shard_videos")
+    shutil.copytree(corpus, videos, dirs_exist_ok=True)
+    for clip in videos.glob("*/*.mp4"):
+        clip.with_suffix(".transcript.json").write_text(json.dumps(
+            [{"start": 0.1, "end": 0.7, "text": "hello"}, {"start": 0.9, "end": 1.8, "text": "world"}]))
+    out = tmp_path_factory.mktemp("shard_prep")
+    run_cli("extract", str(videos), "-o", str(out), "-j", "2")
+    return out
 
 
 def run_ffmpeg(*args: str) -> None:

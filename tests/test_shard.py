@@ -21,19 +21,6 @@ RECIPES = ["wav2pix", "atvgnet", "davs", "headgan", "ear_sr"]
 
 
 @pytest.fixture(scope="session")
-def prep(corpus, tmp_path_factory) -> Path:
-    """The corpus with a timed transcript beside every clip (HeadGAN's character features), extracted."""
-    videos = tmp_path_factory.mktemp("shard_videos")
-    shutil.copytree(corpus, videos, dirs_exist_ok=True)
-    for clip in videos.glob("*/*.mp4"):
-        clip.with_suffix(".transcript.json").write_text(json.dumps(
-            [{"start": 0.1, "end": 0.7, "text": "hello"}, {"start": 0.9, "end": 1.8, "text": "world"}]))
-    out = tmp_path_factory.mktemp("shard_prep")
-    run_cli("extract", str(videos), "-o", str(out), "-j", "2")
-    return out
-
-
-@pytest.fixture(scope="session")
 def shards(prep, tmp_path_factory) -> dict[str, Path]:
     folders = {}
     for name in RECIPES:

@@ -173,7 +173,7 @@ def make_optimizers(stage: StageSpec, nets: dict, total: int) -> tuple[dict, dic
             raise KeyError(f"stage {stage.name}, optimizer {spec.name}: no networks {sorted(unknown)}; "
                            f"the method has {sorted(nets)}")
         optimizers[spec.name] = torch.optim.Adam(_parameters(nets, spec), lr=spec.lr, betas=spec.betas,
-                                                 weight_decay=spec.weight_decay)
+                                                 weight_decay=spec.weight_decay, fused=True)
         schedulers[spec.name] = torch.optim.lr_scheduler.LambdaLR(optimizers[spec.name],
                                                                   _schedule(spec, math.ceil(total / spec.every)))
     return optimizers, schedulers

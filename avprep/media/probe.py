@@ -73,6 +73,21 @@ def probe(path: str | os.PathLike, max_duration_s: float | None = None) -> Media
     return MediaInfo(fps=fps, variable_fps=variable, n_packets=len(packets), **info)
 
 
+def audio_channels(path: str | os.PathLike) -> int:
+    """Channel count of the first audio stream of any media file (audio-only files included)."""
+    path = os.fspath(path)
+    _check_readable(path)
+    header = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", input_url(path)],
+                            capture_output=True, text=True, errors="replace").stderr
+    if "Input #0" not in header:
+        raise classify_stderr(header, default="not a media file")
+    for match in _STREAM.finditer(header):
+        found = _AUDIO.search(match.group(2)) if match.group(1) == "Audio" else None
+        if found:
+            return channel_count(found.group(2))
+    raise MediaError("no audio stream", "the file has no audio stream")
+
+
 def _check_readable(path: str) -> None:
     try:
         size = os.stat(path).st_size

@@ -1,0 +1,226 @@
+"""avmodels: Wav2Pix's architecture, the trainer (overfitting, exact resume, stages, DDP) and the CLIs."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from avmodels.data import split_batches
+from avmodels.methods.wav2pix import Wav2Pix
+from avmodels.training import checkpoint as checkpoints
+from avmodels.training.config import load_train_config
+from avmodels.training.trainer import make_optimizers, train, train_step
+from avprep.shard.recipe import RecipeError, load_recipe
+from avprep.shard.run import run_shard
+
+SMALL = ["model.image_size=64", "train.batch_size=2", "train.num_workers=1", "train.log_every=1",
+         "train.sample_every=2", "train.checkpoint_every=2"]
+
+
+@pytest.fixture(scope="module")
+def shards(prep, tmp_path_factory) -> Path:
+    """Wav2Pix shards of the test corpus (3 speakers x 2 clips): one clip of each speaker trains, one validates."""
+    folder = tmp_path_factory.mktemp("train_shards")
+    recipe = dataclasses.replace(load_recipe("wav2pix"), fractions=(("train", 0.5), ("val", 0.5)))
+    run_shard(prep, folder, recipe, max_count=4)
+    return folder
+
+
+def run_avmodels(*args: str, wrapper: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    command = [*wrapper, "-m", "avmodels.cli", *args] if wrapper else [sys.executable, "-m", "avmodels.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def test_parameter_counts_match_the_official_code():
+    at128 = Wav2Pix({"image_size": 128}, speakers=10).networks
+    assert count(at128["speech_encoder"]) == 11_495_424
+    assert count(at128["speaker_classifier"]) == 28_230
+    assert count(at128["generator"]) == 13_241_344
+    assert sum(count(at128[name]) for name in ("speech_encoder", "speaker_classifier", "generator")) == 24_764_998
+    assert count(at128["discriminator"]) == 11_162_624
+    at64 = Wav2Pix({"image_size": 64}, speakers=10).networks
+    assert sum(count(at64[name]) for name in ("speech_encoder", "speaker_classifier", "generator")) == 15_327_814
+    assert count(at64["discriminator"]) == 2_765_824
+
+
+def test_shapes_and_the_official_losses_and_optimisers():
+    config = load_train_config("wav2pix")
+    stage = config.stages[0]
+    assert stage.losses == {"adversarial": 1.0, "feature_matching": 100.0, "l1": 50.0, "speaker": 20.0}
+    assert [(o.name, o.lr, o.betas) for o in stage.optimizers] == [
+        ("discriminator", 4e-4, (0.5, 0.999)), ("generator", 1e-4, (0.5, 0.999))]
+    method = Wav2Pix(config.model, speakers=3)
+    batch = {"audio": torch.randn(2, 16000), "image": torch.rand(2, 3, 128, 128) * 2 - 1,
+             "wrong": torch.rand(2, 3, 128, 128) * 2 - 1, "speaker": torch.tensor([0, 2])}
+    out = method.forward(method.networks, batch)
+    assert out["z"].shape == (2, 128) and out["fake"].shape == (2, 3, 128, 128)
+    assert out["fake"].abs().max() <= 1 and out["speaker_logits"].shape == (2, 3)
+    _, terms = method.loss("discriminator", method.networks, batch, out, stage.losses)
+    assert set(terms) == {"d_fake", "d_real", "d_wrong"}
+
+
+def test_a_fixed_batch_is_overfit(shards):
+    """L1 to the target faces falls by at least half in 200 steps with the recipe's losses and optimisers.
+
+    Measured with the networks in eval mode (no dropout), before and after.
+    """
+    config = load_train_config("wav2pix", overrides=["model.image_size=64"])
+    stage = config.stages[0]
+    torch.manual_seed(0)
+    method = Wav2Pix(config.model, speakers=3)
+    nets = method.networks
+    batch = next(split_batches(shards, "train", "wav2pix", "cpu", batch_size=2))
+    target = method.forward(nets, batch)["real"]
+
+    def l1() -> float:
+        for net in nets.values():
+            net.eval()
+        error = (method.generate(nets, batch["audio"]) - target).abs().mean().item()
+        for net in nets.values():
+            net.train()
+        return error
+
+    before = l1()
+    optimizers, schedulers = make_optimizers(stage, nets, total=200)
+    for step in range(200):
+        train_step(method, nets, nets, batch, stage, optimizers, schedulers, step)
+    assert l1() <= 0.5 * before
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(shards, tmp_path):
+    train_samples = json.loads((shards / "dataset.json").read_text())["splits"]["train"]["samples"]
+    batch = f"train.batch_size={max(2, train_samples // 2)}"  # two batches an epoch: the run crosses epochs
+    config = load_train_config("wav2pix", overrides=[*SMALL, batch])
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(config, shards, whole, max_steps=5, device="cpu")
+    train(config, shards, parts, max_steps=2, device="cpu")
+    assert checkpoints.load(parts / "checkpoint.pt")["step"] == 2
+    train(config, shards, parts, max_steps=5, resume=True, device="cpu")
+    first, second = metrics(whole), metrics(parts)
+    assert [row["step"] for row in second] == [1, 2, 3, 4, 5]
+    assert {row["epoch"] for row in first} == {0, 1, 2}, "the run must cross epoch boundaries"
+    for a, b in zip(first, second):
+        for name in a:
+            if name.startswith(("d_", "g_")):
+                assert b[name] == pytest.approx(a[name], rel=1e-5, abs=1e-7), (a["step"], name)
+    for name in ("generator", "discriminator", "speech_encoder"):
+        for key, value in checkpoints.load(whole / "checkpoint.pt")["networks"][name].items():
+            assert torch.allclose(value.float(), checkpoints.load(parts / "checkpoint.pt")["networks"][name][key].float(),
+                                  rtol=1e-4, atol=1e-6), key
+    assert sorted(p.name for p in (whole / "samples").iterdir()) == ["step-0000002.png", "step-0000004.png"]
+
+
+def test_stages_train_only_their_networks_and_hand_over_weights(shards, tmp_path):
+    recipe = tmp_path / "two_stages.toml"
+    recipe.write_text("""
+[model]
+image_size = 64
+[train]
+batch_size = 2
+num_workers = 0
+log_every = 1
+[[train.stages]]
+name = "reconstruct"
+steps = 2
+losses = { l1 = 1.0 }
+[train.stages.optimizers.generator]
+networks = ["speech_encoder", "generator"]
+lr = 1e-3
+[[train.stages]]
+name = "gan"
+steps = 2
+init_from = "reconstruct"
+losses = { adversarial = 1.0, l1 = 50.0 }
+[train.stages.optimizers.discriminator]
+networks = ["discriminator"]
+lr = 4e-4
+every = 2
+[train.stages.optimizers.generator]
+networks = ["speech_encoder", "generator"]
+lr = 1e-4
+""")
+    config = load_train_config("wav2pix", str(recipe))
+    run = tmp_path / "run"
+    torch.manual_seed(config.seed)
+    initial = Wav2Pix(config.model, speakers=3).networks["discriminator"].state_dict()
+    train(config, shards, run, device="cpu")
+    after_first = checkpoints.load(run / "stage-reconstruct.pt")["networks"]
+    for key, value in initial.items():
+        assert torch.equal(value, after_first["discriminator"][key]), "a frozen network changed"
+    rows = metrics(run)
+    assert [row["stage"] for row in rows] == ["reconstruct"] * 2 + ["gan"] * 2
+    assert [("d_fake" in row) for row in rows] == [False, False, True, False], "D steps every second step"
+    assert any(not torch.equal(v, after_first["generator"][k])
+               for k, v in checkpoints.load(run / "stage-gan.pt")["networks"]["generator"].items())
+
+
+def test_sample_and_eval_write_their_files(shards, prep, tmp_path):
+    config = load_train_config("wav2pix", overrides=SMALL)
+    run = tmp_path / "run"
+    train(config, shards, run, max_steps=2, device="cpu")
+    clip = next((prep / "videos").iterdir())
+    audio = tmp_path / "speech.flac"
+    (Path(str(audio))).write_bytes((clip / "audio.flac").read_bytes())
+    result = run_avmodels("sample", "-c", str(run / "checkpoint.pt"), "-a", str(audio), "-o", str(tmp_path / "s.png"))
+    assert result.returncode == 0, result.stderr
+    picture = cv2.imread(str(tmp_path / "s.png"))
+    assert picture.shape[0] == 64 and picture.shape[1] >= 64  # one row of 64 px faces, one per second
+    result = run_avmodels("eval", "-m", "wav2pix", "-d", str(shards), "-c", str(run / "checkpoint.pt"),
+                          "--split", "val", "-o", str(tmp_path / "eval.json"))
+    assert result.returncode == 0, result.stderr + result.stdout
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    for name in ("face_detectability", "face_detectability_real", "speaker_id_accuracy", "speaker_id_accuracy_real"):
+        assert 0.0 <= scores[name] <= 1.0, name
+    assert scores["face_detectability_real"] >= 0.9  # the real crops are faces MediaPipe finds
+    assert scores["samples"] > 0 and (tmp_path / "eval.png").is_file()
+
+
+def test_two_process_ddp_ranks_agree_on_the_weights(shards, tmp_path):
+    run = tmp_path / "ddp"
+    settings = [arg for setting in SMALL for arg in ("--set", setting)]
+    result = run_avmodels("train", "-m", "wav2pix", "-d", str(shards), "-o", str(run), "--max-steps", "3",
+                          "--device", "cpu", *settings,
+                          wrapper=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                   "--master_port", "29533"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    digests = summary["weights_sha1_per_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert metrics(run)[-1]["samples_per_s"] > 0
+
+
+def test_clear_errors(shards, tmp_path):
+    result = run_avmodels("train", "-m", "nosuch", "-d", str(shards))
+    assert result.returncode == 2 and "no recipe named 'nosuch'" in result.stdout
+    with pytest.raises(RecipeError, match="only the data half"):
+        load_train_config("atvgnet")
+    with pytest.raises(RecipeError, match="no stage named 'gann'"):
+        load_train_config("wav2pix", overrides=["train.stages.gann.steps=3"])
+    result = run_avmodels("train", "-m", "wav2pix", "-d", str(shards), "-o", str(tmp_path / "none"), "--resume")
+    assert result.returncode == 2 and "no checkpoint" in result.stdout
+    result = run_avmodels("eval", "-m", "wav2pix", "-d", str(shards), "--split", "test")
+    assert result.returncode == 2 and "the 'test' split holds no samples" in result.stdout
+
+
+def test_checkpoints_load_without_pickle(tmp_path):
+    """A checkpoint that would unpickle an arbitrary object (here argparse.Namespace) is refused."""
+    torch.save({"networks": argparse.Namespace(payload=1)}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match="weights_only|Unsupported global"):
+        checkpoints.load(tmp_path / "evil.pt")
