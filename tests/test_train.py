@@ -78,29 +78,20 @@ def test_shapes_and_the_official_losses_and_optimisers():
 def test_a_fixed_batch_is_overfit(shards):
     """L1 to the target faces falls by at least half in 200 steps with the recipe's losses and optimisers.
 
-    Measured with the networks in eval mode (no dropout), before and after.
+    Dropout is off, as usual for an overfit-one-batch check: with it on, the generator's output stays noisy and
+    the fall is ~50% rather than ~80%.
     """
-    config = load_train_config("wav2pix", overrides=["model.image_size=64"])
+    config = load_train_config("wav2pix", overrides=["model.image_size=64", "model.dropout=0.0"])
     stage = config.stages[0]
     torch.manual_seed(0)
     method = Wav2Pix(config.model, speakers=3)
-    nets = method.networks
     batch = next(split_batches(shards, "train", "wav2pix", "cpu", batch_size=2))
-    target = method.forward(nets, batch)["real"]
-
-    def l1() -> float:
-        for net in nets.values():
-            net.eval()
-        error = (method.generate(nets, batch["audio"]) - target).abs().mean().item()
-        for net in nets.values():
-            net.train()
-        return error
-
-    before = l1()
-    optimizers, schedulers = make_optimizers(stage, nets, total=200)
+    optimizers, schedulers = make_optimizers(stage, method.networks, total=200)
+    l1 = []
     for step in range(200):
-        train_step(method, nets, nets, batch, stage, optimizers, schedulers, step)
-    assert l1() <= 0.5 * before
+        _, losses = train_step(method, method.networks, method.networks, batch, stage, optimizers, schedulers, step)
+        l1.append(losses["g_l1"])
+    assert sum(l1[-5:]) / 5 <= 0.5 * l1[0], l1[::20]
 
 
 def test_a_resumed_run_equals_an_uninterrupted_one(shards, tmp_path):
@@ -224,3 +215,13 @@ def test_checkpoints_load_without_pickle(tmp_path):
     torch.save({"networks": argparse.Namespace(payload=1)}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="weights_only|Unsupported global"):
         checkpoints.load(tmp_path / "evil.pt")
+
+
+def test_overrides_reach_stages_and_optimisers():
+    config = load_train_config("wav2pix", overrides=[
+        "train.stages.gan.steps=7", "train.stages.gan.optimizers.discriminator.every=2", "model.image_size=64",
+        "train.precision=bf16"])
+    stage = config.stages[0]
+    assert (stage.steps, stage.epochs, stage.optimizers[0].every) == (7, None, 2)
+    assert config.model["image_size"] == 64 and config.precision == "bf16"
+    assert load_train_config("wav2pix").stages[0].total_steps(samples_per_epoch=640, batch_size=64, world_size=2) == 1000

@@ -170,3 +170,5 @@ def _apply_override(document: dict, override: str) -> None:
         else:
             node = node.setdefault(key, {})
     node[keys[-1]] = value
+    if keys[-1] in ("steps", "epochs") and "name" in node:  # a stage's length: the one given replaces the other
+        node.pop("epochs" if keys[-1] == "steps" else "steps", None)
