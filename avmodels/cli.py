@@ -145,7 +145,7 @@ def evaluate(
 @app.command()
 def quickstart(
     out: Path = typer.Argument(Path("quickstart"), help="Folder for everything the chain writes."),
-    steps: int = typer.Option(200, help="Training steps (Wav2Pix at 64 px, batch 16: a few minutes on a CPU)."),
+    steps: int = typer.Option(300, help="Training steps (Wav2Pix at 64 px, batch 16: a few minutes on a CPU)."),
     jobs: int = typer.Option(2, help="Parallel videos in extract."),
 ):
     """The whole chain on generated demo media: demo -> extract -> shard -> train Wav2Pix -> sample -> eval.

@@ -225,3 +225,13 @@ def test_overrides_reach_stages_and_optimisers():
     assert (stage.steps, stage.epochs, stage.optimizers[0].every) == (7, None, 2)
     assert config.model["image_size"] == 64 and config.precision == "bf16"
     assert load_train_config("wav2pix").stages[0].total_steps(samples_per_epoch=640, batch_size=64, world_size=2) == 1000
+
+
+@pytest.mark.slow
+def test_quickstart_runs_the_whole_chain(tmp_path):
+    """`avmodels quickstart`: demo media -> extract -> shard -> train -> sample -> eval, every output there."""
+    result = run_avmodels("quickstart", str(tmp_path / "qs"), "--steps", "4")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for path in ("sample.png", "eval.json", "eval.png", "run/checkpoint.pt", "run/metrics.jsonl", "shards/dataset.json"):
+        assert (tmp_path / "qs" / path).is_file(), path
+    assert json.loads((tmp_path / "qs" / "eval.json").read_text())["step"] == 4
