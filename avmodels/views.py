@@ -1,14 +1,17 @@
 """Each method's view of a decoded sample: the named tensors its training step reads (shapes: ``avmodels.data``).
 
-A view is ``view(sample, rng) -> dict``. ``rng`` is a seeded numpy Generator for training-time randomness, or
-None for the deterministic choice used in evaluation (centre crops). Images stay uint8 CHW here so that batches
-cross to the GPU at a quarter of the float size; the Prefetcher scales them to [-1, 1] there. Every view also
-returns ``key`` (the sample key) and ``speaker`` (int64 index into dataset.json ``speakers``).
+A view is ``view(sample, rng) -> dict``. The sample's members come decoded except its images (jpg, png), which
+are still bytes: the view decodes them straight into its tensors. ``rng`` is a seeded numpy Generator for
+training-time randomness, or None for the deterministic choice used in evaluation (centre crops). Images stay
+uint8 CHW here so that batches cross to the GPU at a quarter of the float size; the Prefetcher scales them to
+[-1, 1] there. Every view also returns ``key`` (the sample key) and ``speaker`` (int64 index into dataset.json
+``speakers``).
 """
 from __future__ import annotations
 
 import re
 
+import cv2
 import numpy as np
 import torch
 
@@ -67,20 +70,67 @@ def _identity(sample: dict) -> dict:
     return {"key": sample["__key__"], "speaker": torch.tensor(sample["meta.json"]["speaker_index"], dtype=torch.int64)}
 
 
-def _image(image: np.ndarray) -> torch.Tensor:
-    """HWC uint8 -> CHW uint8 (a copy: the decoded array is not kept)."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+defer_image_decoding = False  # True in make_loader's workers, whose collate decodes images into the batch itself
+
+
+def _image(data: bytes) -> torch.Tensor | EncodedImages:
+    return _images(EncodedImages([data], single=True))
+
+
+def _images(images: EncodedImages) -> torch.Tensor | EncodedImages:
+    return images if defer_image_decoding else images.decode()
+
+
+class EncodedImages:
+    """Images of one size still encoded, and their decoding to uint8 RGB 3 x H x W (``single``) or N x 3 x H x W.
+
+    cv2 decodes to BGR H x W x 3; splitting its planes into the destination's R, G, B rows in reverse is the one
+    copy, where a transpose to CHW and a stack would be two slow ones. make_loader's workers pass the batch's
+    memory as the destination, so the loader writes each pixel once.
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, encoded: list[bytes], single: bool):
+        self.encoded, self.single, self._first = encoded, single, None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self._first is None:
+            self._first = _decode(self.encoded[0])  # kept for decode_into: the size costs a decode
+        size = (3, *self._first.shape[:2])
+        return size if self.single else (len(self.encoded), *size)
+
+    def decode(self) -> torch.Tensor:
+        out = np.empty(self.shape, np.uint8)
+        self.decode_into(out)
+        return torch.from_numpy(out)
+
+    def decode_into(self, out: np.ndarray) -> None:
+        for index, (slot, data) in enumerate(zip(out[None] if self.single else out, self.encoded, strict=True)):
+            image = self._first if index == 0 and self._first is not None else _decode(data)
+            if image.shape[:2] != slot.shape[1:]:
+                raise ValueError(f"an image of {image.shape[1]}x{image.shape[0]} where {slot.shape[2]}x"
+                                 f"{slot.shape[1]} was expected: a clip's or batch's images differ in size")
+            cv2.split(image, [slot[2], slot[1], slot[0]])
+
+
+def _decode(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("not a decodable image")
+    return image
 
 
 def _array(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
-def _clip(sample: dict, prefix: str, extension: str) -> torch.Tensor:
-    """``prefix000.ext``, ``prefix001.ext``, ... stacked to T x 3 x H x W; T must be the sample's n_frames."""
+def _clip(sample: dict, prefix: str, extension: str) -> torch.Tensor | EncodedImages:
+    """``prefix000.ext``, ``prefix001.ext``, ... as T x 3 x H x W; T must be the sample's n_frames."""
     pattern = re.compile(rf"{prefix}\d{{3}}\.{extension}")
     names = sorted(name for name in sample if pattern.fullmatch(name))
     expected = sample["meta.json"]["n_frames"]
     if len(names) != expected:
         raise ValueError(f"{sample['__key__']}: {len(names)} {prefix}NNN.{extension} members, meta says {expected}")
-    return torch.stack([_image(sample[name]) for name in names])
+    return _images(EncodedImages([sample[name] for name in names], single=False))

@@ -16,7 +16,8 @@ import soundfile
 import torch
 import webdataset as wds
 
-from avmodels.data import VIEWS, Prefetcher, UnsafeMemberError, make_dataset, make_loader, node_position, shard_urls
+from avmodels.data import (ARENAS_PER_WORKER, VIEWS, Prefetcher, UnsafeMemberError, make_dataset, make_loader,
+                           node_position, shard_urls)
 
 T = 2  # frames per clip: small, the views do not care
 SPEAKERS = ["spk_a", "spk_b", "spk_c"]
@@ -132,6 +133,76 @@ def test_views_have_the_documented_shapes(shards, method):
         assert batch[key].dtype == dtype and tuple(batch[key].shape) == (2, *shape), key
     assert batch["speaker"].dtype == torch.int64 and len(batch["key"]) == 2
     assert set(batch) == {*SHAPES[method], "speaker", "key"}
+
+
+@pytest.mark.parametrize("method", list(MEMBERS))
+def test_worker_batches_equal_in_process_batches_and_images_read_as_cv2_reads_them(shards, method):
+    """In workers the batch is packed into a recycled shared arena, images decoded straight into it."""
+    urls = shard_urls(shards[method], "val")
+
+    def batches(workers):
+        return list(make_loader(make_dataset(urls, VIEWS[method], train=False), batch_size=3, num_workers=workers))
+
+    in_process, in_worker = batches(0), batches(1)
+    assert [len(batch["key"]) for batch in in_worker] == [3, 1]  # the last batch is partial
+    for expected, batch in zip(in_process, in_worker, strict=True):
+        assert list(batch) == list(expected) and batch["key"] == expected["key"]
+        for key in SHAPES[method]:
+            assert batch[key].dtype == expected[key].dtype and torch.equal(batch[key], expected[key]), key
+    sample = next(iter(wds.WebDataset(urls[0], shardshuffle=False)))
+    image_key, member = {"wav2pix": ("image", "image.jpg"), "atvgnet": ("frames", "f001.jpg"),
+                         "davs": ("frames", "f001.jpg"), "headgan": ("nmfc", "nmfc001.png"),
+                         "ear_sr": ("lr", "lr.png")}[method]
+    image = in_worker[0][image_key][0]
+    image = image[1] if image.dim() == 4 else image
+    bgr = cv2.imdecode(np.frombuffer(sample[member], np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(image.numpy(), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1))
+
+
+def test_batches_a_consumer_keeps_are_not_overwritten(shards):
+    """More batches held than a worker has arenas: it must take fresh memory, not reuse theirs."""
+    urls = shard_urls(shards["headgan"], "train")
+    reference = list(make_loader(make_dataset(urls, VIEWS["headgan"], train=False), batch_size=1, num_workers=0))
+    loader = make_loader(make_dataset(urls, VIEWS["headgan"], train=False), batch_size=1, num_workers=1)
+    for _ in range(2):
+        kept = list(loader)
+        assert len(kept) == len(reference) > 2 * ARENAS_PER_WORKER
+        for expected, batch in zip(reference, kept):
+            assert all(torch.equal(batch[key], expected[key]) for key in SHAPES["headgan"])
+        del kept
+    frames = [batch["frames"] for batch in loader]  # views outlive their batches too
+    assert all(torch.equal(got, expected["frames"]) for got, expected in zip(frames, reference, strict=True))
+
+
+@pytest.mark.parametrize("tar_format", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_long_member_names_keep_their_keys_in_every_tar_format(tmp_path, tar_format):
+    key = "speaker_" + "s" * 70 + "/clip_" + "c" * 70
+    members = {"meta.json": json.dumps({"speaker_index": 1}).encode(),
+               **MEMBERS["wav2pix"][0](np.random.default_rng(0))}
+    with tarfile.open(tmp_path / "long.tar", "w", format=tar_format) as tar:
+        tar.addfile(tarfile.TarInfo("speaker_dir"), io.BytesIO(b""))  # a member without an extension is skipped
+        for field, data in members.items():
+            info = tarfile.TarInfo(f"{key}.{field}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    [sample] = list(make_dataset(str(tmp_path / "long.tar"), VIEWS["wav2pix"], train=False))
+    assert sample["key"] == key and tuple(sample["image"].shape) == (3, 128, 128)
+
+
+def test_a_pipe_url_reads_what_the_path_reads(shards):
+    shard = shard_urls(shards["davs"], "val")[0]
+    via_path, via_pipe = (list(make_dataset(url, VIEWS["davs"], train=False)) for url in (shard, f"pipe:cat {shard}"))
+    assert [sample["key"] for sample in via_pipe] == [sample["key"] for sample in via_path]
+    assert torch.equal(via_pipe[-1]["frames"], via_path[-1]["frames"])
+
+
+def test_truncated_and_foreign_files_are_refused(shards, tmp_path):
+    data = Path(shard_urls(shards["davs"], "val")[0]).read_bytes()
+    for name, content, message in [("cut.tar", data[:len(data) // 2], "truncated"), ("empty.tar", b"", "empty"),
+                                   ("text.tar", b"not a tar\n" * 100, "not a tar")]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=message):
+            list(make_dataset(str(tmp_path / name), VIEWS["davs"], train=False))
 
 
 def test_wav2pix_audio_is_a_peak_normalised_pre_emphasised_second(shards):

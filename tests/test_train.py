@@ -235,3 +235,9 @@ def test_quickstart_runs_the_whole_chain(tmp_path):
     for path in ("sample.png", "eval.json", "eval.png", "run/checkpoint.pt", "run/metrics.jsonl", "shards/dataset.json"):
         assert (tmp_path / "qs" / path).is_file(), path
     assert json.loads((tmp_path / "qs" / "eval.json").read_text())["step"] == 4
+
+
+def test_list_names_methods_stages_and_recipes():
+    result = run_avmodels("list")
+    assert result.returncode == 0, result.stderr
+    assert "wav2pix" in result.stdout and "gan" in result.stdout and "200 epochs" in result.stdout
