@@ -1,4 +1,4 @@
-"""``avmodels``: train, sample and evaluate the methods on shards written by ``avprep shard``."""
+"""avmodels: train, sample and evaluate the methods on shards written by `avprep shard`."""
 from __future__ import annotations
 
 import json
