@@ -165,11 +165,10 @@ def quickstart(
     ]
     for command in steps_run:
         _run_step(command)
-        if command[1] == "shard":
-            test_video = next(row["video_id"] for row in pq.read_table(shards / "index.parquet").to_pylist()
-                              if row["split"] == "test")
-            clip = next(row["path"] for row in pq.read_table(prep / "manifest.parquet").to_pylist()
-                        if row["video_id"] == test_video)
+    test_video = next(row["video_id"] for row in pq.read_table(shards / "index.parquet").to_pylist()
+                      if row["split"] == "test")
+    clip = next(row["path"] for row in pq.read_table(prep / "manifest.parquet").to_pylist()
+                if row["video_id"] == test_video)
     _run_step(("avmodels", "sample", "--checkpoint", str(run / "checkpoint.pt"), "--audio", str(clip),
                "--out", str(out / "sample.png")))
     _run_step(("avmodels", "eval", "--method", "wav2pix", "--data", str(shards), "--checkpoint",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 import torch
 
 from avmodels.methods import get_method
@@ -13,9 +14,6 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu"):
     saved = checkpoints.load(Path(path))
     recipe = checkpoints.recipe_of(saved)
     method = get_method(saved["method"])(recipe.get("model", {}), len(saved["speakers"]))
-    nets = {}
-    for name, net in method.networks.items():
-        net.load_state_dict(saved["networks"][name])
-        nets[name] = net.to(device).eval()
-    return method, nets, saved
+    checkpoints.load_networks(method.networks, saved)
+    return method, {name: net.to(device).eval() for name, net in method.networks.items()}, saved
 

@@ -25,8 +25,6 @@ from avprep.synth.talking_head import make_talking_head
 SIZES = {"360p": (640, 360), "720p": (1280, 720)}
 
 
-
-
 def measure(clip: Path, scratch: Path, repeats: int) -> dict:
     info = probe(clip)
     n_frames = round(info.n_packets)

@@ -24,7 +24,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from avmodels.data import split_batches
 from avmodels.metrics import face_detectability, speaker_identification
 from avmodels.pictures import to_uint8
-from avmodels.views import wav2pix_audio
+from avmodels.views import WAV2PIX_SAMPLES, wav2pix_audio
 
 EMBEDDING = 128
 ENCODER_CHANNELS = (1, 16, 32, 128, 256, 512, 1024)
@@ -168,7 +168,7 @@ class Wav2Pix:
     @staticmethod
     def prepare_audio(waveform, starts: list[int]) -> torch.Tensor:
         """1 s windows of a 16 kHz waveform at the given sample offsets, each prepared as in training."""
-        return torch.stack([torch.from_numpy(wav2pix_audio(waveform[start:start + 16000], None))
+        return torch.stack([torch.from_numpy(wav2pix_audio(waveform[start:start + WAV2PIX_SAMPLES], None))
                             for start in starts])
 
     def evaluate(self, nets: dict[str, nn.Module], data, split: str, device) -> tuple[dict, list]:

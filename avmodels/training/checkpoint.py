@@ -32,6 +32,17 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def weights(method: str, document: dict, speakers: list[str], nets: dict) -> dict:
+    """What every checkpoint starts with: enough to rebuild the method and its networks."""
+    return {"method": method, "config": json.dumps(document), "speakers": speakers,
+            "networks": {name: net.state_dict() for name, net in nets.items()}}
+
+
+def load_networks(nets: dict, checkpoint: dict) -> None:
+    for name, net in nets.items():
+        net.load_state_dict(checkpoint["networks"][name])
+
+
 def recipe_of(checkpoint: dict) -> dict:
     return json.loads(checkpoint["config"])
 

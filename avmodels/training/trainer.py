@@ -65,19 +65,19 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
         saved = checkpoints.load(out / "checkpoint.pt")
         if saved["method"] != config.method:
             raise ValueError(f"{out}/checkpoint.pt is a {saved['method']} run, not {config.method}")
-        _load_networks(nets, saved)
+        checkpoints.load_networks(nets, saved)
         position = Position(**{field: saved[field] for field in Position.__dataclass_fields__})
     elif start_stage is not None:
         position.stage = _stage_index(config, start_stage)
         source = config.stages[position.stage].init_from
         if source is not None:
-            _load_networks(nets, checkpoints.load(out / f"stage-{source}.pt"))
+            checkpoints.load_networks(nets, checkpoints.load(out / f"stage-{source}.pt"))
     torch.manual_seed(config.seed * 1000 + node.rank + 1)  # training randomness differs between ranks
     if saved is not None:
         checkpoints.set_rng_state(saved["rng"][node.rank])
 
     split_samples = info["splits"][config.split]["samples"]
-    batches = _batches(config, data, node, position, split_samples)
+    batches = _batches(config, method.view, data, node, position, split_samples)
     log = RunLog(out, config.log_every, position.step if resume else None, enabled=node.main)
     precision = torch.bfloat16 if config.precision == "bf16" or (
         config.precision == "auto" and node.device.type == "cuda") else None
@@ -113,8 +113,7 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
             if position.stage_step < total:
                 break
             if node.main:
-                checkpoints.save_atomic({"method": config.method, "config": json.dumps(config.document),
-                                         "speakers": info["speakers"], "networks": _state(nets)},
+                checkpoints.save_atomic(checkpoints.weights(config.method, config.document, info["speakers"], nets),
                                         out / f"stage-{stage.name}.pt")
             position.stage, position.stage_step = stage_index + 1, 0
             if stopped:
@@ -146,7 +145,7 @@ def train_step(method, nets: dict, train_nets: dict, batch: dict, stage: StageSp
     return out, losses
 
 
-def _batches(config: TrainConfig, data: Path, node: Node, position: Position, split_samples: int) -> Iterator[dict]:
+def _batches(config: TrainConfig, view: str, data: Path, node: Node, position: Position, split_samples: int) -> Iterator[dict]:
     """Endless batches on the device, epoch after epoch, keeping ``position`` on the last batch handed out.
 
     Resampled shards with an epoch of whole batches per worker make every rank take the same number of batches
@@ -154,7 +153,7 @@ def _batches(config: TrainConfig, data: Path, node: Node, position: Position, sp
     """
     per_round = config.batch_size * max(1, config.num_workers)
     epoch_samples = max(per_round, split_samples // node.world_size // per_round * per_round)
-    dataset = make_dataset(shard_urls(data, config.split), VIEWS[get_method(config.method).view], seed=config.seed,
+    dataset = make_dataset(shard_urls(data, config.split), VIEWS[view], seed=config.seed,
                            shuffle_buffer=config.shuffle_buffer, resampled=True, epoch_samples=epoch_samples)
     dataset.resume(position.epoch, position.batches_in_epoch, config.batch_size)
     loader = Prefetcher(make_loader(dataset, config.batch_size, config.num_workers), node.device)
@@ -220,19 +219,10 @@ def _save(out: Path, config: TrainConfig, info: dict, nets: dict, optimizers: di
     rng = gather(checkpoints.rng_state())  # every rank's generators: each draws its own dropout masks
     if node.main:
         checkpoints.save_atomic({
-            "method": config.method, "config": json.dumps(config.document), "speakers": info["speakers"],
-            "networks": _state(nets), "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+            **checkpoints.weights(config.method, config.document, info["speakers"], nets),
+            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in schedulers.items()}, "rng": rng,
             **dataclasses.asdict(position)}, out / "checkpoint.pt")
-
-
-def _state(nets: dict) -> dict:
-    return {name: net.state_dict() for name, net in nets.items()}
-
-
-def _load_networks(nets: dict, saved: dict) -> None:
-    for name, net in nets.items():
-        net.load_state_dict(saved["networks"][name])
 
 
 def _stage_index(config: TrainConfig, name: str) -> int:

@@ -52,16 +52,7 @@ _NAMED_LAYOUTS = {"mono": 1, "stereo": 2, "downmix": 2, "quad": 4, "hexagonal": 
 def probe(path: str | os.PathLike, max_duration_s: float | None = None) -> MediaInfo:
     """Facts about ``path``; raises MediaError with a reason when it is not a usable video with audio."""
     path = os.fspath(path)
-    _check_readable(path)
-    result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", input_url(path)],
-                            capture_output=True, text=True, errors="replace")
-    header = result.stderr
-    if "Input #0" not in header:
-        error = classify_stderr(header, default="not a video")
-        if error.kind == "truncated" and not _has_mp4_signature(path):
-            error = MediaError("not a video", error.message)  # ffmpeg guessed MP4 from the extension alone
-        raise error
-    info = _parse_header(header)
+    info = _parse_header(_input_header(path, "not a video"))
     if max_duration_s is not None and info["duration_s"] > max_duration_s:
         raise MediaError("too long", f"{info['duration_s']:.0f} s is over the {max_duration_s:.0f} s limit")
     packets = _video_packet_times(path)
@@ -75,17 +66,25 @@ def probe(path: str | os.PathLike, max_duration_s: float | None = None) -> Media
 
 def audio_channels(path: str | os.PathLike) -> int:
     """Channel count of the first audio stream of any media file (audio-only files included)."""
-    path = os.fspath(path)
-    _check_readable(path)
-    header = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", input_url(path)],
-                            capture_output=True, text=True, errors="replace").stderr
-    if "Input #0" not in header:
-        raise classify_stderr(header, default="not a media file")
-    for match in _STREAM.finditer(header):
+    for match in _STREAM.finditer(_input_header(os.fspath(path), "not a media file")):
         found = _AUDIO.search(match.group(2)) if match.group(1) == "Audio" else None
         if found:
             return channel_count(found.group(2))
     raise MediaError("no audio stream", "the file has no audio stream")
+
+
+def _input_header(path: str, unreadable: str) -> str:
+    """What ``ffmpeg -i`` says about ``path``; a MediaError (kind ``unreadable`` unless ffmpeg says more) when it
+    cannot open it."""
+    _check_readable(path)
+    header = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", input_url(path)],
+                            capture_output=True, text=True, errors="replace").stderr
+    if "Input #0" not in header:
+        error = classify_stderr(header, default=unreadable)
+        if error.kind == "truncated" and not _has_mp4_signature(path):
+            error = MediaError(unreadable, error.message)  # ffmpeg guessed MP4 from the extension alone
+        raise error
+    return header
 
 
 def _check_readable(path: str) -> None:
