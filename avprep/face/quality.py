@@ -11,9 +11,10 @@ from avprep.face.points import CHIN, FOREHEAD, eye_centres
 _NEUTRAL_PITCH_DEG = 10.0
 
 
-def inter_ocular_px(points: np.ndarray) -> float:
-    left, right = eye_centres(points[:, :2])
-    return float(np.linalg.norm(right - left))
+def inter_ocular_px(points: np.ndarray) -> np.ndarray:
+    """Distance between the eye centres, for (..., 478, d) landmarks."""
+    left, right = eye_centres(points[..., :2])
+    return np.linalg.norm(right - left, axis=-1)
 
 
 def blur_score(crop: np.ndarray) -> float:
@@ -25,19 +26,20 @@ def blur_score(crop: np.ndarray) -> float:
     return float(cv2.meanStdDev(laplacian)[1][0, 0] ** 2)
 
 
-def head_pose(points: np.ndarray) -> tuple[float, float, float]:
-    """Yaw, pitch, roll in degrees from the mesh's own 3-D points (x right, y down, z away from the camera).
+def head_pose(points: np.ndarray) -> np.ndarray:
+    """Yaw, pitch, roll in degrees, (..., 3), from the mesh's own 3-D points (..., 478, 3) (x right, y down,
+    z away from the camera).
 
     The head's x axis runs between the eye centres and its y axis from forehead to chin; yaw is positive when
     the face turns towards image right, pitch when it tilts down, roll when it tilts clockwise in the image.
     """
     left, right = eye_centres(points)
     x_axis = right - left
-    x_axis /= np.linalg.norm(x_axis)
-    down = points[CHIN] - points[FOREHEAD]
-    y_axis = down - (down @ x_axis) * x_axis
-    y_axis /= np.linalg.norm(y_axis)
-    yaw = np.degrees(np.arcsin(np.clip(-x_axis[2], -1, 1)))
-    pitch = np.degrees(np.arcsin(np.clip(y_axis[2], -1, 1))) - _NEUTRAL_PITCH_DEG
-    roll = np.degrees(np.arctan2(x_axis[1], x_axis[0]))
-    return float(yaw), float(pitch), float(roll)
+    x_axis /= np.linalg.norm(x_axis, axis=-1, keepdims=True)
+    down = points[..., CHIN, :] - points[..., FOREHEAD, :]
+    y_axis = down - (down * x_axis).sum(axis=-1, keepdims=True) * x_axis
+    y_axis /= np.linalg.norm(y_axis, axis=-1, keepdims=True)
+    yaw = np.degrees(np.arcsin(np.clip(-x_axis[..., 2], -1, 1)))
+    pitch = np.degrees(np.arcsin(np.clip(y_axis[..., 2], -1, 1))) - _NEUTRAL_PITCH_DEG
+    roll = np.degrees(np.arctan2(x_axis[..., 1], x_axis[..., 0]))
+    return np.stack([yaw, pitch, roll], axis=-1)

@@ -132,15 +132,16 @@ class FaceStage(Stage):
             centre[rows] = _convolved(poses[:, :2], member, self.centre_kernel)[rows]
             scale_angle[rows] = _convolved(poses[:, 2:], member, self.scale_kernel)[rows]
             smooth[rows] = _convolved(np.nan_to_num(landmarks), member, self.landmark_kernel)[rows]
-        for index, frame in ready:
-            at = index - span.start
-            observation = context[at]
-            if track[at] < 0:
-                self.outputs.add(observation, None, None, None, frame)
-                continue
-            pose = np.concatenate([centre[at], scale_angle[at]])
-            transform = align.transform_from_pose(pose, self.size)
-            self.outputs.add(observation, observation.points, smooth[at].astype(np.float32), transform, frame)
+        at = np.array([index - span.start for index, _ in ready])
+        face = track[at] >= 0
+        smooth[track < 0] = np.nan
+        transforms = np.full((len(ready), 2, 3), np.nan)
+        for row in np.flatnonzero(face):
+            pose = np.concatenate([centre[at[row]], scale_angle[at[row]]])
+            transforms[row] = align.transform_from_pose(pose, self.size)
+        observations = [context[a] for a in at]
+        raw = np.stack([o.points if o.points is not None else _NAN_POINTS for o in observations])
+        self.outputs.add(observations, raw, smooth[at].astype(np.float32), transforms, [f for _, f in ready])
         while self.seen and self.seen[0].index < last + 1 - self.radius:
             forgotten = self.seen.popleft().index
             self.filled.pop(forgotten, None)
@@ -186,28 +187,35 @@ class _FaceOutputs:
         self.rows: dict[str, list] = collections.defaultdict(list)
         self.fps = video.fps
 
-    def add(self, observation: Observation, raw, smooth, transform, frame: np.ndarray) -> None:
-        has_face = smooth is not None
-        self.raw.append(raw if raw is not None else _NAN_POINTS)
-        self.smooth.append(smooth if has_face else _NAN_POINTS)
-        self.ibug.append(smooth[IBUG68, :2] if has_face else np.full((68, 2), np.nan))
-        self.align.append(transform if has_face else np.full((2, 3), np.nan))
-        row = dict(frame=observation.index, time_s=observation.index / self.fps,
-                   track=observation.track if has_face else -1, face=has_face,
-                   interpolated=has_face and raw is None, n_faces=observation.n_faces,
-                   det_score=observation.det_score if has_face else float("nan"),
-                   iod_px=np.nan, blur=np.nan, yaw=np.nan, pitch=np.nan, roll=np.nan, mouth_open=np.nan, good=False)
-        if has_face:
-            crop = align.cut(frame, transform, self.size)
-            self._write_crop(observation.index, crop)
-            yaw, pitch, roll = quality.head_pose(smooth)
-            row.update(iod_px=quality.inter_ocular_px(smooth), blur=quality.blur_score(crop), yaw=yaw, pitch=pitch,
-                       roll=roll, mouth_open=float(mouth_opening(smooth)))
-            c = self.config
-            row["good"] = bool(row["iod_px"] >= c.min_iod_px and row["blur"] >= c.min_blur
-                               and abs(yaw) <= c.max_yaw_deg and abs(pitch) <= c.max_pitch_deg)
-        for key, value in row.items():
-            self.rows[key].append(value)
+    def add(self, observations: list[Observation], raw: np.ndarray, smooth: np.ndarray, transforms: np.ndarray,
+            frames: list[np.ndarray]) -> None:
+        """Append consecutive frames: raw and smoothed landmarks (n, 478, 3), frame -> crop transforms (n, 2, 3),
+        all NaN on frames without a face. Quality is measured for the whole block at once."""
+        face = ~np.isnan(transforms[:, 0, 0])
+        self.raw.append(raw)
+        self.smooth.append(smooth)
+        self.ibug.append(smooth[:, IBUG68, :2])
+        self.align.append(transforms)
+        blur = np.full(len(frames), np.nan)
+        for row in np.flatnonzero(face):
+            crop = align.cut(frames[row], transforms[row], self.size)
+            self._write_crop(observations[row].index, crop)
+            blur[row] = quality.blur_score(crop)
+        yaw, pitch, roll = quality.head_pose(smooth).T
+        iod = quality.inter_ocular_px(smooth)
+        c = self.config
+        with np.errstate(invalid="ignore"):  # NaN (no face) compares false
+            good = ((iod >= c.min_iod_px) & (blur >= c.min_blur) & (np.abs(yaw) <= c.max_yaw_deg)
+                    & (np.abs(pitch) <= c.max_pitch_deg))
+        index = np.array([o.index for o in observations])
+        columns = dict(frame=index, time_s=index / self.fps,
+                       track=np.where(face, [o.track for o in observations], -1), face=face,
+                       interpolated=face & np.isnan(raw[:, 0, 0]), n_faces=[o.n_faces for o in observations],
+                       det_score=np.where(face, [o.det_score for o in observations], np.nan),
+                       iod_px=iod, blur=blur, yaw=yaw, pitch=pitch, roll=roll, mouth_open=mouth_opening(smooth),
+                       good=good)
+        for key, values in columns.items():
+            self.rows[key].extend(np.asarray(values).tolist())
 
     def _write_crop(self, index: int, crop: np.ndarray) -> None:
         ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), self.jpeg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import numpy as np
 
 from avprep.face.mesh import FaceMesher, iou, landmark_box
@@ -91,9 +92,11 @@ class FaceTracker:
 
     def _is_cut(self, frame: np.ndarray) -> bool:
         """A scene cut: the mean change of a coarse grey thumbnail (every 8th pixel) exceeds ``cut_threshold``."""
-        thumb = frame[::8, ::8].mean(axis=2, dtype=np.float32)
+        height, width = frame.shape[:2]
+        thumb = cv2.cvtColor(cv2.resize(frame, (width // 8, height // 8), interpolation=cv2.INTER_NEAREST),
+                             cv2.COLOR_RGB2GRAY)
         previous, self._thumb = self._thumb, thumb
-        return previous is not None and float(np.abs(thumb - previous).mean()) > self.cut_threshold
+        return previous is not None and cv2.mean(cv2.absdiff(thumb, previous))[0] > self.cut_threshold
 
     def close(self) -> None:
         self._end_track()
