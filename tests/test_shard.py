@@ -15,6 +15,7 @@ import soundfile
 
 from avprep.shard.recipe import load_recipe, shipped_recipes
 from avprep.shard.run import run_shard
+from avprep.shard.writer import tar_bytes, tar_file_bytes
 from conftest import run_cli
 
 RECIPES = ["wav2pix", "atvgnet", "davs", "headgan", "ear_sr"]
@@ -96,9 +97,27 @@ def test_resharding_is_byte_identical_and_resumes(prep, shards, tmp_path):
     assert other_plan.returncode == 1 and "another plan" in other_plan.stderr
 
 
-def test_max_size_limits_every_shard(prep, tmp_path):
+def test_max_size_fills_every_shard_up_to_the_limit(prep, tmp_path):
     run_cli("shard", str(prep), "-o", str(tmp_path), "--recipe", "davs", "--max-size", "600KB")
-    assert all(tar.stat().st_size <= 600_000 for tar in tmp_path.glob("*.tar"))
+    tars = sorted(tmp_path.glob("*.tar"))
+    assert len(tars) > 2 and all(tar.stat().st_size <= 600_000 for tar in tars)
+
+    def sample_bytes(tar: Path) -> dict[str, int]:
+        with tarfile.open(tar) as archive:
+            sizes: dict[str, int] = {}
+            for member in archive.getmembers():
+                key = member.name.split(".")[0]
+                sizes[key] = sizes.get(key, 0) + tar_bytes([member.size])
+        return sizes
+
+    for tar, following in zip(tars, tars[1:]):
+        used = sum(sample_bytes(tar).values())
+        assert tar.stat().st_size == tar_file_bytes(used)
+        if tar.name.split("-")[0] == following.name.split("-")[0]:  # not the last shard of its split: it is full
+            assert tar_file_bytes(used + next(iter(sample_bytes(following).values()))) > 600_000
+    too_small = run_cli("shard", str(prep), "-o", str(tmp_path / "tiny"), "--recipe", "davs", "--max-size", "20KB",
+                        check=False)
+    assert too_small.returncode == 1 and "smaller than one sample" in too_small.stderr
 
 
 def test_a_truncated_shard_is_caught(shards, tmp_path):

@@ -16,7 +16,7 @@ from avprep.shard.plan import SampleRef, plan_samples
 from avprep.shard.recipe import Recipe, RecipeError
 from avprep.shard.sample import OtherFaces, VideoCache, build_sample
 from avprep.shard.schema import SCHEMA_VERSION, member_schema
-from avprep.shard.writer import write_tar
+from avprep.shard.writer import tar_bytes, tar_file_bytes, write_tar
 
 
 @dataclasses.dataclass
@@ -35,8 +35,8 @@ def run_shard(prep: str | Path, out: str | Path, recipe: Recipe, *, max_count: i
     samples, speakers = plan_samples(prep, recipe)
     plan = _plan_hash(prep, recipe, samples, max_count, max_size)
     _prepare(out, plan, force)
-    per_shard = _samples_per_shard(prep, recipe, samples, max_count, max_size)
-    shards = _group(samples, per_shard)
+    sizes = None if max_size is None else _sample_sizes(prep, out, recipe, samples, plan, jobs, backend, scheduler)
+    shards = _group(samples, max_count, max_size, sizes)
     todo = [(name, group) for name, group in shards.items() if not (out / name).exists()]
     written = _write_all(prep, out, recipe, samples, todo, jobs, backend, scheduler)
     _write_index(out, shards)
@@ -64,7 +64,7 @@ def _prepare(out: Path, plan: str, force: bool) -> None:
     """Resume a run of the same plan; refuse to mix plans; ``force`` starts over."""
     dataset = out / "dataset.json"
     previous = json.loads(dataset.read_text())["plan"] if dataset.exists() else None
-    stale = list(out.glob("*.tar")) + list(out.glob(".*.partial")) if out.exists() else []
+    stale = [p for pattern in ("*.tar", ".*.partial", ".sizes-*.json") for p in out.glob(pattern)]
     if force:
         for path in stale + [dataset, out / "index.parquet"]:
             path.unlink(missing_ok=True)
@@ -76,31 +76,50 @@ def _prepare(out: Path, plan: str, force: bool) -> None:
         partial.unlink()
 
 
-def _samples_per_shard(prep: Path, recipe: Recipe, samples: list[SampleRef], max_count: int,
-                       max_size: int | None) -> int:
-    """``max_count``, lowered so that shards stay under ``max_size``: sized from the largest of a few samples."""
-    if max_size is None or not samples:
-        return max_count
-    videos = VideoCache(prep)
+def _sample_sizes(prep: Path, out: Path, recipe: Recipe, samples: list[SampleRef], plan: str, jobs: int,
+                  backend: str, scheduler: str | None) -> list[int]:
+    """Each sample's exact bytes inside a tar, for ``--max-size``: every sample is built once (in parallel) only
+    to be measured. Kept in ``OUT/.sizes-<plan>.json`` so that a resumed run does not measure again."""
+    cache = out / f".sizes-{plan}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    chunks = [samples[i: i + 64] for i in range(0, len(samples), 64)]
+    tasks = (joblib.delayed(_measure)(str(prep), recipe, chunk, samples) for chunk in chunks)
+    sizes = [size for chunk in _parallel(tasks, jobs, backend, scheduler) for size in chunk]
+    write_text_atomic(cache, json.dumps(sizes))
+    return sizes
+
+
+def _measure(prep: str, recipe: Recipe, chunk: list[SampleRef], samples: list[SampleRef]) -> list[int]:
+    videos = VideoCache(Path(prep))
     try:
-        probe = samples[:: max(1, len(samples) // 8)][:8]
-        largest = max(sum(len(v) + 512 for v in build_sample(s, recipe, videos[s.video_id],
-                                                              OtherFaces(samples, videos)).values()) for s in probe)
+        others = OtherFaces(samples, videos)
+        return [tar_bytes(map(len, build_sample(s, recipe, videos[s.video_id], others).values())) for s in chunk]
     finally:
         videos.close()
-    if largest * 1.25 > max_size:
-        raise RecipeError(f"--max-size {max_size} is smaller than one sample (about {largest} bytes)")
-    return max(1, min(max_count, int(max_size // (largest * 1.25))))
 
 
-def _group(samples: list[SampleRef], per_shard: int) -> dict[str, list[SampleRef]]:
+def _group(samples: list[SampleRef], max_count: int, max_size: int | None,
+           sizes: list[int] | None) -> dict[str, list[SampleRef]]:
+    """Consecutive samples of each split into shards of at most ``max_count`` samples and ``max_size`` bytes."""
+    by_split: dict[str, list[tuple[SampleRef, int]]] = {}
+    for sample, size in zip(samples, sizes or [0] * len(samples)):
+        by_split.setdefault(sample.split, []).append((sample, size))
     shards: dict[str, list[SampleRef]] = {}
-    by_split: dict[str, list[SampleRef]] = {}
-    for sample in samples:
-        by_split.setdefault(sample.split, []).append(sample)
-    for split, group in by_split.items():
-        for i in range(0, len(group), per_shard):
-            shards[f"{split}-{i // per_shard:06d}.tar"] = group[i: i + per_shard]
+    for split, members in by_split.items():
+        groups: list[list[SampleRef]] = [[]]
+        used = 0
+        for sample, size in members:
+            if max_size is not None and tar_file_bytes(size) > max_size:
+                raise RecipeError(f"--max-size {max_size} is smaller than one sample ({sample.key} alone makes a "
+                                  f"{tar_file_bytes(size)}-byte shard)")
+            over = max_size is not None and tar_file_bytes(used + size) > max_size
+            if groups[-1] and (len(groups[-1]) == max_count or over):
+                groups.append([])
+                used = 0
+            groups[-1].append(sample)
+            used += size
+        shards.update({f"{split}-{i:06d}.tar": group for i, group in enumerate(groups) if group})
     return shards
 
 
@@ -118,6 +137,10 @@ def write_shard(prep: str, out: str, recipe: Recipe, name: str, group: list[Samp
 
 def _write_all(prep, out, recipe, samples, todo, jobs, backend, scheduler) -> list[int]:
     tasks = (joblib.delayed(write_shard)(str(prep), str(out), recipe, name, group, samples) for name, group in todo)
+    return _parallel(tasks, jobs, backend, scheduler)
+
+
+def _parallel(tasks, jobs: int, backend: str, scheduler: str | None) -> list:
     if backend == "dask":
         from dask.distributed import Client
 

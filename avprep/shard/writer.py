@@ -6,6 +6,7 @@ import os
 import tarfile
 import uuid
 from pathlib import Path
+from typing import Iterable
 
 
 def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> int:
@@ -29,3 +30,14 @@ def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> int:
         if partial.exists():
             partial.unlink()
     return path.stat().st_size
+
+
+def tar_bytes(member_sizes: Iterable[int]) -> int:
+    """Bytes that members of these sizes take in a tar written by ``write_tar``: a 512-byte header each, data
+    padded to whole 512-byte blocks."""
+    return sum(tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for size in member_sizes)
+
+
+def tar_file_bytes(member_bytes: int) -> int:
+    """Size of the tar file holding ``member_bytes`` of members: two zero end blocks, padded to whole records."""
+    return -(-(member_bytes + 2 * tarfile.BLOCKSIZE) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
