@@ -219,3 +219,18 @@ def test_insightface_backend_without_a_model_pack_says_so(scenes, tmp_path):
                      "--insightface-root", str(tmp_path), check=False)
     assert result.returncode == 2 and "no SCRFD detector" in result.stderr
     assert not (tmp_path / "prep").exists()
+
+
+def test_landmarks_are_read_from_wire_bytes_exactly_and_other_layouts_fall_back():
+    from mediapipe.framework.formats import landmark_pb2
+
+    from avprep.face.mesh import landmarks_array
+
+    points = np.random.default_rng(0).normal(size=(478, 3)).astype(np.float32)
+    points[7] = 0.0  # zeros are still written on the wire (proto2), so the layout holds
+    landmarks = landmark_pb2.NormalizedLandmarkList()
+    for x, y, z in points:
+        landmarks.landmark.add(x=x, y=y, z=z)
+    np.testing.assert_array_equal(landmarks_array(landmarks), points)
+    landmarks.landmark[3].visibility = 0.9  # a longer record: not the packed layout
+    np.testing.assert_array_equal(landmarks_array(landmarks), points)

@@ -8,7 +8,8 @@ import numpy as np
 from avprep.face.points import MESH_POINTS
 from avprep.face.quiet import native_stderr_silenced
 
-# MediaPipe's own face mesh graph (detector, landmark model with attention/iris refinement, ROI tracking).
+# MediaPipe's own face mesh graph (detector, landmark model with attention/iris refinement, ROI tracking). Its
+# built-in detection and tracking thresholds (0.5 and 0.5) are those FaceMesh uses by default.
 _GRAPH = "mediapipe/modules/face_landmark/face_landmark_front_cpu.binarypb"
 _FRAME_STEP_US = 33_333  # MediaPipe needs increasing timestamps; only their order matters to this graph
 
