@@ -50,6 +50,7 @@ import weakref
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
+from urllib.parse import urlparse
 
 import numpy as np
 import soundfile
@@ -214,7 +215,7 @@ def read_tars(shards: Iterator[dict]) -> Iterator[dict]:
     decoding a 256² JPEG. Local tars are read through a 1 MiB buffer (gopen's default is 8 KiB): fewer calls."""
     for shard in shards:
         url, sample = shard["url"], None
-        with open(url, "rb", buffering=1 << 20) if os.path.isfile(url) else wds.gopen(url) as stream:
+        with open_shard(url) as stream:
             for name, data in tar_members(stream, url):
                 stem_at = name.rfind("/") + 1
                 dot = name.find(".", stem_at)
@@ -230,6 +231,20 @@ def read_tars(shards: Iterator[dict]) -> Iterator[dict]:
                 sample[field] = data
         if sample is not None:
             yield sample
+
+
+def open_shard(url: str):
+    """A readable binary stream of one shard: local files directly, ``pipe:`` commands through webdataset,
+    any other ``scheme://`` URL (s3, gs, hf, http, memory, ...) through fsspec when it knows the scheme."""
+    if os.path.isfile(url):
+        return open(url, "rb", buffering=1 << 20)
+    scheme = urlparse(url).scheme
+    if scheme and scheme != "pipe" and "://" in url:
+        import fsspec
+
+        if scheme in fsspec.available_protocols():
+            return fsspec.open(url, "rb").open()
+    return wds.gopen(url)
 
 
 def tar_members(stream, url: str) -> Iterator[tuple[str, bytes]]:

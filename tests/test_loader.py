@@ -196,6 +196,19 @@ def test_a_pipe_url_reads_what_the_path_reads(shards):
     assert torch.equal(via_pipe[-1]["frames"], via_path[-1]["frames"])
 
 
+def test_fsspec_urls_read_what_the_path_reads(shards):
+    import fsspec
+
+    shard = shard_urls(shards["davs"], "val")[0]
+    with fsspec.open("memory://avmodels-test/val.tar", "wb") as remote:
+        remote.write(Path(shard).read_bytes())
+    via_path = list(make_dataset(shard, VIEWS["davs"], train=False))
+    for url in ("memory://avmodels-test/val.tar", "file://" + shard):
+        samples = list(make_dataset(url, VIEWS["davs"], train=False))
+        assert [s["key"] for s in samples] == [s["key"] for s in via_path]
+        assert torch.equal(samples[-1]["frames"], via_path[-1]["frames"])
+
+
 def test_truncated_and_foreign_files_are_refused(shards, tmp_path):
     data = Path(shard_urls(shards["davs"], "val")[0]).read_bytes()
     for name, content, message in [("cut.tar", data[:len(data) // 2], "truncated"), ("empty.tar", b"", "empty"),
