@@ -113,6 +113,9 @@ def test_a_face_that_leaves_and_returns_gives_two_tracks(scenes):
     rows = frame_rows(prep, record)
     assert not any(rows["face"][42:68])  # marked as no face, not filled
     assert np.isnan(np.load(video_file(prep, record, "landmarks.npy"))[42:68]).all()
+    score, meshed = np.array(rows["mesh_score"]), np.array(rows["face"]) & ~np.array(rows["interpolated"])
+    assert (score[meshed] >= 0.5).all() and (score[meshed] > 0.9).mean() > 0.9  # MediaPipe keeps meshes at >= 0.5
+    assert not (score[42:68] >= 0.5).any()  # the face has gone: a low score, or none where no mesh ran
 
 
 def test_a_video_without_a_face_fails_with_no_face(scenes):

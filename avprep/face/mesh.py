@@ -11,6 +11,7 @@ from avprep.face.quiet import native_stderr_silenced
 # MediaPipe's own face mesh graph (detector, landmark model with attention/iris refinement, ROI tracking). Its
 # built-in detection and tracking thresholds (0.5 and 0.5) are those FaceMesh uses by default.
 _GRAPH = "mediapipe/modules/face_landmark/face_landmark_front_cpu.binarypb"
+_PRESENCE_SCORE = "facelandmarkcpu__face_presence_score"  # inside the graph: the landmark model's face flag
 _FRAME_STEP_US = 33_333  # MediaPipe needs increasing timestamps; only their order matters to this graph
 
 # A NormalizedLandmarkList serialises each point as one length-prefixed message of three tagged floats:
@@ -32,14 +33,17 @@ class FaceMesher:
 
     def __init__(self, roi_scale: float = 1.8):
         import mediapipe
-        from mediapipe.python import CalculatorGraph, packet_creator, resource_util
+        from mediapipe.python import CalculatorGraph, ImageFormat, packet_creator, packet_getter, resource_util
 
         site = Path(mediapipe.__file__).resolve().parents[1]
         resource_util.set_resource_dir(str(site))
-        self._create_image = packet_creator.create_image_frame
+        self._image = lambda pixels: packet_creator.create_image_frame(image_format=ImageFormat.SRGB, data=pixels)
+        self._get_faces, self._get_float = packet_getter.get_proto_list, packet_getter.get_float
         self._graph = CalculatorGraph(binary_graph_path=str(site / _GRAPH))
         self._latest = None
+        self._score = float("nan")
         self._graph.observe_output_stream("multi_face_landmarks", self._keep, True)
+        self._graph.observe_output_stream(_PRESENCE_SCORE, self._keep_score, False)
         self._graph.start_run({"num_faces": packet_creator.create_int(1),
                                "with_attention": packet_creator.create_bool(True),
                                "use_prev_landmarks": packet_creator.create_bool(True)})
@@ -50,8 +54,12 @@ class FaceMesher:
     def _keep(self, stream: str, packet) -> None:
         self._latest = packet
 
-    def __call__(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
-        """Landmarks (478, 3) as x, y in frame pixels and depth z in the same pixel scale; None if no face.
+    def _keep_score(self, stream: str, packet) -> None:
+        self._score = self._get_float(packet)
+
+    def __call__(self, frame: np.ndarray, box: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """Landmarks (478, 3) as x, y in frame pixels and depth z in the same pixel scale (None if no face), and
+        the landmark model's face-presence score (0-1; MediaPipe keeps the mesh at >= 0.5; NaN if it did not run).
 
         The region handed to MediaPipe is a plain slice of the frame (a square ``roi_scale`` times the face box,
         cut at the frame's edges): MediaPipe resizes its own input, so resampling here would only cost time.
@@ -62,7 +70,7 @@ class FaceMesher:
         x0, y0 = max(int(centre[0] - half), 0), max(int(centre[1] - half), 0)
         x1, y1 = min(int(centre[0] + half) + 1, width), min(int(centre[1] + half) + 1, height)
         if x1 - x0 < 8 or y1 - y0 < 8:
-            return None
+            return None, float("nan")
         if self._quiet:
             points = self._landmarks(np.ascontiguousarray(frame[y0:y1, x0:x1]))
         else:
@@ -70,25 +78,22 @@ class FaceMesher:
                 points = self._landmarks(np.ascontiguousarray(frame[y0:y1, x0:x1]))
             self._quiet = points is not None
         if points is None:
-            return None
+            return None, self._score
         points *= x1 - x0  # MediaPipe normalises x and z by the width, y by the height
         points[:, 1] *= (y1 - y0) / (x1 - x0)
         points[:, 0] += x0
         points[:, 1] += y0
-        return points
+        return points, self._score
 
     def _landmarks(self, image: np.ndarray) -> np.ndarray | None:
         """Normalised landmarks of the one face in ``image`` (RGB), or None."""
-        from mediapipe.python import ImageFormat, packet_getter
-
         self._timestamp += _FRAME_STEP_US
-        self._latest = None
-        self._graph.add_packet_to_input_stream(
-            "image", self._create_image(image_format=ImageFormat.SRGB, data=image).at(self._timestamp))
+        self._latest, self._score = None, float("nan")
+        self._graph.add_packet_to_input_stream("image", self._image(image).at(self._timestamp))
         self._graph.wait_until_idle()
         if self._latest is None or self._latest.is_empty():
             return None
-        faces = packet_getter.get_proto_list(self._latest)
+        faces = self._get_faces(self._latest)
         return landmarks_array(faces[0]) if faces else None
 
     def close(self) -> None:

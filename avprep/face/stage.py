@@ -11,8 +11,9 @@ Written per video (N = frames, each with its time base ``frame / fps``):
     landmarks68.npy     (N, 68, 2)  float32  iBUG 68-point subset of landmarks.npy (avprep.face.points.IBUG68)
     align.npy           (N, 2, 3)   float32  frame pixels -> canonical crop pixels; NaN without a face
     crops.tar           canonical crops, <frame:06d>.jpg, for frames with a face
-    frames.parquet      one row per frame: track, face, interpolated, faces seen, detector score, inter-ocular
-                        pixels, blur, yaw/pitch/roll, mouth opening, and ``good`` (passes the quality thresholds)
+    frames.parquet      one row per frame: track, face, interpolated, faces seen, detector score, mesh score,
+                        inter-ocular pixels, blur, yaw/pitch/roll, mouth opening, and ``good`` (passes the
+                        quality thresholds)
 """
 from __future__ import annotations
 
@@ -204,14 +205,16 @@ class _FaceOutputs:
         yaw, pitch, roll = quality.head_pose(smooth).T
         iod = quality.inter_ocular_px(smooth)
         c = self.config
+        mesh_score = np.array([o.mesh_score for o in observations])
+        interpolated = face & np.isnan(raw[:, 0, 0])
         with np.errstate(invalid="ignore"):  # NaN (no face) compares false
             good = ((iod >= c.min_iod_px) & (blur >= c.min_blur) & (np.abs(yaw) <= c.max_yaw_deg)
-                    & (np.abs(pitch) <= c.max_pitch_deg))
+                    & (np.abs(pitch) <= c.max_pitch_deg) & (interpolated | (mesh_score >= c.min_mesh_score)))
         index = np.array([o.index for o in observations])
         columns = dict(frame=index, time_s=index / self.fps,
                        track=np.where(face, [o.track for o in observations], -1), face=face,
-                       interpolated=face & np.isnan(raw[:, 0, 0]), n_faces=[o.n_faces for o in observations],
-                       det_score=np.where(face, [o.det_score for o in observations], np.nan),
+                       interpolated=interpolated, n_faces=[o.n_faces for o in observations],
+                       det_score=np.where(face, [o.det_score for o in observations], np.nan), mesh_score=mesh_score,
                        iod_px=iod, blur=blur, yaw=yaw, pitch=pitch, roll=roll, mouth_open=mouth_opening(smooth),
                        good=good)
         for key, values in columns.items():

@@ -24,6 +24,7 @@ class Observation:
     points: np.ndarray | None  # (478, 3) frame pixels, None when the mesh found no face
     n_faces: int  # faces the detector saw at its latest run
     det_score: float  # detector score of the followed face at its latest run; NaN without one
+    mesh_score: float = float("nan")  # the landmark model's face-presence score on this frame; NaN: not run
 
 
 class FaceTracker:
@@ -50,7 +51,7 @@ class FaceTracker:
             self._detect(index, frame)
         if self.track < 0:
             return Observation(index, -1, None, self.n_faces, float("nan"))
-        points = self.mesher(frame, self.box)
+        points, mesh_score = self.mesher(frame, self.box)
         if points is not None and iou(landmark_box(points), self.box) < 0.2:
             points = None  # the mesh jumped to something else: treat as a miss
         track = self.track
@@ -62,7 +63,7 @@ class FaceTracker:
         else:
             self.box = landmark_box(points)
             self.misses = 0
-        return Observation(index, track, points, self.n_faces, self.det_score)
+        return Observation(index, track, points, self.n_faces, self.det_score, mesh_score)
 
     def _detect(self, index: int, frame: np.ndarray) -> None:
         detections = self.detector(frame)

@@ -23,6 +23,7 @@ class FaceConfig:
     insightface_root: str | None = None  # a local insightface model pack: use its SCRFD detector
     min_iod_px: float = 20.0  # frames whose eyes are closer than this (in the source frame) are flagged
     min_blur: float = 20.0  # variance of Laplacian of the canonical crop below this is flagged
+    min_mesh_score: float = 0.8  # meshes whose face-presence score is below this are flagged (MediaPipe keeps >= 0.5)
     max_yaw_deg: float = 45.0
     max_pitch_deg: float = 30.0
     max_offset_frames: int = 15  # A/V offset search range
