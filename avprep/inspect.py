@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 
 from avprep.face.align import apply
 from avprep.media.video import decode_frames
@@ -15,8 +16,9 @@ PANEL = 256
 
 
 def contact_sheet(prep: str | Path, video_id: str, n_frames: int = 8) -> np.ndarray:
-    """An RGB image: for ``n_frames`` frames spread over the video, the frame (face box, 68 landmarks, track and
-    time) above its canonical crop (with the same landmarks mapped into it)."""
+    """An RGB image: for ``n_frames`` frames spread over the video, the frame (face box, 68 landmarks, time,
+    track, mesh score, blur and whether it passed the quality thresholds) above its canonical crop (with the
+    same landmarks mapped into it)."""
     folder = Path(prep) / "videos" / video_id
     record_path = folder / "record.json"
     if not record_path.exists():
@@ -29,11 +31,14 @@ def contact_sheet(prep: str | Path, video_id: str, n_frames: int = 8) -> np.ndar
     with_face = np.flatnonzero(np.isfinite(landmarks[:, 0, 0]))
     chosen = with_face[np.linspace(0, len(with_face) - 1, min(n_frames, len(with_face))).round().astype(int)]
     frames = _frames_at(record, set(chosen.tolist()))
+    rows = pq.read_table(folder / "frames.parquet").to_pydict()
     columns = []
     with tarfile.open(folder / "crops.tar") as crops:
         for index in chosen:
             points = np.asarray(landmarks[index], dtype=np.float64)
-            top = _frame_panel(frames[index], points, f"frame {index}  {index / record['fps']:.2f} s")
+            quality = (f"track {rows['track'][index]}  mesh {rows['mesh_score'][index]:.2f}  "
+                       f"blur {rows['blur'][index]:.0f}  {'good' if rows['good'][index] else 'flagged'}")
+            top = _frame_panel(frames[index], points, [f"frame {index}  {index / record['fps']:.2f} s", quality])
             data = crops.extractfile(f"{index:06d}.jpg").read()
             crop = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
             bottom = _crop_panel(crop, apply(np.asarray(transforms[index], dtype=np.float64), points))
@@ -52,7 +57,7 @@ def _frames_at(record: dict, indices: set[int]) -> dict[int, np.ndarray]:
     return found
 
 
-def _frame_panel(frame: np.ndarray, points: np.ndarray, label: str) -> np.ndarray:
+def _frame_panel(frame: np.ndarray, points: np.ndarray, lines: list[str]) -> np.ndarray:
     scale = PANEL / max(frame.shape[:2])
     panel = np.zeros((PANEL, PANEL, 3), np.uint8)
     small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -62,7 +67,9 @@ def _frame_panel(frame: np.ndarray, points: np.ndarray, label: str) -> np.ndarra
     x1, y1 = scaled.max(axis=0)
     cv2.rectangle(panel, (int(x0), int(y0)), (int(x1), int(y1)), (255, 200, 0), 1)
     _draw_points(panel, scaled, radius=1)
-    cv2.putText(panel, label, (4, min(small.shape[0] + 16, PANEL - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    top = min(small.shape[0] + 16, PANEL - 6 - 14 * (len(lines) - 1))
+    for k, line in enumerate(lines):
+        cv2.putText(panel, line, (4, top + 14 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return panel
 
 
