@@ -1,6 +1,7 @@
 """MediaPipe face mesh (478 points with iris) on a face-centred crop, returned in original-frame pixels."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from avprep.face.quiet import native_stderr_silenced
 _GRAPH = "mediapipe/modules/face_landmark/face_landmark_front_cpu.binarypb"
 _PRESENCE_SCORE = "facelandmarkcpu__face_presence_score"  # inside the graph: the landmark model's face flag
 _FRAME_STEP_US = 33_333  # MediaPipe needs increasing timestamps; only their order matters to this graph
+_SHARED = threading.local()  # one mesher per thread, kept across tracks and videos
 
 # A NormalizedLandmarkList serialises each point as one length-prefixed message of three tagged floats:
 # 0x0a 0x0f | 0x0d x | 0x15 y | 0x1d z (17 bytes). The face mesh sets no other field, so the whole list
@@ -50,6 +52,22 @@ class FaceMesher:
         self._timestamp = 0
         self.roi_scale = roi_scale
         self._quiet = False  # MediaPipe logs while building its models, on the first frames with a face
+        self.broken = False  # an error inside the graph: for_new_track builds a new one
+
+    @classmethod
+    def for_new_track(cls) -> "FaceMesher":
+        """This thread's mesher, with MediaPipe's tracking state cleared.
+
+        A new graph costs ~0.1 s (its models load on the first frame): a quarter of the face work on a 1 s clip.
+        So one graph serves every track of every video a worker handles. A blank frame clears the video-mode
+        state (no face, so the next frame starts from detection): results are bit-identical to a fresh graph's.
+        """
+        mesher = getattr(_SHARED, "mesher", None)
+        if mesher is None or mesher.broken:
+            mesher = _SHARED.mesher = cls()
+        else:
+            mesher._landmarks(np.zeros((16, 16, 3), np.uint8))
+        return mesher
 
     def _keep(self, stream: str, packet) -> None:
         self._latest = packet
@@ -89,15 +107,16 @@ class FaceMesher:
         """Normalised landmarks of the one face in ``image`` (RGB), or None."""
         self._timestamp += _FRAME_STEP_US
         self._latest, self._score = None, float("nan")
-        self._graph.add_packet_to_input_stream("image", self._image(image).at(self._timestamp))
-        self._graph.wait_until_idle()
+        try:
+            self._graph.add_packet_to_input_stream("image", self._image(image).at(self._timestamp))
+            self._graph.wait_until_idle()
+        except Exception:
+            self.broken = True
+            raise
         if self._latest is None or self._latest.is_empty():
             return None
         faces = self._get_faces(self._latest)
         return landmarks_array(faces[0]) if faces else None
-
-    def close(self) -> None:
-        self._graph.close()
 
 
 def landmarks_array(landmarks) -> np.ndarray:

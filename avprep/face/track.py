@@ -81,12 +81,10 @@ class FaceTracker:
             self.box = largest.box
             self.det_score = largest.score
             self.misses = 0
-            self.mesher = FaceMesher()
+            self.mesher = FaceMesher.for_new_track()
 
     def _end_track(self) -> None:
-        if self.mesher is not None:
-            self.mesher.close()
-        self.mesher = None
+        self.mesher = None  # the graph stays with the thread for the next track (FaceMesher.for_new_track)
         self.track = -1
         self.box = None
         self.misses = 0
@@ -101,4 +99,3 @@ class FaceTracker:
 
     def close(self) -> None:
         self._end_track()
-        self.detector.close()
