@@ -36,8 +36,9 @@ def contact_sheet(prep: str | Path, video_id: str, n_frames: int = 8) -> np.ndar
     with tarfile.open(folder / "crops.tar") as crops:
         for index in chosen:
             points = np.asarray(landmarks[index], dtype=np.float64)
-            quality = (f"track {rows['track'][index]}  mesh {rows['mesh_score'][index]:.2f}  "
-                       f"blur {rows['blur'][index]:.0f}  {'good' if rows['good'][index] else 'flagged'}")
+            mesh = rows["mesh_score"][index] if "mesh_score" in rows else float("nan")  # older preps lack it
+            quality = (f"track {rows['track'][index]}  mesh {mesh:.2f}  blur {rows['blur'][index]:.0f}  "
+                       f"{'good' if rows['good'][index] else 'flagged'}")
             top = _frame_panel(frames[index], points, [f"frame {index}  {index / record['fps']:.2f} s", quality])
             data = crops.extractfile(f"{index:06d}.jpg").read()
             crop = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

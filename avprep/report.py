@@ -35,7 +35,7 @@ MAX_BARS = 40  # bars in a bar chart (the largest counts)
 SHEET_FRAMES = 6  # frames per contact sheet
 SAMPLES_SHOWN = 8  # shard samples drawn, spread over the splits
 SAMPLE_IMAGES = ("image.jpg", "f000.jpg", "lr.png", "wrong.jpg", "ref.jpg", "nmfc000.png")
-FACE_COLUMNS = ("iod_px", "yaw", "pitch", "roll", "blur")
+FACE_COLUMNS = ("iod_px", "yaw", "pitch", "roll", "blur", "mesh_score")
 MIME = {"jpg": "image/jpeg", "png": "image/png"}
 
 CSS = """
@@ -151,7 +151,9 @@ def _face_statistics(prep: Path, video_ids: list[str]) -> tuple[str, str]:
                     bins="log"),
               Panel("yaw", values.get("yaw"), "degrees", (-face.max_yaw_deg, face.max_yaw_deg)),
               Panel("pitch", values.get("pitch"), "degrees", (-face.max_pitch_deg, face.max_pitch_deg)),
-              Panel("roll", values.get("roll"), "degrees")]
+              Panel("roll", values.get("roll"), "degrees"),
+              Panel("mesh confidence: face-presence score", values.get("mesh_score"), "0-1, from MediaPipe",
+                    (face.min_mesh_score,))]
     how = (f"Frames with a face from {n_read} video(s), up to {FRAMES_PER_VIDEO} evenly spaced frames each. Dashed "
            "red lines: the default thresholds of a good frame; mass beyond them is lost to training. Small faces "
            "mean low-resolution crops; a wide yaw or pitch spread means profile views.")
