@@ -237,3 +237,23 @@ def test_landmarks_are_read_from_wire_bytes_exactly_and_other_layouts_fall_back(
     np.testing.assert_array_equal(landmarks_array(landmarks), points)
     landmarks.landmark[3].visibility = 0.9  # a longer record: not the packed layout
     np.testing.assert_array_equal(landmarks_array(landmarks), points)
+
+
+def test_a_video_gets_the_same_landmarks_whatever_the_worker_did_before(tmp_path):
+    """Workers keep one MediaPipe graph across videos (its tracking state is reset per track): a video's
+    landmarks must not depend on the videos before it."""
+    from avprep.face import mesh
+
+    (tmp_path / "videos").mkdir()
+    for name, identity, seed in (("a_first", "ross", 3), ("b_second", "astronaut", 4)):
+        make_talking_head(tmp_path / "videos" / f"{name}.mp4", identity=identity, seconds=2.0, seed=seed)
+    faces_only = ExtractConfig(morphable=False, audio_features=False)
+    run_extract(discover([tmp_path / "videos"]), tmp_path / "together", faces_only, RunOptions(jobs=1))
+    together = {Path(r["path"]).stem: r for r in PrepDir(tmp_path / "together").records()}  # in order, one process
+    mesh._SHARED.__dict__.clear()  # a fresh graph, as a new worker would have
+    run_extract(discover([tmp_path / "videos" / "b_second.mp4"]), tmp_path / "alone", faces_only, RunOptions(jobs=1))
+    [alone] = PrepDir(tmp_path / "alone").records()
+    assert together["b_second"]["face_frames"] == alone["face_frames"] == 50
+    for name in ("landmarks_raw.npy", "align.npy"):
+        np.testing.assert_array_equal(np.load(video_file(tmp_path / "together", together["b_second"], name)),
+                                      np.load(video_file(tmp_path / "alone", alone, name)))
