@@ -145,7 +145,8 @@ def train_step(method, nets: dict, train_nets: dict, batch: dict, stage: StageSp
     return out, losses
 
 
-def _batches(config: TrainConfig, view: str, data: Path, node: Node, position: Position, split_samples: int) -> Iterator[dict]:
+def _batches(config: TrainConfig, view: str, data: Path, node: Node, position: Position,
+             split_samples: int) -> Iterator[dict]:
     """Endless batches on the device, epoch after epoch, keeping ``position`` on the last batch handed out.
 
     Resampled shards with an epoch of whole batches per worker make every rank take the same number of batches

@@ -24,14 +24,14 @@ class MediaPipeDetector:
     """BlazeFace short range (faces within about 2 m, i.e. large in the frame) first; when it finds nothing the
     full-range model looks for small, distant faces. Both models ship inside the mediapipe wheel."""
 
+    broken = False  # an error inside a MediaPipe graph: make_detector builds a new detector
+
     def __init__(self, min_confidence: float = 0.5):
         from mediapipe.python.solutions.face_detection import FaceDetection
 
         with native_stderr_silenced():
             self._short = started_quietly(FaceDetection(model_selection=0, min_detection_confidence=min_confidence))
             self._full = started_quietly(FaceDetection(model_selection=1, min_detection_confidence=min_confidence))
-
-    broken = False  # an error inside a MediaPipe graph: make_detector builds a new detector
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
         try:
@@ -71,7 +71,7 @@ def find_scrfd_model(root: str | Path) -> Path:
 class InsightFaceDetector:
     """insightface's SCRFD detector, on the CPU through onnxruntime, from a local model pack."""
 
-    broken = False
+    broken = False  # onnxruntime sessions keep no state that an error could spoil
 
     def __init__(self, root: str | Path, min_confidence: float = 0.5, input_size: int = 640):
         from insightface.model_zoo import get_model

@@ -89,11 +89,12 @@ class FaceMesher:
         x1, y1 = min(int(centre[0] + half) + 1, width), min(int(centre[1] + half) + 1, height)
         if x1 - x0 < 8 or y1 - y0 < 8:
             return None, float("nan")
+        region = np.ascontiguousarray(frame[y0:y1, x0:x1])
         if self._quiet:
-            points = self._landmarks(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+            points = self._landmarks(region)
         else:
             with native_stderr_silenced():
-                points = self._landmarks(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+                points = self._landmarks(region)
             self._quiet = points is not None
         if points is None:
             return None, self._score

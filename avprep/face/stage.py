@@ -133,7 +133,7 @@ class FaceStage(Stage):
             centre[rows] = _convolved(poses[:, :2], member, self.centre_kernel)[rows]
             scale_angle[rows] = _convolved(poses[:, 2:], member, self.scale_kernel)[rows]
             smooth[rows] = _convolved(np.nan_to_num(landmarks), member, self.landmark_kernel)[rows]
-        at = np.array([index - span.start for index, _ in ready])
+        at = self.radius + np.arange(len(ready))  # ready frames are consecutive, from span.start + radius
         face = track[at] >= 0
         smooth[track < 0] = np.nan
         transforms = np.full((len(ready), 2, 3), np.nan)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -105,21 +106,21 @@ def _group(samples: list[SampleRef], max_count: int, max_size: int | None,
     by_split: dict[str, list[tuple[SampleRef, int]]] = {}
     for sample, size in zip(samples, sizes or [0] * len(samples)):
         by_split.setdefault(sample.split, []).append((sample, size))
+    limit = math.inf if max_size is None else max_size
     shards: dict[str, list[SampleRef]] = {}
     for split, members in by_split.items():
         groups: list[list[SampleRef]] = [[]]
         used = 0
         for sample, size in members:
-            if max_size is not None and tar_file_bytes(size) > max_size:
+            if tar_file_bytes(size) > limit:
                 raise RecipeError(f"--max-size {max_size} is smaller than one sample ({sample.key} alone makes a "
                                   f"{tar_file_bytes(size)}-byte shard)")
-            over = max_size is not None and tar_file_bytes(used + size) > max_size
-            if groups[-1] and (len(groups[-1]) == max_count or over):
+            if groups[-1] and (len(groups[-1]) == max_count or tar_file_bytes(used + size) > limit):
                 groups.append([])
                 used = 0
             groups[-1].append(sample)
             used += size
-        shards.update({f"{split}-{i:06d}.tar": group for i, group in enumerate(groups) if group})
+        shards.update({f"{split}-{i:06d}.tar": group for i, group in enumerate(groups)})
     return shards
 
 
