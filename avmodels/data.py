@@ -36,7 +36,9 @@ view also has ``key`` (str) and ``speaker`` (int64, index into dataset.json ``sp
              lr              uint8    3x8x8          lr.png
              spectrogram     float32  1x257x257      avprep.features.spectrogram of the 4 s audio.flac, [-1, 1]
 
-The uint8 image keys (``IMAGE_KEYS``) become float32 in [-1, 1] in the Prefetcher, on the training device.
+The uint8 image keys (``IMAGE_KEYS``) are channels-last in memory (a permuted view of ... x H x W x 3 pixels, as
+the JPEG decoder writes them; ``.view`` fails on them, ``.reshape`` works); the Prefetcher turns them into
+contiguous float32 in [-1, 1] on the training device.
 """
 from __future__ import annotations
 
@@ -415,19 +417,20 @@ class SharedBatch:
     def __init__(self, samples: list[dict]):
         self.keys, self.fields, size = list(samples[0]), [], ARENA_ALIGN
         for key, value in samples[0].items():
-            if torch.is_tensor(value) or isinstance(value, views.EncodedImages):
-                shape = (len(samples), *value.shape)
-                self.fields.append((key, value.dtype, shape, size))
+            encoded = isinstance(value, views.EncodedImages)
+            if torch.is_tensor(value) or encoded:
+                shape = (len(samples), *(value.storage_shape if encoded else value.shape))
+                self.fields.append((key, value.dtype, shape, size, encoded))
                 size += -(-math.prod(shape) * value.dtype.itemsize // ARENA_ALIGN) * ARENA_ALIGN
         self.arena = _free_arena(size)
         self.arena[0] = 1
-        for key, dtype, shape, start in self.fields:
+        for key, dtype, shape, start, encoded in self.fields:
             out = _field(self.arena, dtype, shape, start)
-            if torch.is_tensor(samples[0][key]):
-                torch.stack([sample[key] for sample in samples], out=out)
-            else:
+            if encoded:
                 for slot, sample in zip(out.numpy(), samples):
                     sample[key].decode_into(slot)
+            else:
+                torch.stack([sample[key] for sample in samples], out=out)
         stacked = {key for key, *_ in self.fields}
         self.others = {key: torch.utils.data.default_collate([sample[key] for sample in samples])
                        for key in self.keys if key not in stacked}
@@ -460,14 +463,16 @@ def _unpack(arena: torch.Tensor, fields: list, others: dict, keys: list[str]) ->
     body = arena.numpy()
     weakref.finalize(body, arena.__setitem__, 0, 0)
     base = torch.from_numpy(body)
-    stacked = {key: _field(base, dtype, shape, start) for key, dtype, shape, start in fields}
+    stacked = {key: views.channels_first(_field(base, dtype, shape, start)) if encoded
+               else _field(base, dtype, shape, start) for key, dtype, shape, start, encoded in fields}
     return {key: stacked[key] if key in stacked else others[key] for key in keys}
 
 
 def to_unit_range(batch: dict) -> dict:
-    """uint8 images (``IMAGE_KEYS``) -> float32 in [-1, 1]; everything else unchanged."""
-    return {key: value.float().div_(127.5).sub_(1.0) if key in IMAGE_KEYS else value
-            for key, value in batch.items()}
+    """uint8 images (``IMAGE_KEYS``, channels-last in memory) -> contiguous float32 in [-1, 1], converted and
+    reordered in one pass; everything else unchanged."""
+    return {key: value.to(torch.float32, memory_format=torch.contiguous_format).div_(127.5).sub_(1.0)
+            if key in IMAGE_KEYS else value for key, value in batch.items()}
 
 
 class Prefetcher:

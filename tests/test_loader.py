@@ -18,6 +18,7 @@ import webdataset as wds
 
 from avmodels.data import (ARENAS_PER_WORKER, VIEWS, Prefetcher, UnsafeMemberError, make_dataset, make_loader,
                            node_position, shard_urls)
+from avmodels.views import EncodedImages
 
 T = 2  # frames per clip: small, the views do not care
 SPEAKERS = ["spk_a", "spk_b", "spk_c"]
@@ -302,7 +303,21 @@ def test_plain_tar_and_plain_webdataset_read_the_shards(shards):
 
 def test_the_prefetcher_on_cpu_gives_images_in_unit_range(shards):
     dataset = make_dataset(shard_urls(shards["headgan"], "val"), VIEWS["headgan"], train=False)
-    batch = next(iter(Prefetcher(make_loader(dataset, batch_size=2, num_workers=0), "cpu")))
+    batch = next(iter(Prefetcher(make_loader(dataset, batch_size=2, num_workers=1), "cpu")))
+    raw = next(iter(make_loader(dataset, batch_size=2, num_workers=1)))
     for key in ("frames", "nmfc", "reference"):
         assert batch[key].dtype == torch.float32 and -1.0 <= batch[key].min() < batch[key].max() <= 1.0
+        assert batch[key].is_contiguous() and not raw[key].is_contiguous()  # from a worker: uint8 channels-last
+        assert torch.allclose(batch[key], raw[key].float() / 127.5 - 1.0)
     assert batch["audio_features"].dtype == torch.float32 and batch["speaker"].dtype == torch.int64
+
+
+def test_a_clip_with_images_of_two_sizes_or_undecodable_bytes_is_refused():
+    small, large = (cv2.imencode(".jpg", np.full((h, w, 3), 90, np.uint8))[1].tobytes() for h, w in ((8, 8), (8, 16)))
+    assert tuple(EncodedImages([small, small], single=False).decode().shape) == (2, 3, 8, 8)
+    with pytest.raises(ValueError, match="an image of 16x8 where 8x8 was expected"):
+        EncodedImages([small, large], single=False).decode()
+    with pytest.raises(ValueError, match="not a decodable"):
+        EncodedImages([b"GIF89a" + bytes(40)], single=True).decode()
+    with pytest.raises(ValueError, match="not a decodable"):
+        EncodedImages([small[:30]], single=True).decode()
