@@ -7,8 +7,8 @@ The whole process (and the ffmpeg it starts) is pinned to one CPU, so frames/s a
 mode, 478 points with iris) on the same decoded frames, and a full single-video extract (probe, audio, decode,
 detection, tracking, mesh, smoothing, alignment, crops as JPEG, quality, A/V offset; the 3DMM fit and audio
 features are off, features_throughput.py measures them). The pipeline's own overhead is the extract time
-beyond decode + mesh. The mesh alone is MediaPipe's stock ``FaceMesh.process``; extract drives the same graph
-directly (avprep.face.mesh), which skips that wrapper's per-call cost.
+beyond decode + mesh. The mesh alone is MediaPipe's stock ``FaceMesh.process``; extract drives its landmark
+subgraph directly and places the region itself (avprep.face.mesh).
 """
 from __future__ import annotations
 

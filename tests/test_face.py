@@ -234,14 +234,14 @@ def test_landmarks_are_read_from_wire_bytes_exactly_and_other_layouts_fall_back(
     landmarks = landmark_pb2.NormalizedLandmarkList()
     for x, y, z in points:
         landmarks.landmark.add(x=x, y=y, z=z)
-    np.testing.assert_array_equal(landmarks_array(landmarks), points)
+    np.testing.assert_array_equal(landmarks_array(landmarks.SerializeToString()), points)
     landmarks.landmark[3].visibility = 0.9  # a longer record: not the packed layout
-    np.testing.assert_array_equal(landmarks_array(landmarks), points)
+    np.testing.assert_array_equal(landmarks_array(landmarks.SerializeToString()), points)
 
 
 def test_a_video_gets_the_same_landmarks_whatever_the_worker_did_before(tmp_path):
-    """Workers keep one MediaPipe graph across videos (its tracking state is reset per track): a video's
-    landmarks must not depend on the videos before it."""
+    """Workers keep one MediaPipe graph across videos (it must carry nothing from one face to the next): a
+    video's landmarks must not depend on the videos before it."""
     from avprep.face import mesh
 
     (tmp_path / "videos").mkdir()
@@ -257,3 +257,28 @@ def test_a_video_gets_the_same_landmarks_whatever_the_worker_did_before(tmp_path
     for name in ("landmarks_raw.npy", "align.npy"):
         np.testing.assert_array_equal(np.load(video_file(tmp_path / "together", together["b_second"], name)),
                                       np.load(video_file(tmp_path / "alone", alone, name)))
+
+
+def test_the_mesh_region_moves_with_the_upper_face_and_not_with_the_jaw():
+    from avprep.face.mesh import anchor_region, anchored_region, region
+
+    points = np.random.default_rng(0).uniform(100, 200, size=(478, 3))
+    anchor = anchor_region(points)
+    centre, side, angle = anchored_region(points, anchor)
+    np.testing.assert_allclose(centre, region(points)[0])  # where it starts, it is MediaPipe's own region
+    assert side == pytest.approx(region(points)[1]) and angle == pytest.approx(region(points)[2])
+
+    jaw_drops = points.copy()
+    jaw_drops[152, 1] = 230  # the chin: MediaPipe's rule would grow and lower the region
+    assert region(jaw_drops)[1] > 1.2 * side
+    np.testing.assert_allclose(anchored_region(jaw_drops, anchor)[0], centre)
+    assert anchored_region(jaw_drops, anchor)[1] == pytest.approx(side)
+
+    turn = np.radians(20)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    moved = points.copy()
+    moved[:, :2] = 1.5 * (points[:, :2] - 150) @ rotation.T + [300, 200]  # the head turns, nears and moves
+    moved_centre, moved_side, moved_angle = anchored_region(moved, anchor)
+    np.testing.assert_allclose(moved_centre, 1.5 * (centre - 150) @ rotation.T + [300, 200], atol=1e-6)
+    assert moved_side == pytest.approx(1.5 * side)
+    assert np.angle(np.exp(1j * (moved_angle - angle - turn))) == pytest.approx(0, abs=1e-9)  # y points down

@@ -120,13 +120,17 @@ def test_max_size_fills_every_shard_up_to_the_limit(prep, tmp_path):
     assert too_small.returncode == 1 and "smaller than one sample" in too_small.stderr
 
 
-def test_a_truncated_shard_is_caught(shards, tmp_path):
+@pytest.mark.parametrize("cut", ["inside a member", "between members"])
+def test_a_truncated_shard_is_caught(shards, tmp_path, cut):
     copy = tmp_path / "copy"
     shutil.copytree(shards["davs"], copy)
     victim = sorted(copy.glob("train-*.tar"))[0]
-    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with tarfile.open(victim) as tar:
+        headers = [member.offset for member in tar]
+    size = victim.stat().st_size // 2 if cut == "inside a member" else headers[len(headers) // 2]
+    victim.write_bytes(victim.read_bytes()[:size])
     result = run_cli("validate", str(copy), check=False)
-    assert result.returncode == 1 and "truncated" in result.stderr
+    assert result.returncode == 1 and f"{victim.name}: unreadable or truncated" in result.stderr
 
 
 def test_plain_tools_read_the_shards(shards):
