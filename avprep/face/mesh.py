@@ -13,8 +13,10 @@ from avprep.face.points import MESH_POINTS
 from avprep.face.quiet import native_stderr_silenced
 
 # MediaPipe's landmark subgraph alone (region warp, landmark model with attention/iris refinement, presence gate
-# at 0.5, projection back to the image): its face_landmark_front graph wraps it in detection and region
-# tracking, which FaceTracker and FaceMesher do here, for 0.45 ms a frame less (8% of the mesh at 360p).
+# at 0.5, projection back to the image). Its face_landmark_front graph wraps it in detection and region
+# tracking; FaceTracker detects, and FaceMesher places the region itself, to keep it still (anchor_region). The
+# subgraph runs 0.45 ms a frame faster than the whole graph, and placing the region in Python takes most of that
+# back: in extract the two cost the same (0.98x, median of six interleaved rounds).
 _GRAPH = """
 input_stream: "image"
 input_stream: "roi"
@@ -47,9 +49,9 @@ _WIRE_TAGS = np.array([0x0A, 0x0F, 0x0D, 0x15, 0x1D], np.uint8)
 
 
 class FaceMesher:
-    """One face, followed over frames. Each frame's region comes from the previous frame's landmarks by
-    MediaPipe's own rule; the first frame of a face (or the first after a miss) starts from the tracker's box and
-    is meshed twice, the second time from the region its first landmarks give, so it is turned like the rest.
+    """One face, followed over frames. Each frame's region comes from the previous frame's landmarks (see
+    anchor_region); the first frame of a face (or the first after a miss) starts from the tracker's box and is
+    meshed twice, the second time from the region its first landmarks give, so it is turned like the rest.
 
     The graph is driven directly rather than through ``mediapipe.solutions.face_mesh.FaceMesh``, whose
     ``process`` builds a namedtuple class per call and reads landmarks point by point (together ~0.8 ms per
@@ -167,8 +169,9 @@ class FaceMesher:
 def anchor_region(points: np.ndarray) -> tuple[np.ndarray, float]:
     """MediaPipe's region for these landmarks, as (centre, side) in the upper face's own frame (the alignment
     template's, unit crop): a region that then moves with the eyes, nose bridge and temples but not with the jaw.
-    MediaPipe's rule takes the bounding box of all landmarks, so its region breathes with speech, and since each
-    region comes from the landmarks the last one gave, the loop lets the eyes drift too (0.7 px on a still head)."""
+    MediaPipe's rule takes the bounding box of all landmarks, so its region breathes with speech, and every
+    landmark with it: on generated heads the upper face's landmarks are 2-3x steadier in the anchored region
+    (benchmarks/landmark_stability.py)."""
     centre, side, _ = region(points)
     to_face = align.fit_similarity(align.alignment_points(points), align.template(1.0))
     return align.apply(to_face, centre), side * float(np.hypot(*to_face[:, 0]))
