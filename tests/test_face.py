@@ -173,7 +173,8 @@ def transformed(tmp_path_factory):
     transforms = {}
     for name, angle, scale, shift in [("reference", 0, 1.0, (0, 0)), ("rot+30", 30, 1.0, (60, -40)),
                                       ("rot-30", -30, 1.2, (-80, 30)), ("half", 0, 0.5, (120, 90)),
-                                      ("double", 10, 2.0, (0, 40)), ("mixed", -20, 0.7, (-150, -100))]:
+                                      ("double", 10, 2.0, (0, 40)), ("mixed", -20, 0.7, (-150, -100)),
+                                      ("quarter turn", 90, 0.8, (30, 20))]:  # needs the detector's eyes
         about = cv2.getRotationMatrix2D((320, 180), angle, scale)
         about[:, 2] += np.array(canvas) / 2 - (320, 180) + shift  # the frame centre goes to the canvas centre
         transforms[name] = about

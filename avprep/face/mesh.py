@@ -1,6 +1,7 @@
 """MediaPipe face mesh (478 points with iris) on a region that follows the face, in original-frame pixels."""
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from pathlib import Path
@@ -13,10 +14,9 @@ from avprep.face.points import MESH_POINTS
 from avprep.face.quiet import native_stderr_silenced
 
 # MediaPipe's landmark subgraph alone (region warp, landmark model with attention/iris refinement, presence gate
-# at 0.5, projection back to the image). Its face_landmark_front graph wraps it in detection and region
-# tracking; FaceTracker detects, and FaceMesher places the region itself, to keep it still (anchor_region). The
-# subgraph runs 0.45 ms a frame faster than the whole graph, and placing the region in Python takes most of that
-# back: in extract the two cost the same (0.98x, median of six interleaved rounds).
+# at 0.5, projection back to the image), for every frame: FaceMesher places its region (anchor_region). It runs
+# 0.45 ms a frame faster than the whole face_landmark_front graph, and placing the region in Python takes most of
+# that back: in extract the two cost the same (0.98x, median of six interleaved rounds).
 _GRAPH = """
 input_stream: "image"
 input_stream: "roi"
@@ -29,12 +29,16 @@ node {
   output_stream: "LANDMARKS:face_landmarks"
 }
 """
-_PRESENCE_SCORE = "facelandmarkcpu__face_presence_score"  # inside the subgraph: the landmark model's face flag
-_FRAME_STEP_US = 33_333  # MediaPipe needs increasing timestamps; this graph keeps no state between them
+# The whole graph (detection, a region turned by the detected eyes, the same landmark subgraph), for the first
+# frame of a face only: it finds faces at any roll, where a region placed from the tracker's box is upright.
+_FINDER = "mediapipe/modules/face_landmark/face_landmark_front_cpu.binarypb"
+FIND_SCALE = 1.8  # the finder sees a square this many times the tracker's box, so the face fills its detector
+_PRESENCE_SCORE = "facelandmarkcpu__face_presence_score"  # in both graphs: the landmark model's face flag
+_FRAME_STEP_US = 33_333  # MediaPipe needs increasing timestamps; only their order matters to these graphs
 _SHARED = threading.local()  # one mesher per thread, kept across tracks and videos
 
-# MediaPipe's own region rule (face_landmark_front): the bounding square of the previous landmarks (or of the
-# detection), 1.5 times as wide, turned so that the outer eye corners (mesh points 33 and 263) lie level.
+# MediaPipe's own region rule (face_landmark_front): the bounding square of the previous landmarks, 1.5 times as
+# wide, turned so that the outer eye corners (mesh points 33 and 263) lie level.
 REGION_SCALE = 1.5
 EYE_CORNERS = (33, 263)
 REANCHOR = 0.15  # anchor the region afresh when it strays this far (of its side) from MediaPipe's own rule
@@ -49,11 +53,11 @@ _WIRE_TAGS = np.array([0x0A, 0x0F, 0x0D, 0x15, 0x1D], np.uint8)
 
 
 class FaceMesher:
-    """One face, followed over frames. Each frame's region comes from the previous frame's landmarks (see
-    anchor_region); the first frame of a face (or the first after a miss) starts from the tracker's box and is
-    meshed twice, the second time from the region its first landmarks give, so it is turned like the rest.
+    """One face, followed over frames. The first frame of a face (or the first after a miss) is found by
+    MediaPipe's whole graph on a crop around the tracker's box; every frame, that one included, is then meshed by
+    the landmark subgraph on a region carried by the previous frame's upper face (anchor_region).
 
-    The graph is driven directly rather than through ``mediapipe.solutions.face_mesh.FaceMesh``, whose
+    The graphs are driven directly rather than through ``mediapipe.solutions.face_mesh.FaceMesh``, whose
     ``process`` builds a namedtuple class per call and reads landmarks point by point (together ~0.8 ms per
     frame here, a sixth of the mesh itself).
     """
@@ -66,30 +70,39 @@ class FaceMesher:
         from mediapipe.python import CalculatorGraph, ImageFormat, packet_creator, packet_getter, resource_util
         from mediapipe.python._framework_bindings import _packet_getter
 
-        resource_util.set_resource_dir(str(Path(mediapipe.__file__).resolve().parents[1]))
+        site = Path(mediapipe.__file__).resolve().parents[1]
+        resource_util.set_resource_dir(str(site))
         self._image = lambda pixels: packet_creator.create_image_frame(image_format=ImageFormat.SRGB, data=pixels)
         self._rect = lambda **fields: packet_creator.create_proto(rect_pb2.NormalizedRect(**fields))
-        # the serialized NormalizedLandmarkList, read as wire bytes (get_proto would parse it into objects)
-        self._get_serialized, self._get_float = _packet_getter._get_serialized_proto, packet_getter.get_float
+        self._get_float = packet_getter.get_float
+        # landmarks are read as wire bytes: get_proto(_list) would parse them into objects
+        self._get_one = _packet_getter._get_serialized_proto
+        self._get_first = lambda packet: next(iter(_packet_getter._get_serialized_proto_list(packet)), None)
         self._graph = CalculatorGraph(graph_config=text_format.Parse(_GRAPH, calculator_pb2.CalculatorGraphConfig()))
+        self._finder = CalculatorGraph(binary_graph_path=str(site / _FINDER))
         self._latest = None
         self._score = float("nan")
         self._graph.observe_output_stream("face_landmarks", self._keep, True)
-        self._graph.observe_output_stream(_PRESENCE_SCORE, self._keep_score, False)
+        self._finder.observe_output_stream("multi_face_landmarks", self._keep, True)
+        for graph in (self._graph, self._finder):
+            graph.observe_output_stream(_PRESENCE_SCORE, self._keep_score, False)
         self._graph.start_run({"with_attention": packet_creator.create_bool(True)})
+        self._finder.start_run({"num_faces": packet_creator.create_int(1),
+                                "with_attention": packet_creator.create_bool(True),
+                                "use_prev_landmarks": packet_creator.create_bool(True)})
         self._timestamp = 0
         self._previous: np.ndarray | None = None  # this face's landmarks on the last frame, frame pixels
         self._anchor: tuple[np.ndarray, float] | None = None  # see anchor_region
         self.reanchored = 0
-        self._quiet = False  # MediaPipe logs while building its models, on the first frame
-        self.broken = False  # an error inside the graph: for_new_track builds a new one
+        self._loud = {self._graph, self._finder}  # MediaPipe logs while building its models, on a graph's first frame
+        self.broken = False  # an error inside a graph: for_new_track builds a new mesher
 
     @classmethod
     def for_new_track(cls) -> "FaceMesher":
         """This thread's mesher, forgetting the previous face.
 
-        A new graph costs ~0.05 s (its model loads on the first frame): a quarter of the face work on a 1 s
-        clip. So one graph serves every track of every video a worker handles; it keeps no state of its own.
+        New graphs cost ~0.1 s (their models load on the first frame): a quarter of the face work on a 1 s
+        clip. So one mesher serves every track of every video a worker handles.
         """
         mesher = getattr(_SHARED, "mesher", None)
         if mesher is None or mesher.broken:
@@ -106,10 +119,9 @@ class FaceMesher:
     def __call__(self, frame: np.ndarray, box: np.ndarray) -> tuple[np.ndarray | None, float]:
         """Landmarks (478, 3) as x, y in frame pixels and depth z in the same pixel scale (None if no face), and
         the landmark model's face-presence score (0-1; MediaPipe keeps the mesh at >= 0.5; NaN if it did not run).
-        ``box`` (x0, y0, x1, y1) places the face when the previous frame gave no landmarks."""
+        ``box`` (x0, y0, x1, y1) says where to look when the previous frame gave no landmarks."""
         if self._previous is None:
-            centre = (box[:2] + box[2:]) / 2
-            first, _ = self._mesh(frame, centre, max(box[2] - box[0], box[3] - box[1]), 0.0)
+            first = self._find(frame, box)
             if first is None:
                 return None, self._score
             self._previous, self._anchor = first, anchor_region(first)
@@ -122,6 +134,21 @@ class FaceMesher:
         points, score = self._mesh(frame, centre, side, angle)
         self._previous = points
         return points, score
+
+    def _find(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """A face's first landmarks, by the whole graph on a square ``FIND_SCALE`` times the box (cut at the
+        frame's edges). A blank frame first clears the graph's tracking state: results are bit-identical to a
+        fresh graph's."""
+        self._run(self._finder, self._get_first, image=np.zeros((16, 16, 3), np.uint8))
+        height, width = frame.shape[:2]
+        centre = (box[:2] + box[2:]) / 2
+        half = max(float(box[2] - box[0]), float(box[3] - box[1]), 8.0) * FIND_SCALE / 2
+        x0, y0 = max(int(centre[0] - half), 0), max(int(centre[1] - half), 0)
+        x1, y1 = min(int(centre[0] + half) + 1, width), min(int(centre[1] + half) + 1, height)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return None
+        points = self._run(self._finder, self._get_first, image=np.ascontiguousarray(frame[y0:y1, x0:x1]))
+        return None if points is None else to_frame(points, x0, y0, x1 - x0, y1 - y0)
 
     def _mesh(self, frame: np.ndarray, centre: np.ndarray, side: float, angle: float):
         """Mesh the square ``REGION_SCALE * side`` wide around ``centre``, turned by ``angle``. Only the part of the
@@ -136,34 +163,38 @@ class FaceMesher:
         w, h = x1 - x0, y1 - y0
         rect = self._rect(x_center=(centre[0] - x0) / w, y_center=(centre[1] - y0) / h, width=side / w,
                           height=side / h, rotation=angle)
-        if self._quiet:
-            points = self._landmarks(np.ascontiguousarray(frame[y0:y1, x0:x1]), rect)
-        else:
-            with native_stderr_silenced():
-                points = self._landmarks(np.ascontiguousarray(frame[y0:y1, x0:x1]), rect)
-            self._quiet = True
-        if points is None:
-            return None, self._score
-        points *= w  # MediaPipe normalises x and z by the width, y by the height
-        points[:, 1] *= h / w
-        points[:, 0] += x0
-        points[:, 1] += y0
-        return points, self._score
+        points = self._run(self._graph, self._get_one, image=np.ascontiguousarray(frame[y0:y1, x0:x1]), roi=rect)
+        return (None if points is None else to_frame(points, x0, y0, w, h)), self._score
 
-    def _landmarks(self, image: np.ndarray, rect) -> np.ndarray | None:
-        """Normalised landmarks of the face in ``rect`` of ``image`` (RGB), or None."""
+    def _run(self, graph, landmarks_of, **inputs) -> np.ndarray | None:
+        """Send one frame's inputs (the image as pixels, anything else as a packet) and wait: its normalised
+        landmarks, or None."""
         self._timestamp += _FRAME_STEP_US
         self._latest, self._score = None, float("nan")
         try:
-            self._graph.add_packet_to_input_stream("image", self._image(image).at(self._timestamp))
-            self._graph.add_packet_to_input_stream("roi", rect.at(self._timestamp))
-            self._graph.wait_until_idle()
+            with native_stderr_silenced() if graph in self._loud else contextlib.nullcontext():
+                for stream, value in inputs.items():
+                    packet = self._image(value) if stream == "image" else value
+                    graph.add_packet_to_input_stream(stream, packet.at(self._timestamp))
+                graph.wait_until_idle()
         except Exception:
             self.broken = True
             raise
         if self._latest is None or self._latest.is_empty():
             return None
-        return landmarks_array(self._get_serialized(self._latest))
+        self._loud.discard(graph)
+        serialized = landmarks_of(self._latest)
+        return None if serialized is None else landmarks_array(serialized)
+
+
+def to_frame(points: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+    """Landmarks normalised to a ``width`` x ``height`` image cut at (x0, y0) -> frame pixels (MediaPipe normalises
+    x and z by the width, y by the height)."""
+    points *= width
+    points[:, 1] *= height / width
+    points[:, 0] += x0
+    points[:, 1] += y0
+    return points
 
 
 def anchor_region(points: np.ndarray) -> tuple[np.ndarray, float]:
@@ -192,8 +223,10 @@ def region(points: np.ndarray) -> tuple[np.ndarray, float, float]:
     return (low + high) / 2, float((high - low).max()), eye_angle(points)
 
 
-def eye_angle(points: np.ndarray) -> float:
-    (lx, ly), (rx, ry) = points[EYE_CORNERS[0], :2], points[EYE_CORNERS[1], :2]
+def eye_angle(points: np.ndarray, left: int = EYE_CORNERS[0], right: int = EYE_CORNERS[1]) -> float:
+    """The region's turn (MediaPipe's convention) that levels ``points[left]`` and ``points[right]``: the image-left
+    and image-right eye of an upright face."""
+    (lx, ly), (rx, ry) = points[left, :2], points[right, :2]
     return -math.atan2(-(ry - ly), rx - lx)
 
 
