@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
+import simplejpeg
 
 from _bench import publish
 from avprep.face import detect as face_detect
@@ -57,10 +57,9 @@ def mesh_alone(frames: list[np.ndarray]) -> float:
 def crops_alone(frames: list[np.ndarray], transforms: np.ndarray) -> float:
     """The canonical crops extract must write, on their own: warp each face and encode it as JPEG."""
     config = FACES_ONLY.face
-    quality = [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
     faces = [(frame, m) for frame, m in zip(frames, transforms) if np.isfinite(m).all()]
-    return timed(lambda: [cv2.imencode(".jpg", cv2.cvtColor(cut(frame, m, config.canonical_size), cv2.COLOR_RGB2BGR),
-                                       quality) for frame, m in faces])
+    return timed(lambda: [simplejpeg.encode_jpeg(cut(frame, m, config.canonical_size), config.jpeg_quality, "RGB",
+                                                 "420") for frame, m in faces])
 
 
 def measure(clip: Path, scratch: Path, repeats: int) -> dict:

@@ -42,6 +42,7 @@ _SHARED = threading.local()  # one mesher per thread, kept across tracks and vid
 REGION_SCALE = 1.5
 EYE_CORNERS = (33, 263)
 REANCHOR = 0.15  # anchor the region afresh when it strays this far (of its side) from MediaPipe's own rule
+_UNIT_TEMPLATE = align.template(1.0)  # the upper face's own frame: the alignment template's unit crop
 
 # A NormalizedLandmarkList serialises each point as one length-prefixed message of three tagged floats:
 # 0x0a 0x0f | 0x0d x | 0x15 y | 0x1d z (17 bytes). The face mesh sets no other field, so the whole list
@@ -204,14 +205,14 @@ def anchor_region(points: np.ndarray) -> tuple[np.ndarray, float]:
     landmark with it: on generated heads the upper face's landmarks are 2-3x steadier in the anchored region
     (benchmarks/landmark_stability.py)."""
     centre, side, _ = region(points)
-    to_face = align.fit_similarity(align.alignment_points(points), align.template(1.0))
+    to_face = align.fit_similarity(align.alignment_points(points), _UNIT_TEMPLATE)
     return align.apply(to_face, centre), side * float(np.hypot(*to_face[:, 0]))
 
 
 def anchored_region(points: np.ndarray, anchor: tuple[np.ndarray, float]) -> tuple[np.ndarray, float, float]:
     """(centre, side, angle) of the next region: the anchor placed by these landmarks' upper face, turned so
     that the outer eye corners lie level (MediaPipe's rule)."""
-    to_face = align.fit_similarity(align.alignment_points(points), align.template(1.0))
+    to_face = align.fit_similarity(align.alignment_points(points), _UNIT_TEMPLATE)
     centre = align.apply(cv2.invertAffineTransform(to_face), anchor[0])
     return centre, anchor[1] / float(np.hypot(*to_face[:, 0])), eye_angle(points)
 

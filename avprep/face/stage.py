@@ -21,10 +21,10 @@ import collections
 import io
 import tarfile
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import simplejpeg
 from scipy.ndimage import correlate1d
 
 from avprep.face import align, quality, sync
@@ -177,7 +177,7 @@ class _FaceOutputs:
     def __init__(self, video: VideoContext, size: int, jpeg_quality: int):
         self.config = video.config.face
         self.size = size
-        self.jpeg = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+        self.jpeg_quality = jpeg_quality
         workdir = video.workdir
         self.raw = NpyAppender(workdir / "landmarks_raw.npy", np.float32, (MESH_POINTS, 3))
         self.smooth = NpyAppender(workdir / "landmarks.npy", np.float32, (MESH_POINTS, 3))
@@ -221,11 +221,11 @@ class _FaceOutputs:
             self.rows[key].extend(np.asarray(values).tolist())
 
     def _write_crop(self, index: int, crop: np.ndarray) -> None:
-        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), self.jpeg)
+        encoded = simplejpeg.encode_jpeg(crop, self.jpeg_quality, "RGB", "420")  # from RGB: no channel swap
         member = tarfile.TarInfo(f"{index:06d}.jpg")
         member.size = len(encoded)
         member.mode = 0o644  # mtime, uid and gid stay 0: identical inputs give identical bytes
-        self.tar.addfile(member, io.BytesIO(encoded.tobytes()))
+        self.tar.addfile(member, io.BytesIO(encoded))
 
     def mouth_series(self) -> np.ndarray:
         return np.asarray(self.rows["mouth_open"], dtype=np.float64)
