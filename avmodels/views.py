@@ -5,8 +5,8 @@ are still bytes: the view decodes them straight into its tensors. ``rng`` is a s
 training-time randomness, or None for the deterministic choice used in evaluation (centre crops). Images stay
 uint8 here so that batches cross to the GPU at a quarter of the float size; the Prefetcher scales them to
 [-1, 1] there and makes them contiguous. Their shape is 3 x H x W but their memory is channels-last (H x W x 3,
-the decoders' order), so ``.view`` on them fails: use ``.reshape`` or ``.contiguous()``. Every view also returns ``key`` (the sample key) and ``speaker`` (int64 index into dataset.json
-``speakers``).
+the decoders' order), so ``.view`` on them fails: use ``.reshape`` or ``.contiguous()``. Every view also returns
+``key`` (the sample key) and ``speaker`` (int64 index into dataset.json ``speakers``).
 """
 from __future__ import annotations
 
@@ -118,9 +118,9 @@ class EncodedImages:
     def decode_into(self, out: np.ndarray) -> None:
         """Decode into ``out`` of ``storage_shape``; every image must have the first one's size."""
         for slot, data in zip(out[None] if self.single else out, self.encoded, strict=True):
-            if image_size(data) != slot.shape[:2]:
-                raise ValueError(f"an image of {image_size(data)[1]}x{image_size(data)[0]} where {slot.shape[1]}x"
-                                 f"{slot.shape[0]} was expected: a clip's or batch's images differ in size")
+            if (size := image_size(data)) != slot.shape[:2]:
+                raise ValueError(f"an image of {size[1]}x{size[0]} where {slot.shape[1]}x{slot.shape[0]} was "
+                                 "expected: a clip's or batch's images differ in size")
             if data[:2] == JPEG_START:
                 simplejpeg.decode_jpeg(data, "RGB", buffer=slot)
             else:
