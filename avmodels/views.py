@@ -99,12 +99,6 @@ class EncodedImages:
         self.encoded, self.single = encoded, single
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        """The logical shape, (N x) 3 x H x W."""
-        height, width, _ = self.storage_shape[-3:]
-        return (*self.storage_shape[:-3], 3, height, width)
-
-    @property
     def storage_shape(self) -> tuple[int, ...]:
         """The shape in memory, (N x) H x W x 3: the first image's size, read from its header."""
         size = (*image_size(self.encoded[0]), 3)

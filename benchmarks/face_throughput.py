@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import simplejpeg
 
 from _bench import publish
 from avprep.face import detect as face_detect
 from avprep.face import mesh as face_mesh
 from avprep.face.align import cut
 from avprep.face.quiet import native_stderr_silenced
+from avprep.media.images import jpeg
 from avprep.media.probe import probe
 from avprep.media.video import decode_frames
 from avprep.pipeline.config import ExtractConfig
@@ -58,8 +58,7 @@ def crops_alone(frames: list[np.ndarray], transforms: np.ndarray) -> float:
     """The canonical crops extract must write, on their own: warp each face and encode it as JPEG."""
     config = FACES_ONLY.face
     faces = [(frame, m) for frame, m in zip(frames, transforms) if np.isfinite(m).all()]
-    return timed(lambda: [simplejpeg.encode_jpeg(cut(frame, m, config.canonical_size), config.jpeg_quality, "RGB",
-                                                 "420") for frame, m in faces])
+    return timed(lambda: [jpeg(cut(frame, m, config.canonical_size), config.jpeg_quality) for frame, m in faces])
 
 
 def measure(clip: Path, scratch: Path, repeats: int) -> dict:

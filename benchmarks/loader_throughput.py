@@ -173,18 +173,17 @@ def table(rounds: list[dict], frames: int, clip: int, reads: dict[str, float]) -
             "|---|---|---:|---:|---:|---:|",
             f"| bound: decode the JPEG bytes in a tight loop (simplejpeg, the loader's decoder) | in memory "
             f"| {bound_samples:,.1f} | {bound:,.0f} | 100% | |"]
-    cv2_spread = ratios(("cv2", "warm"), ("bound", "warm"))
-    rows.append(f"| the same loop with cv2.imdecode (the lean per-file reader's decoder) | in memory "
-                f"| {best['cv2', 'warm'][0]:,.1f} | {best['cv2', 'warm'][1]:,.0f} | "
-                f"{100 * statistics.median(cv2_spread):.0f}% | {100 * cv2_spread[0]:.0f}-{100 * cv2_spread[-1]:.0f}% |")
+
+    def row(label: str, name: str, cache: str, where: str) -> str:
+        samples, fps = best[name, cache]
+        spread = ratios((name, cache), ("bound", cache))
+        return (f"| {label} | {where} | {samples:,.1f} | {fps:,.0f} | {100 * statistics.median(spread):.0f}% "
+                f"| {100 * spread[0]:.0f}-{100 * spread[-1]:.0f}% |")
+
+    rows.append(row("the same loop with cv2.imdecode (the lean per-file reader's decoder)", "cv2", "warm", "in memory"))
     readers = {"shards": "avmodels.data from shards", "research": "per-file, as the research repos (PIL, ToTensor)",
                "lean": "per-file, lean (cv2, uint8)"}
-    for cache in ("warm", "cold"):
-        for reader, label in readers.items():
-            samples, fps = best[reader, cache]
-            spread = ratios((reader, cache), ("bound", cache))
-            rows.append(f"| {label} | {cache} | {samples:,.1f} | {fps:,.0f} | {100 * statistics.median(spread):.0f}% "
-                        f"| {100 * spread[0]:.0f}-{100 * spread[-1]:.0f}% |")
+    rows += [row(label, reader, cache, cache) for cache in ("warm", "cold") for reader, label in readers.items()]
     median = lambda name, reference: statistics.median(ratios(name, reference))
     of_bound = {cache: median(("shards", cache), ("bound", cache)) for cache in ("warm", "cold")}
     lean = {cache: median(("lean", cache), ("bound", cache)) for cache in ("warm", "cold")}

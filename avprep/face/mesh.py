@@ -94,7 +94,6 @@ class FaceMesher:
         self._timestamp = 0
         self._previous: np.ndarray | None = None  # this face's landmarks on the last frame, frame pixels
         self._anchor: tuple[np.ndarray, float] | None = None  # see anchor_region
-        self.reanchored = 0
         self._loud = {self._graph, self._finder}  # MediaPipe logs while building its models, on a graph's first frame
         self.broken = False  # an error inside a graph: for_new_track builds a new mesher
 
@@ -122,16 +121,16 @@ class FaceMesher:
         the landmark model's face-presence score (0-1; MediaPipe keeps the mesh at >= 0.5; NaN if it did not run).
         ``box`` (x0, y0, x1, y1) says where to look when the previous frame gave no landmarks."""
         if self._previous is None:
-            first = self._find(frame, box)
-            if first is None:
+            self._previous, self._anchor = self._find(frame, box), None
+            if self._previous is None:
                 return None, self._score
-            self._previous, self._anchor = first, anchor_region(first)
-        centre, side, angle = anchored_region(self._previous, self._anchor)
-        own_centre, own_side, _ = region(self._previous)
-        if abs(side / own_side - 1) > REANCHOR or np.abs(centre - own_centre).max() > REANCHOR * own_side:
-            self.reanchored += 1  # the head turned or tilted: its upper face no longer places the region
-            self._anchor = anchor_region(self._previous)
-            centre, side, angle = anchored_region(self._previous, self._anchor)
+        own_centre, own_side, angle = region(self._previous)
+        if self._anchor is not None:
+            centre, side, _ = anchored_region(self._previous, self._anchor)
+            if abs(side / own_side - 1) > REANCHOR or np.abs(centre - own_centre).max() > REANCHOR * own_side:
+                self._anchor = None  # the head turned or tilted: its upper face no longer places the region
+        if self._anchor is None:  # where the region starts, or starts again, it is MediaPipe's own
+            self._anchor, centre, side = anchor_region(self._previous), own_centre, own_side
         points, score = self._mesh(frame, centre, side, angle)
         self._previous = points
         return points, score

@@ -24,7 +24,6 @@ import tarfile
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import simplejpeg
 from scipy.ndimage import correlate1d
 
 from avprep.face import align, quality, sync
@@ -33,6 +32,7 @@ from avprep.face.points import IBUG68, MESH_POINTS, mouth_opening
 from avprep.face.track import FaceTracker, Observation
 from avprep.media.audio import SAMPLE_RATE, write_flac
 from avprep.media.ffmpeg import MediaError
+from avprep.media.images import jpeg
 from avprep.media.video import FrameChunk
 from avprep.pipeline.arrays import NpyAppender
 from avprep.pipeline.stages import Stage, VideoContext
@@ -221,7 +221,7 @@ class _FaceOutputs:
             self.rows[key].extend(np.asarray(values).tolist())
 
     def _write_crop(self, index: int, crop: np.ndarray) -> None:
-        encoded = simplejpeg.encode_jpeg(crop, self.jpeg_quality, "RGB", "420")  # from RGB: no channel swap
+        encoded = jpeg(crop, self.jpeg_quality)
         member = tarfile.TarInfo(f"{index:06d}.jpg")
         member.size = len(encoded)
         member.mode = 0o644  # mtime, uid and gid stay 0: identical inputs give identical bytes

@@ -22,6 +22,7 @@ from avprep.face import align
 from avprep.features.asr import headgan_asr_window
 from avprep.features.timebase import TimedFeature
 from avprep.media.audio import SAMPLE_RATE
+from avprep.media.images import jpeg, png
 from avprep.shard.plan import SampleRef, read_record
 from avprep.shard.recipe import CROPS, Recipe
 
@@ -120,7 +121,7 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
     members: dict[str, bytes] = {}
     crops = [recipe_crop(video, f, recipe) for f in frames]
     if "frames" in recipe.fields:
-        members.update({name: jpeg(crop) for name, crop in zip(frame_names(recipe), crops)})
+        members.update({name: jpeg(crop, JPEG_QUALITY) for name, crop in zip(frame_names(recipe), crops)})
     if "lr" in recipe.fields:
         interpolation = cv2.INTER_CUBIC if recipe.lr_filter == "bicubic" else cv2.INTER_AREA
         members["lr.png"] = png(cv2.resize(crops[0], (recipe.lr_size, recipe.lr_size), interpolation=interpolation))
@@ -140,9 +141,9 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
     if "nmfc" in recipe.fields:
         members.update({f"nmfc{i:03d}.png": png(image) for i, image in enumerate(_nmfc(video, recipe, frames))})
     if "reference" in recipe.fields:
-        members["ref.jpg"] = jpeg(recipe_crop(video, _reference_frame(video, sample, recipe), recipe))
+        members["ref.jpg"] = jpeg(recipe_crop(video, _reference_frame(video, sample, recipe), recipe), JPEG_QUALITY)
     if "wrong" in recipe.fields:
-        members["wrong.jpg"] = jpeg(other.face_for(sample, recipe))
+        members["wrong.jpg"] = jpeg(other.face_for(sample, recipe), JPEG_QUALITY)
     meta = dict(key=sample.key, video_id=sample.video_id, speaker=sample.speaker,
                 speaker_index=sample.speaker_index, track=sample.track,
                 start_frame=sample.start_frame, n_frames=sample.n_frames, fps=video.fps, sample_rate=SAMPLE_RATE,
@@ -242,12 +243,6 @@ def _pick(key: str, n: int) -> int:
     return int(hashlib.sha1(key.encode()).hexdigest(), 16) % n
 
 
-def jpeg(rgb: np.ndarray) -> bytes:
-    return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
-
-
-def png(rgb: np.ndarray) -> bytes:
-    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
 
 
 def npy(array: np.ndarray) -> bytes:

@@ -48,10 +48,8 @@ def _check_shard(path: Path, schema: dict[str, dict]) -> tuple[int, list[str]]:
                 problem = _check_field(field, data, schema)
                 if problem:
                     problems.append(f"{path.name}: {member.name}: {problem}")
-            end = tar.offset  # where the member list stopped: the end-of-archive blocks, in a whole tar
-        with path.open("rb") as file:
-            file.seek(end)
-            if len(marker := file.read(1024)) < 1024 or marker.strip(b"\0"):
+            tar.fileobj.seek(tar.offset)  # where the member list stopped: the end-of-archive blocks, in a whole tar
+            if len(marker := tar.fileobj.read(1024)) < 1024 or marker.strip(b"\0"):
                 raise tarfile.ReadError("it stops between members, without the end-of-archive blocks")
     except (tarfile.TarError, OSError, EOFError) as error:
         return len(samples), [f"{path.name}: unreadable or truncated ({error})"]
