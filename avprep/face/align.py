@@ -7,6 +7,9 @@ centred a little below the eyes; HeadGAN, Ear-SR), DAVS's eyes+mouth template (a
 """
 from __future__ import annotations
 
+import cmath
+import math
+
 import cv2
 import numpy as np
 
@@ -22,13 +25,14 @@ INTER_OCULAR = 0.20
 # apart, and together the two cancel (measured on generated talking heads: scale noise 0.70% -> 0.45% and its
 # correlation with mouth opening 0.57 -> -0.09).
 _TEMPLATE_IOD = np.array([[-0.5, 0.0], [0.5, 0.0], [0.0, -0.02], [-1.12, -0.11], [1.12, -0.11]])
-_WEIGHTS = np.array([3.0, 3.0, 1.0, 1.0, 1.0])
+_WEIGHTS = np.array([3.0, 3.0, 1.0, 1.0, 1.0]) / 9.0  # eyes count most; normalised to sum 1
+_COMPLEX = np.array([1.0, 1.0j])  # (x, y) @ _COMPLEX = x + iy
 
 
-def template(size: int) -> np.ndarray:
-    """Template points in canonical-crop pixels for a crop of side ``size``."""
-    return (_TEMPLATE_IOD * INTER_OCULAR + [0.5, EYE_LINE_Y]) * size
-
+# The template of a unit crop as x + iy, with the parts of the fit that depend on it alone
+_UNIT_TEMPLATE = (_TEMPLATE_IOD * INTER_OCULAR + [0.5, EYE_LINE_Y]) @ _COMPLEX
+_UNIT_MEAN = complex(_WEIGHTS @ _UNIT_TEMPLATE)
+_UNIT_WEIGHTED = _WEIGHTS * (_UNIT_TEMPLATE - _UNIT_MEAN)
 
 # alignment_points as one gather and one small product: the template rows as weights over the mesh points they use
 _ALIGNMENT_SOURCES = np.array([*LEFT_EYE_CORNERS, *RIGHT_EYE_CORNERS, NOSE_BRIDGE, LEFT_TEMPLE, RIGHT_TEMPLE])
@@ -42,18 +46,18 @@ def alignment_points(points: np.ndarray) -> np.ndarray:
     return _ALIGNMENT_MEANS @ points[..., _ALIGNMENT_SOURCES, :2]
 
 
-def fit_similarity(source: np.ndarray, target: np.ndarray, weights: np.ndarray = _WEIGHTS) -> np.ndarray:
-    """Weighted least-squares similarity (rotation, uniform scale, translation; no reflection) mapping
-    ``source`` (n, 2) onto ``target`` (n, 2), as a 2x3 matrix (Umeyama's closed form)."""
-    w = weights / weights.sum()
-    mu_s, mu_t = w @ source, w @ target
-    s, t = source - mu_s, target - mu_t
-    # For 2-D similarity the optimum has a = sum(w (s.t)), b = sum(w (s x t)) over sum(w |s|^2).
-    var = float(w @ (s**2).sum(axis=1))
-    a = float(w @ (s * t).sum(axis=1)) / var
-    b = float(w @ (s[:, 0] * t[:, 1] - s[:, 1] * t[:, 0])) / var
-    rotation = np.array([[a, -b], [b, a]])
-    return np.hstack([rotation, (mu_t - rotation @ mu_s)[:, None]])
+def to_unit_crop(points: np.ndarray) -> tuple[complex, complex]:
+    """The similarity (rotation, uniform scale, translation; no reflection) z -> c z + d, on points written
+    x + iy, that best takes a face's (478, d) landmarks onto the template of a crop of side 1 (weighted least
+    squares over the alignment points); a crop of side S is S c, S d.
+
+    Umeyama's closed form, which in 2-D is c = sum(w conj(s) t) / sum(w |s|^2) over centred points; with the
+    template fixed, its half is worked out once. It runs twice a frame, so it stays a handful of array operations.
+    """
+    s = alignment_points(points) @ _COMPLEX
+    mean = complex(_WEIGHTS @ s)
+    c = complex(np.vdot(s, _UNIT_WEIGHTED)) / (float(np.vdot(s, _WEIGHTS * s).real) - abs(mean) ** 2)
+    return c, _UNIT_MEAN - c * mean
 
 
 def crop_pose(points: np.ndarray, size: int) -> np.ndarray:
@@ -62,10 +66,9 @@ def crop_pose(points: np.ndarray, size: int) -> np.ndarray:
     Smoothing these, rather than the matrix entries, lets the centre follow the head closely while scale and
     rotation, which real heads change slowly, are smoothed harder: no jitter and no zoom pumping.
     """
-    transform = fit_similarity(alignment_points(points), template(size))
-    centre = apply(cv2.invertAffineTransform(transform), np.array([size / 2, size / 2]))
-    a, b = transform[0, 0], transform[1, 0]
-    return np.array([centre[0], centre[1], np.log(np.hypot(a, b)), np.arctan2(b, a)])
+    c, d = to_unit_crop(points)
+    centre = (complex(0.5, 0.5) - d) / c  # the crop's centre, mapped back into the frame
+    return np.array([centre.real, centre.imag, math.log(size * abs(c)), cmath.phase(c)])
 
 
 def transform_from_pose(pose: np.ndarray, size: int) -> np.ndarray:

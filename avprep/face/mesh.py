@@ -6,7 +6,6 @@ import math
 import threading
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from avprep.face import align
@@ -42,15 +41,12 @@ _SHARED = threading.local()  # one mesher per thread, kept across tracks and vid
 REGION_SCALE = 1.5
 EYE_CORNERS = (33, 263)
 REANCHOR = 0.15  # anchor the region afresh when it strays this far (of its side) from MediaPipe's own rule
-_UNIT_TEMPLATE = align.template(1.0)  # the upper face's own frame: the alignment template's unit crop
 
 # A NormalizedLandmarkList serialises each point as one length-prefixed message of three tagged floats:
-# 0x0a 0x0f | 0x0d x | 0x15 y | 0x1d z (17 bytes). The face mesh sets no other field, so the whole list
-# reads as one packed array; anything else falls back to the protobuf accessors.
-_WIRE_POINT = np.dtype([("head", "u1", 2), ("x_tag", "u1"), ("x", "<f4"), ("y_tag", "u1"), ("y", "<f4"),
-                        ("z_tag", "u1"), ("z", "<f4")])
-_WIRE_TAG_COLUMNS = np.array([0, 1, 2, 7, 12])
-_WIRE_TAGS = np.array([0x0A, 0x0F, 0x0D, 0x15, 0x1D], np.uint8)
+# 0x0a 0x0f | 0x0d x | 0x15 y | 0x1d z (17 bytes), so x, y and z lie 5 bytes apart. The face mesh sets no other
+# field, so the whole list reads as one strided array; anything else falls back to the protobuf accessors.
+_WIRE_POINT_BYTES, _WIRE_FIELD_BYTES = 17, 5
+_WIRE_MARKS = ((0, b"\x0a"), (1, b"\x0f"), (2, b"\x0d"), (7, b"\x15"), (12, b"\x1d"))  # (offset, byte) in each point
 
 
 class FaceMesher:
@@ -93,7 +89,7 @@ class FaceMesher:
                                 "use_prev_landmarks": packet_creator.create_bool(True)})
         self._timestamp = 0
         self._previous: np.ndarray | None = None  # this face's landmarks on the last frame, frame pixels
-        self._anchor: tuple[np.ndarray, float] | None = None  # see anchor_region
+        self._anchor: tuple[complex, float] | None = None  # see anchor_region
         self._loud = {self._graph, self._finder}  # MediaPipe logs while building its models, on a graph's first frame
         self.broken = False  # an error inside a graph: for_new_track builds a new mesher
 
@@ -197,30 +193,30 @@ def to_frame(points: np.ndarray, x0: int, y0: int, width: int, height: int) -> n
     return points
 
 
-def anchor_region(points: np.ndarray) -> tuple[np.ndarray, float]:
+def anchor_region(points: np.ndarray) -> tuple[complex, float]:
     """MediaPipe's region for these landmarks, as (centre, side) in the upper face's own frame (the alignment
-    template's, unit crop): a region that then moves with the eyes, nose bridge and temples but not with the jaw.
-    MediaPipe's rule takes the bounding box of all landmarks, so its region breathes with speech, and every
-    landmark with it: on generated heads the upper face's landmarks are 2-3x steadier in the anchored region
-    (benchmarks/landmark_stability.py)."""
-    centre, side, _ = region(points)
-    to_face = align.fit_similarity(align.alignment_points(points), _UNIT_TEMPLATE)
-    return align.apply(to_face, centre), side * float(np.hypot(*to_face[:, 0]))
+    template's, unit crop; the centre as x + iy): a region that then moves with the eyes, nose bridge and temples
+    but not with the jaw. MediaPipe's rule takes the bounding box of all landmarks, so its region breathes with
+    speech, and every landmark with it: on generated heads the upper face's landmarks are 2-3x steadier in the
+    anchored region (benchmarks/landmark_stability.py)."""
+    (x, y), side, _ = region(points)
+    c, d = align.to_unit_crop(points)
+    return c * complex(x, y) + d, side * abs(c)
 
 
-def anchored_region(points: np.ndarray, anchor: tuple[np.ndarray, float]) -> tuple[np.ndarray, float, float]:
+def anchored_region(points: np.ndarray, anchor: tuple[complex, float]) -> tuple[np.ndarray, float, float]:
     """(centre, side, angle) of the next region: the anchor placed by these landmarks' upper face, turned so
     that the outer eye corners lie level (MediaPipe's rule)."""
-    to_face = align.fit_similarity(align.alignment_points(points), _UNIT_TEMPLATE)
-    centre = align.apply(cv2.invertAffineTransform(to_face), anchor[0])
-    return centre, anchor[1] / float(np.hypot(*to_face[:, 0])), eye_angle(points)
+    c, d = align.to_unit_crop(points)
+    centre = (anchor[0] - d) / c
+    return np.array([centre.real, centre.imag]), anchor[1] / abs(c), eye_angle(points)
 
 
 def region(points: np.ndarray) -> tuple[np.ndarray, float, float]:
     """(centre, side, angle) of MediaPipe's next region for a face whose landmarks were ``points``: the centre
     and longer side of their bounding box, and the turn that levels the outer eye corners."""
-    low, high = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
-    return (low + high) / 2, float((high - low).max()), eye_angle(points)
+    box = landmark_box(points)
+    return (box[:2] + box[2:]) / 2, float(max(box[2] - box[0], box[3] - box[1])), eye_angle(points)
 
 
 def eye_angle(points: np.ndarray, left: int = EYE_CORNERS[0], right: int = EYE_CORNERS[1]) -> float:
@@ -233,12 +229,10 @@ def eye_angle(points: np.ndarray, left: int = EYE_CORNERS[0], right: int = EYE_C
 def landmarks_array(serialized: bytes) -> np.ndarray:
     """A serialized NormalizedLandmarkList as a (478, 3) float32 array, read straight from its wire bytes when it
     has the face mesh's layout."""
-    packed = np.frombuffer(serialized, np.uint8)
-    if packed.size % _WIRE_POINT.itemsize == 0 and packed.size >= MESH_POINTS * _WIRE_POINT.itemsize:
-        rows = packed.reshape(-1, _WIRE_POINT.itemsize)[:MESH_POINTS]
-        if (rows[:, _WIRE_TAG_COLUMNS] == _WIRE_TAGS).all():
-            points = rows.reshape(-1).view(_WIRE_POINT)
-            return np.stack([points["x"], points["y"], points["z"]], axis=1)
+    n = len(serialized) // _WIRE_POINT_BYTES
+    if n >= MESH_POINTS and len(serialized) == n * _WIRE_POINT_BYTES and all(
+            serialized[offset::_WIRE_POINT_BYTES] == mark * n for offset, mark in _WIRE_MARKS):
+        return np.ndarray((MESH_POINTS, 3), "<f4", serialized, 3, (_WIRE_POINT_BYTES, _WIRE_FIELD_BYTES)).copy()
     from mediapipe.framework.formats import landmark_pb2
 
     landmarks = landmark_pb2.NormalizedLandmarkList.FromString(serialized)
@@ -246,7 +240,10 @@ def landmarks_array(serialized: bytes) -> np.ndarray:
 
 
 def landmark_box(points: np.ndarray) -> np.ndarray:
-    return np.concatenate([points[:, :2].min(axis=0), points[:, :2].max(axis=0)]).astype(np.float32)
+    """(x0, y0, x1, y1) of the points, reduced column by column (numpy's reduction over axis 0 of a narrow
+    array is several times slower, and this runs three times a frame)."""
+    x, y = points[:, 0], points[:, 1]
+    return np.array([x.min(), y.min(), x.max(), y.max()], dtype=np.float32)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

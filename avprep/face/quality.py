@@ -22,7 +22,7 @@ def blur_score(crop: np.ndarray) -> float:
 
     Measured at a fixed size so the threshold means the same for any canonical crop size."""
     grey = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), (128, 128), interpolation=cv2.INTER_AREA)
-    laplacian = cv2.Laplacian(grey, cv2.CV_32F)
+    laplacian = cv2.Laplacian(grey, cv2.CV_16S)  # exact (|values| <= 1020), and half the cost of float32
     return float(cv2.meanStdDev(laplacian)[1][0, 0] ** 2)
 
 

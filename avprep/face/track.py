@@ -52,7 +52,8 @@ class FaceTracker:
         if self.track < 0:
             return Observation(index, -1, None, self.n_faces, float("nan"))
         points, mesh_score = self.mesher(frame, self.box)
-        if points is not None and iou(landmark_box(points), self.box) < 0.2:
+        box = None if points is None else landmark_box(points)
+        if box is not None and iou(box, self.box) < 0.2:
             points = None  # the mesh jumped to something else: treat as a miss
         track = self.track
         if points is None:
@@ -61,7 +62,7 @@ class FaceTracker:
             if self.misses > self.max_gap:
                 self._end_track()
         else:
-            self.box = landmark_box(points)
+            self.box = box
             self.misses = 0
         return Observation(index, track, points, self.n_faces, self.det_score, mesh_score)
 

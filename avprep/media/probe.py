@@ -1,7 +1,8 @@
 """Probe a media file with the ffmpeg binary alone (imageio-ffmpeg ships no ffprobe).
 
-Two cheap passes: ``ffmpeg -i`` for the container and stream facts, and a stream-copy ``framecrc`` pass over the
-video packets (demux only, no decoding) for the exact frame count, the average rate and whether it varies.
+One cheap pass: a stream-copy ``framecrc`` run over the video packets (demux only, no decoding) gives the exact
+frame count, the average rate and whether it varies, while ffmpeg's report of its input on stderr gives the
+container and stream facts. One ffmpeg start instead of two saves ~20 ms a video, a twentieth of a 1 s clip.
 """
 from __future__ import annotations
 
@@ -52,10 +53,17 @@ _NAMED_LAYOUTS = {"mono": 1, "stereo": 2, "downmix": 2, "quad": 4, "hexagonal": 
 def probe(path: str | os.PathLike, max_duration_s: float | None = None) -> MediaInfo:
     """Facts about ``path``; raises MediaError with a reason when it is not a usable video with audio."""
     path = os.fspath(path)
-    info = _parse_header(_input_header(path, "not a video"))
+    _check_readable(path)
+    result = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", input_url(path), "-map", "0:v:0", "-c", "copy",
+         "-f", "framecrc", "-"], capture_output=True, text=True, errors="replace")
+    info = _parse_header(_input_report(result.stderr, path, "not a video"))
     if max_duration_s is not None and info["duration_s"] > max_duration_s:
         raise MediaError("too long", f"{info['duration_s']:.0f} s is over the {max_duration_s:.0f} s limit")
-    packets = _video_packet_times(path)
+    packets = _packet_times(result.stdout)
+    complaint = classify_stderr(result.stderr)
+    if complaint.kind == "truncated" or (result.returncode != 0 and len(packets) == 0):
+        raise complaint  # e.g. "partial file": the index promises packets the file no longer holds
     if len(packets) == 0:
         raise MediaError("no video stream", "the video stream holds no frames")
     fps, variable = _rate_from_packets(packets, info["nominal_fps"])
@@ -77,14 +85,20 @@ def _input_header(path: str, unreadable: str) -> str:
     """What ``ffmpeg -i`` says about ``path``; a MediaError (kind ``unreadable`` unless ffmpeg says more) when it
     cannot open it."""
     _check_readable(path)
-    header = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", input_url(path)],
+    stderr = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", input_url(path)],
                             capture_output=True, text=True, errors="replace").stderr
-    if "Input #0" not in header:
-        error = classify_stderr(header, default=unreadable)
+    return _input_report(stderr, path, unreadable)
+
+
+def _input_report(stderr: str, path: str, unreadable: str) -> str:
+    """The part of ffmpeg's stderr that describes its input (up to where it starts on its outputs), or the
+    MediaError that it says instead."""
+    if "Input #0" not in stderr:
+        error = classify_stderr(stderr, default=unreadable)
         if error.kind == "truncated" and not _has_mp4_signature(path):
             error = MediaError(unreadable, error.message)  # ffmpeg guessed MP4 from the extension alone
         raise error
-    return header
+    return re.split(r"^(?:Stream mapping:|Output #0)", stderr, maxsplit=1, flags=re.MULTILINE)[0]
 
 
 def _check_readable(path: str) -> None:
@@ -183,24 +197,16 @@ def channel_count(layout: str) -> int:
     raise MediaError("decode error", f"unknown audio channel layout {layout!r}")
 
 
-def _video_packet_times(path: str) -> np.ndarray:
-    """Presentation times in seconds of every packet of the first video stream, sorted (demux only)."""
-    result = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", input_url(path),
-         "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"],
-        capture_output=True, text=True, errors="replace")
+def _packet_times(framecrc: str) -> np.ndarray:
+    """Presentation times in seconds, sorted, of the packets listed by ffmpeg's ``framecrc`` muxer."""
     time_base = None
     pts = []
-    for line in result.stdout.splitlines():
+    for line in framecrc.splitlines():
         if line.startswith("#tb 0:"):
             num, den = line.split(":", 1)[1].strip().split("/")
             time_base = int(num) / int(den)
         elif line and line[0].isdigit():
-            fields = line.split(",")
-            pts.append(int(fields[2]))
-    complaint = classify_stderr(result.stderr)
-    if complaint.kind == "truncated" or (result.returncode != 0 and not pts):
-        raise complaint  # e.g. "partial file": the index promises packets the file no longer holds
+            pts.append(int(line.split(",")[2]))
     if time_base is None:
         return np.zeros(0)
     return np.sort(np.asarray(pts, dtype=np.float64)) * time_base
