@@ -283,3 +283,21 @@ def test_the_mesh_region_moves_with_the_upper_face_and_not_with_the_jaw():
     np.testing.assert_allclose(moved_centre, 1.5 * (centre - 150) @ rotation.T + [300, 200], atol=1e-6)
     assert moved_side == pytest.approx(1.5 * side)
     assert np.angle(np.exp(1j * (moved_angle - angle - turn))) == pytest.approx(0, abs=1e-9)  # y points down
+
+
+@pytest.mark.parametrize("scale", [0.45, 0.2])  # one and two pyramid halvings
+def test_a_large_face_is_cut_from_the_window_under_its_crop_with_the_whole_frames_pixels(scale):
+    """cut halves only the part of the frame under the crop: the pixels must be those of the whole frame halved."""
+    from skimage import data
+
+    from avprep.face.align import cut, transform_from_pose
+
+    frame = cv2.resize(data.astronaut(), (1280, 720))
+    for centre in ([640, 360], [40, 700], [1300, 300], [-400, -400]):  # inside, at the edges, outside the frame
+        transform = transform_from_pose(np.array([*centre, np.log(scale), 0.3]), 256)
+        whole = frame
+        halved = transform.copy()
+        while np.hypot(*halved[0, :2]) < 0.5:
+            whole, halved[:, :2] = cv2.pyrDown(whole), halved[:, :2] * 2
+        expected = cv2.warpAffine(whole, halved, (256, 256), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        np.testing.assert_array_equal(cut(frame, transform, 256), expected)

@@ -52,7 +52,7 @@ def to_unit_crop(points: np.ndarray) -> tuple[complex, complex]:
     squares over the alignment points); a crop of side S is S c, S d.
 
     Umeyama's closed form, which in 2-D is c = sum(w conj(s) t) / sum(w |s|^2) over centred points; with the
-    template fixed, its half is worked out once. It runs twice a frame, so it stays a handful of array operations.
+    template fixed, its part of the sums is worked out once. It runs twice a frame: a handful of array operations.
     """
     s = alignment_points(points) @ _COMPLEX
     mean = complex(_WEIGHTS @ s)
@@ -81,13 +81,35 @@ def transform_from_pose(pose: np.ndarray, size: int) -> np.ndarray:
 def cut(frame: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
     """The canonical crop: ``frame`` warped by ``transform`` into a size x size image (black outside the frame).
 
-    A face much larger than the crop is first halved with a Gaussian pyramid, so shrinking does not alias.
+    A face much larger than the crop is first halved with a Gaussian pyramid, so shrinking does not alias. Only
+    the part of the frame under the crop is halved (the pixels are the same as halving the whole frame): at
+    720p that is under half the frame.
     """
     transform = transform.astype(np.float64)
-    while np.hypot(transform[0, 0], transform[0, 1]) < 0.5:
-        frame = cv2.pyrDown(frame)
-        transform[:, :2] *= 2.0
+    halvings = 0
+    while np.hypot(transform[0, 0], transform[0, 1]) * 2**halvings < 0.5:
+        halvings += 1
+    if halvings:
+        frame, (x0, y0) = _under_crop(frame, transform, size, 2**halvings)
+        transform[:, 2] += transform[:, :2] @ (x0, y0)
+        for _ in range(halvings):
+            frame = cv2.pyrDown(frame)
+        transform[:, :2] *= 2**halvings
     return cv2.warpAffine(frame, transform, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _under_crop(frame: np.ndarray, transform: np.ndarray, size: int, step: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The window of ``frame`` that a crop reads from after halving it to 1/``step``, and its corner. The corner
+    sits on the halved grid, and the window reaches far enough past the crop that the pyramid's 5-tap filter
+    never sees its edge where the frame goes on."""
+    corners = apply(cv2.invertAffineTransform(transform), np.array([[0, 0], [size, 0], [0, size], [size, size]]))
+    margin = 4 * step
+    height, width = frame.shape[:2]
+    x0, y0 = (np.clip(np.floor(corners.min(axis=0)) - margin, 0, None) // step * step).astype(int)
+    x1, y1 = np.minimum(np.ceil(corners.max(axis=0)) + margin, (width, height)).astype(int)
+    if x1 - x0 < step or y1 - y0 < step:  # the crop lies outside the frame: keep a little of it, all black later
+        x0, y0, x1, y1 = 0, 0, step, step
+    return frame[y0:y1, x0:x1], (int(x0), int(y0))
 
 
 def apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -32,7 +32,8 @@ def decode_audio(path: str | os.PathLike, channels: int, sample_rate: int = SAMP
         raise classify_stderr(result.stderr.decode(errors="replace"))
     samples = np.frombuffer(result.stdout, np.float32)
     if samples.size % channels:
-        raise MediaError("decode error", f"audio decoded to {samples.size} values, not a multiple of {channels} channels")
+        raise MediaError("decode error",
+                         f"audio decoded to {samples.size} values, not a multiple of {channels} channels")
     return samples.reshape(-1, channels).mean(axis=1, dtype=np.float32)
 
 
