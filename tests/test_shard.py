@@ -188,3 +188,25 @@ def test_real_shards_load_into_tensors_through_each_view(shards, name):
     assert all(-1 <= float(batch[k].min()) and float(batch[k].max()) <= 1 for k in images)
     speakers = dataset_json["speakers"]
     assert all(0 <= int(s) < len(speakers) for s in batch["speaker"])
+
+
+def test_tar_appender_writes_byte_for_byte_what_tarfile_writes(tmp_path):
+    """Shards and crop tars go through TarAppender: the bytes of tarfile's USTAR output for the same members
+    (mode 0644, owner 0, mtime 0), so every tar tool reads them and the same inputs give the same bytes."""
+    from avprep.pipeline.arrays import TarAppender
+
+    rng = np.random.default_rng(0)
+    members = [(f"{i:06d}.jpg", rng.bytes(size)) for i, size in enumerate([0, 1, 511, 512, 513, 19000, 30720])]
+    members.append(("clip_ü.with.dots.txt", b"abc"))
+    for count in (0, 1, len(members)):
+        with TarAppender(tmp_path / "ours.tar") as ours:
+            for name, data in members[:count]:
+                ours.add(name, data)
+        with tarfile.open(tmp_path / "theirs.tar", "w", format=tarfile.USTAR_FORMAT) as theirs:
+            for name, data in members[:count]:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o644
+                theirs.addfile(info, io.BytesIO(data))
+        assert (tmp_path / "ours.tar").read_bytes() == (tmp_path / "theirs.tar").read_bytes()
+    with TarAppender(tmp_path / "long.tar") as tar, pytest.raises(ValueError, match="over 100 bytes"):
+        tar.add("x" * 101, b"")

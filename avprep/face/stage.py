@@ -18,8 +18,6 @@ Written per video (N = frames, each with its time base ``frame / fps``):
 from __future__ import annotations
 
 import collections
-import io
-import tarfile
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +32,7 @@ from avprep.media.audio import SAMPLE_RATE, write_flac
 from avprep.media.ffmpeg import MediaError
 from avprep.media.images import jpeg
 from avprep.media.video import FrameChunk
-from avprep.pipeline.arrays import NpyAppender
+from avprep.pipeline.arrays import NpyAppender, TarAppender
 from avprep.pipeline.stages import Stage, VideoContext
 
 _NAN_POINTS = np.full((MESH_POINTS, 3), np.nan, dtype=np.float32)
@@ -183,7 +181,7 @@ class _FaceOutputs:
         self.smooth = NpyAppender(workdir / "landmarks.npy", np.float32, (MESH_POINTS, 3))
         self.ibug = NpyAppender(workdir / "landmarks68.npy", np.float32, (68, 2))
         self.align = NpyAppender(workdir / "align.npy", np.float32, (2, 3))
-        self.tar = tarfile.open(workdir / "crops.tar", "w", format=tarfile.USTAR_FORMAT)
+        self.tar = TarAppender(workdir / "crops.tar")
         self.frames_path = workdir / "frames.parquet"
         self.rows: dict[str, list] = collections.defaultdict(list)
         self.fps = video.fps
@@ -221,11 +219,7 @@ class _FaceOutputs:
             self.rows[key].extend(np.asarray(values).tolist())
 
     def _write_crop(self, index: int, crop: np.ndarray) -> None:
-        encoded = jpeg(crop, self.jpeg_quality)
-        member = tarfile.TarInfo(f"{index:06d}.jpg")
-        member.size = len(encoded)
-        member.mode = 0o644  # mtime, uid and gid stay 0: identical inputs give identical bytes
-        self.tar.addfile(member, io.BytesIO(encoded))
+        self.tar.add(f"{index:06d}.jpg", jpeg(crop, self.jpeg_quality))  # fixed metadata: same inputs, same bytes
 
     def mouth_series(self) -> np.ndarray:
         return np.asarray(self.rows["mouth_open"], dtype=np.float64)

@@ -1,12 +1,13 @@
 """Deterministic tar shards: fixed member order and metadata, so the same samples give the same bytes."""
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 import uuid
 from pathlib import Path
 from typing import Iterable
+
+from avprep.pipeline.arrays import TarAppender
 
 
 def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> int:
@@ -18,13 +19,10 @@ def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> int:
     """
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
-        with tarfile.open(partial, "w", format=tarfile.USTAR_FORMAT) as tar:
+        with TarAppender(partial) as tar:
             for key, fields in samples:
                 for field, data in fields.items():
-                    member = tarfile.TarInfo(f"{key}.{field}")
-                    member.size = len(data)
-                    member.mode = 0o644
-                    tar.addfile(member, io.BytesIO(data))
+                    tar.add(f"{key}.{field}", data)
         os.replace(partial, path)
     finally:
         if partial.exists():
