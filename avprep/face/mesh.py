@@ -241,7 +241,7 @@ def landmarks_array(serialized: bytes) -> np.ndarray:
 
 def landmark_box(points: np.ndarray) -> np.ndarray:
     """(x0, y0, x1, y1) of the points, reduced column by column (numpy's reduction over axis 0 of a narrow
-    array is several times slower, and this runs three times a frame)."""
+    array is several times slower, and this runs twice a frame: in the tracker and in ``region``)."""
     x, y = points[:, 0], points[:, 1]
     return np.array([x.min(), y.min(), x.max(), y.max()], dtype=np.float32)
 

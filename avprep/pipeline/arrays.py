@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,7 @@ _HEADER_BYTES = 128  # fixed .npy v1.0 header size: room for any row count, rewr
 
 # A USTAR header as tarfile writes it for a regular file with mode 0644, owner 0:0 (no names) and mtime 0; only
 # the name, the size and the checksum (offsets 0, 124, 148) differ between members.
-_TAR_BLOCK, _TAR_RECORD = 512, 10240
-_TAR_HEADER = bytearray(_TAR_BLOCK)
+_TAR_HEADER = bytearray(tarfile.BLOCKSIZE)
 for _offset, _field in ((100, b"0000644\0"), (108, b"0000000\0"), (116, b"0000000\0"), (136, b"00000000000\0"),
                         (148, b" " * 8), (156, b"0"), (257, b"ustar\x0000")):
     _TAR_HEADER[_offset:_offset + len(_field)] = _field
@@ -51,12 +51,10 @@ class NpyAppender:
 class TarAppender:
     """A tar archive written member by member, byte for byte what ``tarfile`` (USTAR) writes for members with mode
     0644, owner 0 and mtime 0, so that the same inputs give the same bytes. tarfile builds each header through
-    some forty Python calls (~80 us); the crops of every frame go through here (~13 us)."""
+    some forty Python calls: with a 19 KB crop a member costs ~80 us there and ~28 us here (13 us of it the write)."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._file = open(self.path, "wb")
-        self._size = 0
+        self._file = open(path, "wb")
 
     def add(self, name: str, data: bytes) -> None:
         encoded = name.encode("utf-8", "surrogateescape")
@@ -66,9 +64,7 @@ class TarAppender:
         header[:len(encoded)] = encoded
         header[124:136] = b"%011o\0" % len(data)
         header[148:155] = b"%06o\0" % sum(header)  # summed with the checksum field as spaces
-        padding = -len(data) % _TAR_BLOCK
-        self._file.write(header + data + bytes(padding))
-        self._size += _TAR_BLOCK + len(data) + padding
+        self._file.write(header + data + bytes(-len(data) % tarfile.BLOCKSIZE))
 
     def __enter__(self) -> "TarAppender":
         return self
@@ -78,6 +74,6 @@ class TarAppender:
 
     def close(self) -> None:
         """End the archive as tarfile does: two zero blocks, then zeros up to a whole 10 KiB record."""
-        end = self._size + 2 * _TAR_BLOCK
-        self._file.write(bytes(end - self._size + -end % _TAR_RECORD))
+        end = self._file.tell() + 2 * tarfile.BLOCKSIZE
+        self._file.write(bytes(2 * tarfile.BLOCKSIZE + -end % tarfile.RECORDSIZE))
         self._file.close()
