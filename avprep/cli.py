@@ -39,13 +39,16 @@ def demo(
 @app.command()
 def extract(
     inputs: List[Path] = typer.Argument(..., help="Video files, folders (searched recursively for .mp4 .mkv .avi "
-                                                   ".mov .webm) or text files listing one path per line.",
+                                                   ".mov .webm .mpg .mpeg .m4v .ts .mts .flv .3gp .wmv) or text "
+                                                   "files (.txt .lst .csv, or any text) listing one path per line.",
                                         readable=False),
     out: Path = typer.Option(..., "--out", "-o", help="Prep folder: videos/<video_id>/ and manifest.parquet."),
     fps: Optional[float] = typer.Option(None, min=1.0, help="Resample every video to this constant rate "
                                                             "(default: each video's own rate)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Videos processed in parallel (loky processes)."),
-    backend: str = typer.Option("loky", help="'loky' (this machine) or 'dask' (a Dask cluster, see --scheduler)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Videos processed in parallel (worker processes; one "
+                                                             "that crashes or hangs fails only its video)."),
+    backend: str = typer.Option("loky", help="'loky' (worker processes on this machine) or 'dask' (a Dask "
+                                             "cluster, see --scheduler)."),
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address, e.g. tcp://10.0.0.5:8786."),
     meta: Optional[Path] = typer.Option(None, help="CSV with a 'speaker' column and a 'video_id' or 'path' column; "
                                                    "overrides speakers taken from the folder layout."),
@@ -53,6 +56,12 @@ def extract(
     retry_failed: bool = typer.Option(False, help="Redo videos that failed before (they are skipped by default)."),
     fail_on_error: bool = typer.Option(False, help="Exit with code 1 if any video failed."),
     max_duration: float = typer.Option(4 * 3600.0, help="Videos longer than this many seconds fail as 'too long'."),
+    min_duration: float = typer.Option(0.24, min=0.0, help="Videos shorter than this many seconds fail as 'too "
+                                                           "short' (default: the shortest window a shipped recipe "
+                                                           "cuts, HeadGAN's 6 frames at 25 fps)."),
+    video_timeout: Optional[float] = typer.Option(None, min=1.0, help="Seconds one video may take before it fails "
+                                                  "as 'timeout' and its worker is replaced (default: 10 x the "
+                                                  "video's duration + 60 s)."),
     silence_dbfs: float = typer.Option(-60.0, help="Audio quieter than this RMS level fails as 'silent audio'."),
     chunk_mb: int = typer.Option(64, min=1, help="Decoded frames held in memory at once per video, in MiB."),
     no_face: bool = typer.Option(False, "--no-face", help="Skip face analysis: audio and frame timing only."),
@@ -105,7 +114,8 @@ def extract(
                 raise typer.BadParameter(str(error), param_hint="--insightface-root") from None
         face = FaceConfig(canonical_size=canonical_size, jpeg_quality=jpeg_quality, fix_offset=fix_offset,
                           insightface_root=str(insightface_root.resolve()) if insightface_root else None)
-    config = ExtractConfig(fps=fps, max_duration_s=max_duration, silence_dbfs=silence_dbfs, face=face,
+    config = ExtractConfig(fps=fps, max_duration_s=max_duration, min_duration_s=min_duration,
+                           silence_dbfs=silence_dbfs, face=face,
                            audio_features=not no_audio_features, morphable=not no_morphable,
                            morphable_basis=str(morphable_basis.resolve()) if morphable_basis else None,
                            asr_model=str(asr_model.resolve()) if asr_model else None)
@@ -113,7 +123,7 @@ def extract(
         console.print("note: no --asr-model, so no ASR character features (asr.npy); recipes that need them "
                       "(HeadGAN) will use <clip>.transcript.json where present or refuse to shard")
     options = RunOptions(jobs=jobs, backend=backend, scheduler=scheduler, force=force, retry_failed=retry_failed,
-                         max_chunk_bytes=chunk_mb << 20)
+                         max_chunk_bytes=chunk_mb << 20, video_timeout_s=video_timeout)
     summary = _run_with_progress(sources, out, config, options)
     _print_summary(summary)
     if fail_on_error and summary.failed:

@@ -301,3 +301,24 @@ def test_a_large_face_is_cut_from_the_window_under_its_crop_with_the_whole_frame
             whole, halved[:, :2] = cv2.pyrDown(whole), halved[:, :2] * 2
         expected = cv2.warpAffine(whole, halved, (256, 256), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         np.testing.assert_array_equal(cut(frame, transform, 256), expected)
+
+
+def test_a_mesh_rejected_as_a_jump_makes_the_mesher_search_afresh(tmp_path):
+    """When the tracker rejects a mesh (its box left the track's box), the mesher must not carry on from those
+    landmarks: the next frame is searched afresh around the track's box, and finds the face again."""
+    from avprep.face.detect import make_detector
+    from avprep.face.mesh import iou, landmark_box
+    from avprep.face.track import FaceTracker
+
+    make_talking_head(tmp_path / "clip.mp4", seconds=0.4, size=(640, 360), head_motion=0.0)
+    frames, _ = decoded(tmp_path / "clip.mp4")
+    tracker = FaceTracker(make_detector(None, 0.5), detect_every=25, max_gap=8)
+    first = [tracker.step(i, frames[i]) for i in range(3)]
+    assert all(o.points is not None for o in first)
+    face_box = tracker.box.copy()
+    tracker.box = face_box + np.array([400.0, 250.0, 400.0, 250.0])  # the track's box is elsewhere: a jump
+    rejected = tracker.step(3, frames[3])
+    assert rejected.points is None and tracker.mesher._previous is None
+    tracker.box = face_box  # the track's box is the face again: found afresh there
+    found = tracker.step(4, frames[4])
+    assert found.points is not None and iou(landmark_box(found.points), face_box) > 0.7

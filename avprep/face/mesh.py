@@ -103,8 +103,12 @@ class FaceMesher:
         mesher = getattr(_SHARED, "mesher", None)
         if mesher is None or mesher.broken:
             mesher = _SHARED.mesher = cls()
-        mesher._previous = None
+        mesher.forget()
         return mesher
+
+    def forget(self) -> None:
+        """Drop the last landmarks, so the next frame finds the face afresh around the box it is given."""
+        self._previous = None
 
     def _keep(self, stream: str, packet) -> None:
         self._latest = packet

@@ -86,6 +86,12 @@ class FaceStage(Stage):
             video.audio = sync.shift_audio(video.audio, main["av_offset_frames"], SAMPLE_RATE, video.fps)
             write_flac(video.workdir / "audio.flac", video.audio)
             video.record["audio_shift_frames"] = main["av_offset_frames"]
+            moved = int(round(main["av_offset_frames"] * SAMPLE_RATE / video.fps))
+            video.audio_start, video.audio_end = (int(np.clip(s - moved, 0, len(video.audio)))
+                                                  for s in (video.audio_start, video.audio_end))
+            video.record["audio_start_s"] = video.audio_start / SAMPLE_RATE
+        self.outputs.write_frames(sync.frame_has_audio(SAMPLE_RATE, video.fps, summary["frames"],
+                                                       video.audio_start, video.audio_end))
         video.arrays.update(self.outputs.described(video.fps))
 
     def _fill_gap_before(self, observation: Observation) -> None:
@@ -154,7 +160,7 @@ class FaceStage(Stage):
     def _offsets(self, video: VideoContext, tracks: list[dict]) -> list[dict]:
         """A/V offset of every track: its mouth opening against the loudness of the audio at the same frames."""
         mouth = self.outputs.mouth_series()
-        loudness = sync.loudness_envelope(video.audio, SAMPLE_RATE, video.fps, len(mouth))
+        loudness = sync.loudness_envelope(video.audio, SAMPLE_RATE, video.fps, len(mouth), video.audio_start)
         for track in tracks:
             span = slice(track["start_frame"], track["end_frame"] + 1)
             offset, confidence = sync.estimate_offset(mouth[span], loudness[span], self.config.max_offset_frames)
@@ -225,11 +231,10 @@ class _FaceOutputs:
         return np.asarray(self.rows["mouth_open"], dtype=np.float64)
 
     def close(self) -> dict:
+        """Finish the array files and the crops; sum up the frames and tracks."""
         for appender in (self.raw, self.smooth, self.ibug, self.align):
             appender.close()
         self.tar.close()
-        table = pa.table(self.rows) if self.rows else pa.table({"frame": pa.array([], pa.int64())})
-        pq.write_table(table, self.frames_path)
         track = np.asarray(self.rows["track"], dtype=np.int64)
         good = np.asarray(self.rows["good"], dtype=bool)
         tracks = []
@@ -239,6 +244,10 @@ class _FaceOutputs:
                                n_frames=int(len(frames)), good_frames=int(good[frames].sum())))
         return dict(frames=len(track), face_frames=int((track >= 0).sum()), good_frames=int(good.sum()),
                     tracks=tracks)
+
+    def write_frames(self, has_audio: np.ndarray) -> None:
+        """frames.parquet: the per-frame columns, and ``has_audio`` (known once the audio is final)."""
+        pq.write_table(pa.table({**self.rows, "has_audio": has_audio.tolist()}), self.frames_path)
 
     def described(self, fps: float) -> dict:
         base = {"fps": fps, "start_s": 0.0}

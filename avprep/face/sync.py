@@ -3,17 +3,36 @@ from __future__ import annotations
 
 import numpy as np
 
+from avprep.features.timebase import fit_length
 
-def loudness_envelope(audio: np.ndarray, sample_rate: int, fps: float, n_frames: int) -> np.ndarray:
-    """RMS loudness (dB) of the audio in a one-frame window centred on each frame's time."""
+
+def frame_windows(sample_rate: int, fps: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and end sample of each frame's audio window: one frame long, centred on the frame's time."""
     hop = sample_rate / fps
     half = int(round(hop / 2))
     centres = np.round(np.arange(n_frames) * hop).astype(int)
-    padded = np.pad(audio.astype(np.float64), (half, half + int(np.ceil(hop))))
+    return centres - half, centres + half
+
+
+def frame_has_audio(sample_rate: int, fps: float, n_frames: int, audio_start: int, audio_end: int) -> np.ndarray:
+    """Per frame: whether its audio window (inside the video, which starts at 0) lies within the real audio,
+    samples ``audio_start`` to ``audio_end``. False where the track starts late, ends early or is missing."""
+    first, end = frame_windows(sample_rate, fps, n_frames)
+    return (np.maximum(first, 0) >= audio_start) & (end <= audio_end)
+
+
+def loudness_envelope(audio: np.ndarray, sample_rate: int, fps: float, n_frames: int,
+                      audio_start: int = 0) -> np.ndarray:
+    """RMS loudness (dB) of the audio in each frame's window (``frame_windows``); NaN where the frame has no real
+    audio (``frame_has_audio``: the track starts at sample ``audio_start`` and ends with ``audio``)."""
+    first, end = frame_windows(sample_rate, fps, n_frames)
+    half = -int(first[0])
+    padded = np.pad(fit_length(audio.astype(np.float64), max(int(end[-1]), 0)), (half, 0))
     energy = np.concatenate([[0.0], np.cumsum(padded**2)])
-    window = 2 * half
-    power = (energy[centres + window] - energy[centres]) / max(window, 1)
-    return 10 * np.log10(power + 1e-10)
+    power = (energy[end + half] - energy[first + half]) / max(2 * half, 1)
+    loudness = 10 * np.log10(power + 1e-10)
+    loudness[~frame_has_audio(sample_rate, fps, n_frames, audio_start, len(audio))] = np.nan
+    return loudness
 
 
 def estimate_offset(mouth: np.ndarray, loudness: np.ndarray, max_lag: int = 15) -> tuple[int, float]:

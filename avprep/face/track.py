@@ -54,7 +54,8 @@ class FaceTracker:
         points, mesh_score = self.mesher(frame, self.box)
         box = None if points is None else landmark_box(points)
         if box is not None and iou(box, self.box) < 0.2:
-            points = None  # the mesh jumped to something else: treat as a miss
+            points = None  # the mesh jumped to something else: treat as a miss, and search afresh next frame
+            self.mesher.forget()
         track = self.track
         if points is None:
             self.misses += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import stat
 import subprocess
 
 import numpy as np
@@ -34,9 +35,11 @@ class MediaInfo:
     audio_codec: str | None
     audio_sr: int | None
     audio_channels: int | None
+    audio_start_s: float = 0.0  # first audio packet's time on the decoders' clock (> 0: the audio starts late)
 
 
 _DURATION = re.compile(r"Duration: (N/A|(\d+):(\d+):(\d+(?:\.\d+)?))")
+_START = re.compile(r"Duration: [^,]*, start: (-?\d+(?:\.\d+)?)")  # the input's time zero for every decoder
 _STREAM = re.compile(r"Stream #\d+:\d+\S*: (Video|Audio): (.*)")
 _SIZE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")
 _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)\b")
@@ -55,12 +58,13 @@ def probe(path: str | os.PathLike, max_duration_s: float | None = None) -> Media
     path = os.fspath(path)
     _check_readable(path)
     result = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", input_url(path), "-map", "0:v:0", "-c", "copy",
-         "-f", "framecrc", "-"], capture_output=True, text=True, errors="replace")
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", input_url(path), "-map", "0:v:0", "-map", "0:a:0?",
+         "-c", "copy", "-f", "framecrc", "-"], capture_output=True, text=True, errors="replace")
     info = _parse_header(_input_report(result.stderr, path, "not a video"))
     if max_duration_s is not None and info["duration_s"] > max_duration_s:
         raise MediaError("too long", f"{info['duration_s']:.0f} s is over the {max_duration_s:.0f} s limit")
-    packets = _packet_times(result.stdout)
+    packets = _packet_times(result.stdout, stream=0)
+    audio_packets = _packet_times(result.stdout, stream=1)
     complaint = classify_stderr(result.stderr)
     if complaint.kind == "truncated" or (result.returncode != 0 and len(packets) == 0):
         raise complaint  # e.g. "partial file": the index promises packets the file no longer holds
@@ -69,7 +73,9 @@ def probe(path: str | os.PathLike, max_duration_s: float | None = None) -> Media
     fps, variable = _rate_from_packets(packets, info["nominal_fps"])
     if info["duration_s"] <= 0:
         info["duration_s"] = len(packets) / fps
-    return MediaInfo(fps=fps, variable_fps=variable, n_packets=len(packets), **info)
+    start = _START.search(result.stderr)
+    audio_start_s = float(audio_packets[0] - float(start.group(1) if start else 0.0)) if len(audio_packets) else 0.0
+    return MediaInfo(fps=fps, variable_fps=variable, n_packets=len(packets), audio_start_s=audio_start_s, **info)
 
 
 def audio_channels(path: str | os.PathLike) -> int:
@@ -103,10 +109,10 @@ def _input_report(stderr: str, path: str, unreadable: str) -> str:
 
 def _check_readable(path: str) -> None:
     try:
-        size = os.stat(path).st_size
+        status = os.stat(path)
     except FileNotFoundError:
         raise MediaError("not found", "the file does not exist (or is a broken link)") from None
-    if size == 0:
+    if status.st_size == 0 and stat.S_ISREG(status.st_mode):  # a pipe or device has no size yet may stream media
         raise MediaError("empty file", "the file is zero bytes")
     try:
         with open(path, "rb") as handle:
@@ -197,15 +203,15 @@ def channel_count(layout: str) -> int:
     raise MediaError("decode error", f"unknown audio channel layout {layout!r}")
 
 
-def _packet_times(framecrc: str) -> np.ndarray:
-    """Presentation times in seconds, sorted, of the packets listed by ffmpeg's ``framecrc`` muxer."""
+def _packet_times(framecrc: str, stream: int) -> np.ndarray:
+    """Presentation times in seconds, sorted, of one output stream's packets listed by ffmpeg's ``framecrc``."""
     time_base = None
     pts = []
     for line in framecrc.splitlines():
-        if line.startswith("#tb 0:"):
+        if line.startswith(f"#tb {stream}:"):
             num, den = line.split(":", 1)[1].strip().split("/")
             time_base = int(num) / int(den)
-        elif line and line[0].isdigit():
+        elif line.startswith(f"{stream},"):
             pts.append(int(line.split(",")[2]))
     if time_base is None:
         return np.zeros(0)

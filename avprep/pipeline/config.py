@@ -5,7 +5,7 @@ import dataclasses
 import hashlib
 import json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: frames.parquet has_audio, record audio_start_s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,9 @@ class FaceConfig:
 class ExtractConfig:
     fps: float | None = None  # output frame rate; None keeps the source's (its average when variable)
     max_duration_s: float = 4 * 3600.0  # longer videos fail as "too long" instead of tying up a worker for hours
+    # Shorter videos fail as "too short": the shortest window a shipped recipe cuts is HeadGAN's 6 frames at
+    # 25 fps (ATVGnet cuts 16, DAVS 25; Wav2Pix and Ear-SR one frame with 1 s and 4 s of speech around it).
+    min_duration_s: float = 0.24
     silence_dbfs: float = -60.0  # audio whose RMS is below this fails as "silent audio"
     face: FaceConfig | None = FaceConfig()  # None: no face analysis
     morphable: bool = True  # fit the 3D morphable model to every face track (needs face analysis)

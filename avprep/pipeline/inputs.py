@@ -8,7 +8,9 @@ import os
 import re
 from pathlib import Path
 
-VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
+VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".ts", ".mts", ".flv", ".3gp",
+                    ".wmv"}  # what folders are searched for (GRID ships .mpg)
+LIST_EXTENSIONS = {".txt", ".lst", ".list", ".csv"}
 
 
 class InputError(Exception):
@@ -23,20 +25,22 @@ class VideoSource:
 
 
 def discover(inputs: list[str | os.PathLike], meta_csv: str | os.PathLike | None = None) -> list[VideoSource]:
-    """Every video named by ``inputs``: folders are searched recursively for video extensions, video files are
-    taken as they are, and any other file is read as a list of paths (one per line, ``#`` comments, relative to
-    the list's folder). Ids come from the path relative to the folder (or list) that named it."""
+    """Every video named by ``inputs``: folders are searched recursively for video extensions; a file named
+    directly is a list of paths (one per line, ``#`` comments, relative to the list's folder) when it is text
+    (``.txt``, ``.lst``, ``.csv`` or text content without a video extension), and otherwise a video, whatever
+    its extension (extract probes it as media). Ids come from the path relative to the folder (or list) that
+    named it."""
     found: dict[str, tuple[str, str]] = {}  # absolute path -> (root, path)
     for item in map(Path, inputs):
         if item.is_dir():
             for path in _walk_videos(item):
                 found.setdefault(os.path.abspath(path), (str(item), str(path)))
-        elif item.suffix.lower() in VIDEO_EXTENSIONS or os.path.islink(item):
-            found.setdefault(os.path.abspath(item), (str(item.parent), str(item)))
-        elif item.is_file():
+        elif item.is_file() and _is_list(item):
             for path in _read_list(item):
                 root = item.parent if _is_under(path, item.parent) else path.parent
                 found.setdefault(os.path.abspath(path), (str(root), str(path)))
+        elif os.path.lexists(item):  # a video, a broken link or a special file: extract says what it is
+            found.setdefault(os.path.abspath(item), (str(item.parent), str(item)))
         else:
             raise InputError(f"input not found: {item}")
     speakers = _read_meta(meta_csv) if meta_csv else {}
@@ -78,6 +82,24 @@ def _walk_videos(root: Path):
         for name in sorted(files):
             if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
                 yield Path(folder) / name
+
+
+def _is_list(path: Path) -> bool:
+    """A list file: a list extension, or no video extension and a first KiB that is UTF-8 text without NULs."""
+    suffix = path.suffix.lower()
+    if suffix in LIST_EXTENSIONS or suffix in VIDEO_EXTENSIONS:
+        return suffix in LIST_EXTENSIONS
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1024)
+    except OSError:
+        return False  # unreadable: extract reports it as the video it may be
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not just a character cut at the KiB boundary
+            return False
+    return bool(head) and b"\0" not in head
 
 
 def _read_list(list_file: Path) -> list[Path]:

@@ -1,15 +1,16 @@
-"""Run the per-video pipeline over many videos: in isolation, in parallel (joblib: loky or Dask), resumably."""
+"""Run the per-video pipeline over many videos: in isolation, in parallel (watched worker processes or Dask),
+resumably."""
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import os
+import shutil
 import time
 import traceback
 from pathlib import Path
 from typing import Callable, Iterable
-
-import joblib
 
 from avprep.media.ffmpeg import MediaError
 from avprep.media.probe import probe
@@ -18,6 +19,7 @@ from avprep.pipeline.config import SCHEMA_VERSION, ExtractConfig
 from avprep.pipeline.inputs import VideoSource
 from avprep.pipeline.stages import VideoContext, default_stages
 from avprep.pipeline.store import PrepDir
+from avprep.pipeline.workers import Lost, run_watched
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,12 +27,20 @@ class RunOptions:
     """How to run; unlike ExtractConfig none of this changes the outputs."""
 
     jobs: int = 1
-    backend: str = "loky"  # or "dask"
+    backend: str = "loky"  # watched worker processes on this machine (avprep.pipeline.workers), or "dask"
     scheduler: str | None = None  # Dask scheduler address for backend="dask"
     force: bool = False  # redo videos already done with this config
     retry_failed: bool = False  # redo videos that failed with this config
     max_chunk_bytes: int = 64 << 20  # decoded pixels held in memory at once, per video
     manifest_every_s: float = 30.0  # how often a long run refreshes manifest.parquet
+    video_timeout_s: float | None = None  # a video still running after this fails as "timeout"; None: see time_limit
+
+    def time_limit(self, duration_s: float | None) -> float:
+        """Seconds one video may take: ``video_timeout_s``, or by default 10 x its duration + 60 s (60 s while
+        its duration is not yet known)."""
+        if self.video_timeout_s is not None:
+            return self.video_timeout_s
+        return 60.0 + 10.0 * (duration_s or 0.0)
 
 
 @dataclasses.dataclass
@@ -46,13 +56,21 @@ class RunSummary:
 
 
 def extract_video(source: VideoSource, prep_root: str, config: ExtractConfig, max_chunk_bytes: int,
-                  threads: int = 0) -> dict:
-    """Process one video into prep/videos/<id>/ and return its record. Never raises for a bad video."""
+                  threads: int = 0, started: Callable[[float], None] | None = None) -> dict:
+    """Process one video into prep/videos/<id>/ and return its record. Never raises for a bad video.
+
+    ``started(duration_s)`` is told the video's duration once the probe knows it (the watcher's deadline)."""
     prep = PrepDir(prep_root)
     workdir = prep.new_workdir(source.video_id)
     record = base_record(source, config)
     try:
         info = probe(source.path, max_duration_s=config.max_duration_s)
+        if started:
+            started(info.duration_s)
+        video_s = info.n_packets / info.fps
+        if video_s < config.min_duration_s:
+            raise MediaError("too short", f"{video_s:.2f} s of video is under the {config.min_duration_s:g} s "
+                                          "minimum (--min-duration)")
         fps = config.fps or (round(info.fps, 2) if info.variable_fps else info.fps)
         record.update(duration_s=info.duration_s, fps=fps, source_fps=info.fps, variable_fps=info.variable_fps,
                       width=info.width, height=info.height, rotation=info.rotation, video_codec=info.video_codec,
@@ -153,26 +171,43 @@ def _count(summary: RunSummary, record: dict, processed: bool) -> None:
 
 
 def _parallel_map(todo: list[VideoSource], prep_root: str, config: ExtractConfig, options: RunOptions):
-    """Records in completion order. One process per job locally (loky), or the tasks of a Dask cluster."""
+    """Records in completion order: from watched worker processes on this machine, or from a Dask cluster."""
     if not todo:
         return
     if options.backend == "dask":
-        from dask.distributed import Client
-
-        with Client(options.scheduler), joblib.parallel_config(backend="dask"):
-            yield from _run(todo, prep_root, config, options, n_jobs=-1, threads=1)
+        yield from _dask_map(todo, prep_root, config, options)
         return
     if options.backend != "loky":
         raise ValueError(f"unknown backend {options.backend!r}: use 'loky' or 'dask'")
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
-    if options.jobs == 1:  # in-process: easiest to debug and profile
-        for source in todo:
-            yield extract_video(source, prep_root, config, options.max_chunk_bytes, threads)
-        return
-    yield from _run(todo, prep_root, config, options, n_jobs=options.jobs, threads=threads)
+    work = functools.partial(extract_video, prep_root=prep_root, config=config,
+                             max_chunk_bytes=options.max_chunk_bytes, threads=threads)
+    for source, result in run_watched(work, todo, options.jobs, options.time_limit):
+        yield lost_video(source, prep_root, config, result) if isinstance(result, Lost) else result
 
 
-def _run(todo, prep_root, config, options, n_jobs, threads):
-    parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1)
-    yield from parallel(joblib.delayed(extract_video)(source, prep_root, config, options.max_chunk_bytes, threads)
-                        for source in todo)
+def _dask_map(todo: list[VideoSource], prep_root: str, config: ExtractConfig, options: RunOptions):
+    """One Dask task per video. A task whose worker died every time Dask retried it (KilledWorker) fails as
+    "worker crashed"; the other videos go on. ``--video-timeout`` is not enforced here (Dask cannot stop a task)."""
+    from dask.distributed import Client, as_completed
+
+    with Client(options.scheduler) as client:
+        futures = {client.submit(extract_video, source, prep_root, config, options.max_chunk_bytes, threads=1,
+                                 pure=False): source for source in todo}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except Exception as error:  # the task itself never raises: its worker was lost
+                lost = Lost("worker crashed", one_line(f"{type(error).__name__}: {error}"))
+                yield lost_video(futures[future], prep_root, config, lost)
+
+
+def lost_video(source: VideoSource, prep_root: str, config: ExtractConfig, lost: Lost) -> dict:
+    """The failed record of a video whose worker died or was killed; what it had half-written is removed."""
+    prep = PrepDir(prep_root)
+    for leftover in prep.partial.glob(f"{source.video_id}.*"):  # ids hold no dots: only this video's folders
+        shutil.rmtree(leftover, ignore_errors=True)
+    record = base_record(source, config)
+    record.update(status="failed", error_kind=lost.kind, error=one_line(lost.message))
+    prep.commit(prep.new_workdir(source.video_id), record)
+    return record

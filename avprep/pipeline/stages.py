@@ -31,6 +31,8 @@ class VideoContext:
     record: dict = dataclasses.field(default_factory=dict)
     arrays: dict = dataclasses.field(default_factory=dict)  # name -> {"file": ..., time base ...}
     audio: np.ndarray | None = None  # 16 kHz mono float32 on the frames' timeline
+    audio_start: int = 0  # first sample of real audio: the samples before it are silence padding a late track
+    audio_end: int = 0  # end of the real audio (the track may end before the video)
 
 
 class Stage:
@@ -50,7 +52,11 @@ class Stage:
 
 
 class AudioStage(Stage):
-    """16 kHz mono audio aligned to the video's time zero, stored as FLAC; silent tracks are rejected."""
+    """16 kHz mono audio aligned to the video's time zero, stored as FLAC; silent tracks are rejected.
+
+    The real audio runs from ``audio_start_s`` (after the silence that pads a track starting late) to
+    ``audio_duration_s`` (a track may end before the video); frames outside it get ``has_audio = false``.
+    """
 
     name = "audio"
 
@@ -63,8 +69,17 @@ class AudioStage(Stage):
             raise MediaError("silent audio", f"audio RMS {rms_dbfs:.0f} dBFS is below {video.config.silence_dbfs:.0f}")
         write_flac(video.workdir / "audio.flac", audio)
         video.audio = audio
+        video.audio_start, video.audio_end = late_start(audio, video.info.audio_start_s, video.fps), len(audio)
         video.arrays["audio"] = {"file": "audio.flac", "sample_rate": SAMPLE_RATE, "start_s": 0.0}
-        video.record.update(audio_duration_s=audio.size / SAMPLE_RATE, audio_rms_dbfs=round(rms_dbfs, 2))
+        video.record.update(audio_duration_s=audio.size / SAMPLE_RATE, audio_rms_dbfs=round(rms_dbfs, 2),
+                            audio_start_s=video.audio_start / SAMPLE_RATE)
+
+
+def late_start(audio: np.ndarray, stream_start_s: float, fps: float) -> int:
+    """Samples of silence the decoder put before a track whose first packet comes at least a frame after the
+    video's time zero; 0 for a track that starts with the video. (The first packet may hold the codec's priming,
+    e.g. AAC's 1024 samples, so the sound itself can start up to that much later.)"""
+    return min(int(round(stream_start_s * SAMPLE_RATE)), len(audio)) if stream_start_s >= 1 / fps else 0
 
 
 class VideoTimingStage(Stage):

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from avprep.pipeline.store import PrepDir
-from avprep.shard.recipe import Recipe, RecipeError
+from avprep.shard.recipe import AUDIO_FIELDS, Recipe, RecipeError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +63,16 @@ def _check_inputs(records: list[dict], recipe: Recipe) -> None:
 
 
 def _windows(folder: Path, record: dict, recipe: Recipe):
-    """(video_id, track, start frame) of every clip window in one video."""
-    table = pq.read_table(folder / "frames.parquet", columns=["track", recipe.quality]).to_pydict()
+    """(video_id, track, start frame) of every clip window in one video: its frames pass the recipe's quality
+    and, when the recipe reads audio, have real audio (``has_audio``, moved by the offset the recipe applies)."""
+    table = pq.read_table(folder / "frames.parquet").to_pydict()
     track = np.asarray(table["track"])
     passes = np.asarray(table[recipe.quality], dtype=bool) & (track >= 0)
+    if AUDIO_FIELDS & set(recipe.fields) and "has_audio" in table:  # preps before schema 2 have no such column
+        has_audio = np.asarray(table["has_audio"], dtype=bool)
+        moved = np.arange(len(track)) + int(round(recipe.audio_shift_s(record) * record["fps"]))
+        inside = (moved >= 0) & (moved < len(track))
+        passes &= inside & has_audio[np.clip(moved, 0, len(track) - 1)]
     stride = max(1, round(recipe.stride_s * record["fps"]))
     start = 0
     while start < len(track):

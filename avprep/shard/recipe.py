@@ -15,6 +15,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 FIELDS = {"frames", "lr", "landmarks", "mfcc", "audio", "audio_features", "nmfc", "reference", "wrong"}
+AUDIO_FIELDS = {"mfcc", "audio", "audio_features"}  # a window with one of these needs real audio on every frame
 
 # Recipe crops as squares in the canonical crop, in inter-ocular distances around the eye midpoint (x right,
 # y down): (centre x, centre y, side). The canonical crop is levelled by the eyes, so these are affine
@@ -55,6 +56,13 @@ class Recipe:
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "fractions": dict(self.fractions)}
+
+    def audio_shift_s(self, record: dict) -> float:
+        """Where the sound of a video's frame really is, relative to the frame: its estimated A/V offset when
+        the recipe applies offsets, the estimate is confident and extract did not already shift the audio."""
+        trusted = (self.apply_av_offset and "audio_shift_frames" not in record
+                   and (record.get("av_offset_confidence") or 0) >= self.min_offset_confidence)
+        return record["av_offset_frames"] / record["fps"] if trusted else 0.0
 
 
 def load_recipe(name_or_path: str) -> Recipe:

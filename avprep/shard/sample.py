@@ -63,13 +63,6 @@ class PrepVideo:
         data = self._crops.extractfile(f"{frame:06d}.jpg").read()
         return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
-    def audio_shift_s(self, recipe: Recipe) -> float:
-        """Where the sound of a frame really is, relative to the frame: the stored offset when trusted."""
-        record = self.record
-        trusted = (recipe.apply_av_offset and "audio_shift_frames" not in record
-                   and (record.get("av_offset_confidence") or 0) >= recipe.min_offset_confidence)
-        return record["av_offset_frames"] / self.fps if trusted else 0.0
-
     def audio(self, start_s: float, seconds: float) -> np.ndarray:
         """``seconds`` of stored audio from ``start_s`` (zeros outside the recording)."""
         n = int(round(seconds * SAMPLE_RATE))
@@ -117,7 +110,7 @@ def frame_to_recipe(video: PrepVideo, frame: int, recipe: Recipe) -> np.ndarray:
 def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "OtherFaces") -> dict[str, bytes]:
     """Tar members (field name -> bytes) of one sample."""
     frames = range(sample.start_frame, sample.start_frame + sample.n_frames)
-    shift = video.audio_shift_s(recipe)
+    shift = recipe.audio_shift_s(video.record)
     members: dict[str, bytes] = {}
     crops = [recipe_crop(video, f, recipe) for f in frames]
     if "frames" in recipe.fields:
