@@ -50,8 +50,13 @@ def extract(
     backend: str = typer.Option("loky", help="'loky' (worker processes on this machine) or 'dask' (a Dask "
                                              "cluster, see --scheduler)."),
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address, e.g. tcp://10.0.0.5:8786."),
-    meta: Optional[Path] = typer.Option(None, help="CSV with a 'speaker' column and a 'video_id' or 'path' column; "
-                                                   "overrides speakers taken from the folder layout."),
+    meta: Optional[Path] = typer.Option(None, help="CSV keyed by a 'video_id' or 'path' column: 'speaker', "
+                                                   "'label' and 'split' override the layout's; any other column "
+                                                   "(gender, age, ...) is an attribute carried to the manifest and "
+                                                   "the shards (empty cells: missing)."),
+    layout: str = typer.Option("auto", help="Dataset layout of the input folders: lrw, grid, voxceleb, hdtf, flat, "
+                                            "folders (first folder = speaker), or auto (recognised from the "
+                                            "tree, else folders). See README 'Datasets'."),
     force: bool = typer.Option(False, help="Redo videos already extracted with the same settings."),
     retry_failed: bool = typer.Option(False, help="Redo videos that failed before (they are skipped by default)."),
     fail_on_error: bool = typer.Option(False, help="Exit with code 1 if any video failed."),
@@ -96,7 +101,7 @@ def extract(
     if backend == "dask" and not scheduler:
         raise typer.BadParameter("--backend dask needs --scheduler ADDRESS", param_hint="--scheduler")
     try:
-        sources = discover(inputs, meta)
+        sources = discover(inputs, meta, layout)
     except InputError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2)

@@ -6,14 +6,14 @@ Written per video, each described in ``record.json`` ``arrays`` with its rate, s
     mfcc_atvgnet.npy      (round(N/fps*100), 12)  ATVGnet MFCC (python_speech_features conventions) at 100 Hz
     headgan_audio.npy     (N, 84)                 HeadGAN low-level mid-term statistics, one row per video frame
     asr.npy               (N, classes)            ASR log-probabilities per video frame, with --asr-model only
-    transcript.npy        (N, 27)                 one-hot characters from <video>.transcript.json, when present
+    transcript.npy        (N, 27)                 one-hot characters from the video's timed words, when it has a side
+                                                  file (<clip>.transcript.json, GRID .align, LRW .txt)
 
 The Ear-SR spectrogram is cut at shard time from ``audio.flac`` (``avprep.features.earsr_spectrogram``): it
 depends on where the 4 s clip starts, which only the recipe knows.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +23,8 @@ from avprep.features.headgan import headgan_lowlevel
 from avprep.features.mfcc import atvgnet_mfcc, syncnet_mfcc
 from avprep.features.timebase import TimedFeature
 from avprep.media.ffmpeg import MediaError
+from avprep.pipeline.layouts import read_timed_words
 from avprep.pipeline.stages import Stage, VideoContext
-
-
-def transcript_path(video_path: str) -> Path:
-    """``clip.mp4`` -> ``clip.transcript.json``: a list of {"start": s, "end": s, "text": "..."}."""
-    return Path(video_path).with_suffix(".transcript.json")
 
 
 class AudioFeatureStage(Stage):
@@ -43,19 +39,19 @@ class AudioFeatureStage(Stage):
         }
         if video.config.asr_model:
             features["asr"] = asr_logits(video.config.asr_model, audio, fps, n_frames)
-        transcript = transcript_path(video.source.path)
-        if transcript.exists():
-            features["transcript"] = transcript_onehot(_timed_words(transcript), DEFAULT_ALPHABET, fps, n_frames)
+        if video.source.transcript:
+            words = _timed_words(video.source.transcript, n_frames / fps)
+            features["transcript"] = transcript_onehot(words, DEFAULT_ALPHABET, fps, n_frames)
+            video.record["transcript_file"] = video.source.transcript
         for name, feature in features.items():
             _save(video, name, feature)
 
 
-def _timed_words(path: Path) -> list[tuple[float, float, str]]:
+def _timed_words(path: str, video_s: float) -> list[tuple[float, float, str]]:
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-        return [(float(e["start"]), float(e["end"]), str(e["text"])) for e in entries]
-    except (ValueError, KeyError, TypeError) as error:
-        raise MediaError("bad transcript", f"{path.name}: {error}") from None
+        return read_timed_words(path, video_s)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise MediaError("bad transcript", f"{Path(path).name}: {error}") from None
 
 
 def _save(video: VideoContext, name: str, feature: TimedFeature) -> None:

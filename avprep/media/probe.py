@@ -58,7 +58,9 @@ def probe(path: str | os.PathLike, max_duration_s: float | None = None) -> Media
     path = os.fspath(path)
     _check_readable(path)
     result = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", input_url(path), "-map", "0:v:0", "-map", "0:a:0?",
+        # genpts: MPEG program streams (GRID's .mpg) leave some packets' times out; ffmpeg fills them in
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-fflags", "+genpts", "-i", input_url(path),
+         "-map", "0:v:0", "-map", "0:a:0?",
          "-c", "copy", "-f", "framecrc", "-"], capture_output=True, text=True, errors="replace")
     info = _parse_header(_input_report(result.stderr, path, "not a video"))
     if max_duration_s is not None and info["duration_s"] > max_duration_s:

@@ -1,4 +1,5 @@
-"""Turn command-line inputs (folders, files, list files) into videos with stable ids and speakers."""
+"""Turn command-line inputs (folders, files, list files) into videos with stable ids, speakers, labels, the
+dataset's own splits and metadata (dataset layouts: avprep.pipeline.layouts)."""
 from __future__ import annotations
 
 import csv
@@ -7,6 +8,8 @@ import hashlib
 import os
 import re
 from pathlib import Path
+
+from avprep.pipeline.layouts import LAYOUTS, detect_layout, path_facts
 
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".ts", ".mts", ".flv", ".3gp",
                     ".wmv"}  # what folders are searched for (GRID ships .mpg)
@@ -22,14 +25,22 @@ class VideoSource:
     path: str  # absolute
     video_id: str
     speaker: str | None
+    label: str | None = None  # LRW: the word; GRID: the sentence code; or a metadata "label" column
+    dataset_split: str | None = None  # the dataset's own split (LRW's folders) or a metadata "split" column
+    transcript: str | None = None  # side file with timed words (layouts.read_timed_words)
+    attributes: dict = dataclasses.field(default_factory=dict, hash=False)  # other metadata columns; None: missing
 
 
-def discover(inputs: list[str | os.PathLike], meta_csv: str | os.PathLike | None = None) -> list[VideoSource]:
+def discover(inputs: list[str | os.PathLike], meta_csv: str | os.PathLike | None = None,
+             layout: str = "auto") -> list[VideoSource]:
     """Every video named by ``inputs``: folders are searched recursively for video extensions; a file named
     directly is a list of paths (one per line, ``#`` comments, relative to the list's folder) when it is text
     (``.txt``, ``.lst``, ``.csv`` or text content without a video extension), and otherwise a video, whatever
     its extension (extract probes it as media). Ids come from the path relative to the folder (or list) that
-    named it."""
+    named it; speaker, label and dataset split from the dataset ``layout`` of that folder (``auto``: recognised
+    from its tree), overridden by the columns of ``meta_csv``."""
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     found: dict[str, tuple[str, str]] = {}  # absolute path -> (root, path)
     for item in map(Path, inputs):
         if item.is_dir():
@@ -43,13 +54,24 @@ def discover(inputs: list[str | os.PathLike], meta_csv: str | os.PathLike | None
             found.setdefault(os.path.abspath(item), (str(item.parent), str(item)))
         else:
             raise InputError(f"input not found: {item}")
-    speakers = _read_meta(meta_csv) if meta_csv else {}
+    rows, columns = _read_meta(meta_csv) if meta_csv else ({}, [])
+    layouts = {root: layout for root, _ in found.values()}
+    if layout == "auto":
+        relatives: dict[str, list[str]] = {}
+        for path, (root, _) in found.items():
+            relatives.setdefault(root, []).append(Path(os.path.relpath(path, os.path.abspath(root))).as_posix())
+        layouts = {root: detect_layout(paths) for root, paths in relatives.items()}
     sources = []
     for path, (root, given) in sorted(found.items()):
         relative = os.path.relpath(path, os.path.abspath(root))
         video_id = video_id_for(relative)
-        speaker = speakers.get(video_id, speakers.get(path, speaker_for(relative)))
-        sources.append(VideoSource(path, video_id, speaker))
+        try:
+            facts = path_facts(layouts[root], Path(os.path.abspath(root)), Path(path))
+        except ValueError as error:
+            raise InputError(f"--layout {layouts[root]}: {error}") from None
+        row = rows.get(video_id) or rows.get(path) or {}
+        sources.append(_with_meta(VideoSource(path, video_id, facts.speaker, facts.label, facts.dataset_split,
+                                              facts.transcript), row, columns))
     return _disambiguate(sources)
 
 
@@ -64,12 +86,6 @@ def video_id_for(relative_path: str) -> str:
     if readable == stem.replace("/", "-") and readable:
         return readable
     return f"{readable[:80] or 'video'}-{_short_hash(relative_path)}"
-
-
-def speaker_for(relative_path: str) -> str | None:
-    """``<speaker>/.../<clip>.ext`` (VoxCeleb, LRW layouts): the first folder; a bare file has no speaker."""
-    parts = Path(relative_path).parts
-    return parts[0] if len(parts) > 1 else None
 
 
 def _short_hash(text: str) -> str:
@@ -115,23 +131,57 @@ def _is_under(path: Path, folder: Path) -> bool:
     return os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)
 
 
-def _read_meta(meta_csv: str | os.PathLike) -> dict[str, str]:
-    """``video_id`` or ``path`` -> speaker, from a CSV with a ``speaker`` column."""
+# Metadata columns with a meaning of their own; every other column is an attribute (gender, age, ...).
+META_KEYS = ("video_id", "path", "speaker", "label", "split")
+# Names an attribute may not take: extract's own record keys and the keys of a sample's meta.json.
+RESERVED = {"status", "error", "error_kind", "fps", "duration_s", "n_frames", "config_hash", "dataset_split",
+            "attributes", "tracks", "arrays", "width", "height", "key", "track", "start_frame", "sample_rate",
+            "speaker_index", "label_index", "audio_start_s", "av_offset_frames", "audio_shift_s", "shard"}
+
+
+def _read_meta(meta_csv: str | os.PathLike) -> tuple[dict[str, dict], list[str]]:
+    """(``video_id`` or absolute ``path`` -> row, attribute column names) from a CSV keyed by ``video_id`` or
+    ``path``. Empty cells are missing values (None); numbers are read as numbers."""
     try:
         with open(meta_csv, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle)
+            rows, header = list(reader), reader.fieldnames or []
     except OSError as error:
         raise InputError(f"cannot read metadata {meta_csv}: {error}") from None
-    if not rows or "speaker" not in rows[0] or not ({"video_id", "path"} & rows[0].keys()):
-        raise InputError(f"{meta_csv} needs a 'speaker' column and a 'video_id' or 'path' column")
+    if not ({"video_id", "path"} & set(header)) or len(header) < 2:
+        raise InputError(f"{meta_csv} needs a 'video_id' or 'path' column and at least one other column")
+    clash = sorted(RESERVED & set(header))
+    if clash:
+        raise InputError(f"{meta_csv}: columns {clash} are names extract uses itself; rename them")
     folder = os.path.dirname(os.path.abspath(meta_csv))
-    speakers = {}
+    keyed = {}
     for row in rows:
+        values = {name: _value(row.get(name)) for name in header if name not in ("video_id", "path")}
         if row.get("video_id"):
-            speakers[row["video_id"]] = row["speaker"]
+            keyed[row["video_id"]] = values
         if row.get("path"):
-            speakers[os.path.abspath(os.path.join(folder, row["path"]))] = row["speaker"]
-    return speakers
+            keyed[os.path.abspath(os.path.join(folder, row["path"]))] = values
+    return keyed, [name for name in header if name not in META_KEYS]
+
+
+def _value(cell: str | None) -> str | int | float | None:
+    cell = (cell or "").strip()
+    if not cell:
+        return None
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            pass
+    return cell
+
+
+def _with_meta(source: VideoSource, row: dict, columns: list[str]) -> VideoSource:
+    """The metadata row's speaker, label and split where it has them; every attribute column, None if missing."""
+    text = {key: None if row.get(key) is None else str(row[key]) for key in ("speaker", "label", "split")}
+    return dataclasses.replace(
+        source, speaker=text["speaker"] or source.speaker, label=text["label"] or source.label,
+        dataset_split=text["split"] or source.dataset_split, attributes={name: row.get(name) for name in columns})
 
 
 def _disambiguate(sources: list[VideoSource]) -> list[VideoSource]:

@@ -101,13 +101,19 @@ def extract_video(source: VideoSource, prep_root: str, config: ExtractConfig, ma
     return record
 
 
+def _metadata(source: VideoSource) -> dict:
+    """What a record says about a video that comes from its path and metadata, not from its content."""
+    return dict(speaker=source.speaker, label=source.label, dataset_split=source.dataset_split,
+                attributes=source.attributes)
+
+
 def base_record(source: VideoSource, config: ExtractConfig) -> dict:
     try:
         stat = os.stat(source.path)
         size, mtime = stat.st_size, stat.st_mtime_ns
     except OSError:
         size = mtime = None
-    return dict(schema_version=SCHEMA_VERSION, video_id=source.video_id, path=source.path, speaker=source.speaker,
+    return dict(schema_version=SCHEMA_VERSION, video_id=source.video_id, path=source.path, **_metadata(source),
                 status="failed", error_kind=None, error=None, config_hash=config.hash(),
                 source_size=size, source_mtime_ns=mtime)
 
@@ -140,6 +146,7 @@ def run_extract(sources: Iterable[VideoSource], prep_root: str | os.PathLike, co
     for source in sources:
         record = prep.read_record(source.video_id)
         if is_reusable(record, source, config, options):
+            record = prep.update_metadata(record, _metadata(source))
             summary.skipped += 1
             _count(summary, record, processed=False)
             if on_result:

@@ -20,7 +20,8 @@ RECORD = "record.json"
 
 # Base manifest columns and their types; stage fields follow, typed from their values.
 MANIFEST_SCHEMA = [
-    ("video_id", pa.string()), ("path", pa.string()), ("speaker", pa.string()),
+    ("video_id", pa.string()), ("path", pa.string()), ("speaker", pa.string()), ("label", pa.string()),
+    ("dataset_split", pa.string()),
     ("status", pa.string()), ("error_kind", pa.string()), ("error", pa.string()),
     ("duration_s", pa.float64()), ("fps", pa.float64()), ("source_fps", pa.float64()),
     ("variable_fps", pa.bool_()), ("width", pa.int32()), ("height", pa.int32()), ("rotation", pa.int32()),
@@ -64,7 +65,7 @@ class PrepDir:
 
     def commit(self, workdir: Path, record: dict) -> None:
         """Write the record last, then move the whole folder into place in one rename."""
-        write_text_atomic(workdir / RECORD, json.dumps(record, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+        write_text_atomic(workdir / RECORD, record_text(record))
         final = self.video_dir(record["video_id"])
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():  # --force, --retry-failed or a changed config: move the old one aside first
@@ -75,6 +76,15 @@ class PrepDir:
         else:
             os.replace(workdir, final)
 
+    def update_metadata(self, record: dict, metadata: dict) -> dict:
+        """A done video's record with new speaker, label, split or attributes (a new --meta or --layout), rewritten
+        in place without redoing the video."""
+        if all(record.get(key) == value for key, value in metadata.items()):
+            return record
+        record = {**record, **metadata}
+        write_text_atomic(self.video_dir(record["video_id"]) / RECORD, record_text(record))
+        return record
+
     def write_manifest(self, records: list[dict] | None = None) -> Path:
         """One row per record (all videos ever extracted into this prep), sorted by video_id, written atomically."""
         records = sorted(self.records() if records is None else records, key=lambda r: r["video_id"])
@@ -83,11 +93,15 @@ class PrepDir:
 
 
 def manifest_table(records: list[dict]) -> pa.Table:
+    """Base columns, then each record's scalar facts, then its metadata attributes (None where a video has none)."""
     base = dict(MANIFEST_SCHEMA)
     extra = sorted({k for r in records for k, v in r.items() if k not in base and _is_scalar(v)})
+    attributes = sorted({k for r in records for k in r.get("attributes") or {}} - set(base) - set(extra))
     columns = {name: pa.array([r.get(name) for r in records], type=kind) for name, kind in MANIFEST_SCHEMA}
     for name in extra:
         columns[name] = pa.array([r.get(name) for r in records])
+    for name in attributes:
+        columns[name] = pa.array([(r.get("attributes") or {}).get(name) for r in records])
     return pa.table(columns)
 
 
@@ -97,6 +111,10 @@ def read_manifest(prep: str | os.PathLike) -> pa.Table:
 
 def _is_scalar(value) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
+
+
+def record_text(record: dict) -> str:
+    return json.dumps(record, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -23,28 +23,36 @@ class SampleRef:
     track: int
     start_frame: int
     n_frames: int
+    label: str | None = None  # the video's label (LRW word, GRID sentence, metadata "label")
+    label_index: int | None = None  # its position in dataset.json "labels"
 
 
-def plan_samples(prep: str | Path, recipe: Recipe) -> tuple[list[SampleRef], list[str]]:
-    """Every clip window of ``recipe`` in ``prep``, with its split; and the sorted speaker list.
+def plan_samples(prep: str | Path, recipe: Recipe) -> tuple[list[SampleRef], list[str], list[str]]:
+    """Every clip window of ``recipe`` in ``prep``, with its split; the sorted speaker and label lists.
 
     Windows of ``clip_frames`` consecutive frames of one face track, every frame passing the recipe's quality,
-    start every ``stride_s`` seconds along each run of such frames. Samples are ordered by a seeded hash of
-    their key within each split, so shards mix speakers and videos.
+    start every ``stride_s`` seconds along each run of such frames (``window = "start"``), or one window sits in
+    the middle of each video (``"centre"``), moved by ``window_offset`` frames. Samples are ordered by a seeded
+    hash of their key within each split, so shards mix speakers and videos. A video without a speaker counts as
+    a speaker of its own (LRW publishes no speaker ids).
     """
     records = [r for r in PrepDir(prep).records() if r["status"] == "ok" and "tracks" in r]
     if not records:
         raise RecipeError(f"{prep}: no successfully extracted video with face analysis")
     _check_inputs(records, recipe)
     speaker_of = {r["video_id"]: r.get("speaker") or r["video_id"] for r in records}
+    label_of = {r["video_id"]: r.get("label") for r in records}
     windows = [w for r in records for w in _windows(Path(prep) / "videos" / r["video_id"], r, recipe)]
-    splits = _assign_splits(speaker_of, recipe)
+    splits = _assign_splits(records, speaker_of, recipe)
     speakers = sorted(set(speaker_of.values()))
+    labels = sorted({label for label in label_of.values() if label is not None})
     number = {speaker: i for i, speaker in enumerate(speakers)}
+    label_number = {label: i for i, label in enumerate(labels)}
     samples = [SampleRef(f"{video}-t{track}-f{start:06d}", splits[video], speaker_of[video], number[speaker_of[video]],
-                         video, track, start, recipe.clip_frames) for video, track, start in windows]
+                         video, track, start, recipe.clip_frames, label_of[video], label_number.get(label_of[video]))
+               for video, track, start in windows]
     samples.sort(key=lambda s: (s.split, _hash(recipe.seed, s.key)))
-    return samples, speakers
+    return samples, speakers, labels
 
 
 def _check_inputs(records: list[dict], recipe: Recipe) -> None:
@@ -73,6 +81,12 @@ def _windows(folder: Path, record: dict, recipe: Recipe):
         moved = np.arange(len(track)) + int(round(recipe.audio_shift_s(record) * record["fps"]))
         inside = (moved >= 0) & (moved < len(track))
         passes &= inside & has_audio[np.clip(moved, 0, len(track) - 1)]
+    if recipe.window == "centre":
+        first = (len(track) - recipe.clip_frames) // 2 + recipe.window_offset
+        clip = slice(first, first + recipe.clip_frames)
+        if first >= 0 and clip.stop <= len(track) and passes[clip].all() and len(set(track[clip])) == 1:
+            yield record["video_id"], int(track[first]), first
+        return
     stride = max(1, round(recipe.stride_s * record["fps"]))
     start = 0
     while start < len(track):
@@ -82,27 +96,55 @@ def _windows(folder: Path, record: dict, recipe: Recipe):
         end = start
         while end < len(track) and passes[end] and track[end] == track[start]:
             end += 1
-        for first in range(start, end - recipe.clip_frames + 1, stride):
+        for first in range(start + recipe.window_offset, end - recipe.clip_frames + 1, stride):
             yield record["video_id"], int(track[start]), first
         start = end
 
 
-def _assign_splits(speaker_of: dict[str, str], recipe: Recipe) -> dict[str, str]:
-    """video_id -> split. Open set: whole speakers go to one split. Closed set: each speaker's videos spread."""
-    if recipe.split_by == "speaker":
-        speakers = _divide(sorted(set(speaker_of.values())), recipe)
-        return {video: speakers[speaker] for video, speaker in speaker_of.items()}
+def _assign_splits(records: list[dict], speaker_of: dict[str, str], recipe: Recipe) -> dict[str, str]:
+    """video_id -> split.
+
+    ``speaker`` (open set): whole speakers go to one split. ``video`` (closed set): each speaker's videos spread
+    over the splits. ``dataset``: the dataset's own split (LRW's folders, a metadata ``split`` column).
+    ``speaker+video``: the open splits (every name not in ``closed_splits``) divide the speakers by their
+    fractions; then each training speaker's videos are divided between ``train`` and the closed splits, in
+    proportion to their fractions (held-out videos of training speakers: a closed-set test beside the open one).
+    """
+    if recipe.split_by == "dataset":
+        missing = [r["video_id"] for r in records if not r.get("dataset_split")]
+        if missing:
+            raise RecipeError(f"split.by = 'dataset' needs each video's own split, which {len(missing)} videos lack "
+                              f"(e.g. {missing[0]}): extract with --layout lrw, or a 'split' column in --meta")
+        return {r["video_id"]: r["dataset_split"] for r in records}
+    if recipe.split_by == "video":
+        return _by_video(speaker_of, recipe.fractions, recipe.seed)
+    fractions = recipe.fractions
+    if recipe.split_by == "speaker+video":
+        fractions = tuple((name, f) for name, f in recipe.fractions if name not in recipe.closed_splits)
+    speakers = _divide(sorted(set(speaker_of.values())), fractions, recipe.seed)
+    splits = {video: speakers[speaker] for video, speaker in speaker_of.items()}
+    if recipe.split_by == "speaker+video":
+        closed = tuple((name, f) for name, f in recipe.fractions if name in recipe.closed_splits or name == "train")
+        training = {video: speaker for video, speaker in speaker_of.items() if splits[video] == "train"}
+        splits.update(_by_video(training, closed, recipe.seed))
+    return splits
+
+
+def _by_video(speaker_of: dict[str, str], fractions, seed: int) -> dict[str, str]:
+    """Each speaker's videos divided over the splits by their fractions."""
     by_speaker: dict[str, list[str]] = {}
     for video, speaker in speaker_of.items():
         by_speaker.setdefault(speaker, []).append(video)
-    return {video: split for videos in by_speaker.values() for video, split in _divide(sorted(videos), recipe).items()}
+    return {video: split for videos in by_speaker.values()
+            for video, split in _divide(sorted(videos), fractions, seed).items()}
 
 
-def _divide(units: list[str], recipe: Recipe) -> dict[str, str]:
-    """Units in seeded-hash order cut into the split fractions; every split with a share gets at least one unit
-    when there are enough units."""
-    names = [name for name, fraction in recipe.fractions if fraction > 0]
-    shares = np.array([fraction for _, fraction in recipe.fractions if fraction > 0])
+def _divide(units: list[str], fractions, seed: int) -> dict[str, str]:
+    """Units in seeded-hash order cut into the split ``fractions`` ((name, share), scaled to sum to 1); every
+    split with a share gets at least one unit when there are enough units."""
+    names = [name for name, fraction in fractions if fraction > 0]
+    shares = np.array([fraction for _, fraction in fractions if fraction > 0])
+    shares = shares / shares.sum()
     counts = np.floor(shares * len(units)).astype(int)
     for i in np.argsort(-(shares * len(units) - counts))[: len(units) - counts.sum()]:
         counts[i] += 1
@@ -110,7 +152,7 @@ def _divide(units: list[str], recipe: Recipe) -> dict[str, str]:
         while (counts == 0).any():
             counts[np.argmax(counts)] -= 1
             counts[np.argmin(counts)] += 1
-    ordered = sorted(units, key=lambda unit: _hash(recipe.seed, unit))
+    ordered = sorted(units, key=lambda unit: _hash(seed, unit))
     bounds = np.cumsum(counts)
     return {unit: names[int(np.searchsorted(bounds, i, side="right"))] for i, unit in enumerate(ordered)}
 

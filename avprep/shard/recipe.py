@@ -15,6 +15,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 FIELDS = {"frames", "lr", "landmarks", "mfcc", "audio", "audio_features", "nmfc", "reference", "wrong"}
+SPLIT_BY = ("speaker", "video", "dataset", "speaker+video")
 AUDIO_FIELDS = {"mfcc", "audio", "audio_features"}  # a window with one of these needs real audio on every frame
 
 # Recipe crops as squares in the canonical crop, in inter-ocular distances around the eye midpoint (x right,
@@ -38,6 +39,8 @@ class Recipe:
     fields: tuple[str, ...]
     clip_frames: int = 1
     stride_s: float = 1.0
+    window: str = "start"  # windows every stride_s from the start of each run of good frames, or one "centre"d
+    window_offset: int = 0  # frames to move the windows by (LRW: "centre" puts 25 of 29 frames at frames 2-26)
     crop: str = "ffhq"
     image_size: int = 128
     lr_size: int | None = None
@@ -50,8 +53,9 @@ class Recipe:
     quality: str = "good"  # every frame of a clip must be "good" (frames.parquet) or at least "face"
     apply_av_offset: bool = True  # shift audio by the estimated offset when confident
     min_offset_confidence: float = 0.3
-    split_by: str = "speaker"  # open set; "video": closed set, every speaker in every split
+    split_by: str = "speaker"  # open set; "video": closed set; "dataset": the dataset's own; "speaker+video": both
     fractions: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+    closed_splits: tuple[str, ...] = ()  # speaker+video: splits of held-out videos of training speakers
     seed: int = 0
 
     def to_json(self) -> dict:
@@ -95,7 +99,7 @@ def shipped_recipes() -> list[str]:
 def parse_recipe(name: str, document: dict) -> Recipe:
     data, split = dict(document.get("data", {})), dict(document.get("split", {}))
     known = {f.name for f in dataclasses.fields(Recipe)}
-    unknown = (set(data) | {f"split.{k}" for k in split if k not in ("by", "fractions", "seed")}) - known
+    unknown = (set(data) | {f"split.{k}" for k in split if k not in ("by", "fractions", "seed", "closed")}) - known
     if unknown:
         raise RecipeError(f"recipe {name}: unknown keys {sorted(unknown)}")
     if "by" in split:
@@ -104,6 +108,9 @@ def parse_recipe(name: str, document: dict) -> Recipe:
         data["fractions"] = tuple(split["fractions"].items())
     if "seed" in split:
         data["seed"] = split["seed"]
+    if data.get("split_by") == "speaker+video":  # closed-set splits: as named, or every split named "...closed..."
+        names = [name for name, _ in data.get("fractions", Recipe.fractions)]
+        data["closed_splits"] = tuple(split.get("closed", [name for name in names if "closed" in name]))
     data["fields"] = tuple(data.get("fields", ()))
     recipe = Recipe(name=name, **data)
     _check(recipe)
@@ -122,8 +129,14 @@ def _check(recipe: Recipe) -> None:
         problems.append("the audio field needs audio_s")
     if "lr" in recipe.fields and not recipe.lr_size:
         problems.append("the lr field needs lr_size")
-    if recipe.split_by not in ("speaker", "video") or abs(sum(f for _, f in recipe.fractions) - 1) > 1e-6:
-        problems.append("split.by must be 'speaker' or 'video' and split.fractions must sum to 1")
+    if recipe.split_by not in SPLIT_BY or abs(sum(f for _, f in recipe.fractions) - 1) > 1e-6:
+        problems.append(f"split.by must be one of {', '.join(SPLIT_BY)} and split.fractions must sum to 1")
+    if recipe.split_by == "speaker+video" and ("train" not in dict(recipe.fractions) or not recipe.closed_splits
+                                               or set(recipe.closed_splits) - set(dict(recipe.fractions))):
+        problems.append("split.by = 'speaker+video' needs a 'train' split and closed-set splits among the fractions "
+                        "(named '...closed...' or listed in split.closed)")
+    if recipe.window not in ("start", "centre"):
+        problems.append("window must be 'start' or 'centre'")
     if recipe.quality not in ("good", "face") or recipe.clip_frames < 1 or recipe.stride_s <= 0:
         problems.append("quality must be 'good' or 'face', clip_frames >= 1 and stride_s > 0")
     if problems:

@@ -33,18 +33,22 @@ def run_shard(prep: str | Path, out: str | Path, recipe: Recipe, *, max_count: i
               max_size: int | None = None, jobs: int = 1, backend: str = "loky", scheduler: str | None = None,
               force: bool = False) -> ShardSummary:
     prep, out = Path(prep), Path(out)
-    samples, speakers = plan_samples(prep, recipe)
+    samples, speakers, labels = plan_samples(prep, recipe)
     plan = _plan_hash(prep, recipe, samples, max_count, max_size)
     _prepare(out, plan, force)
     sizes = None if max_size is None else _sample_sizes(prep, out, recipe, samples, plan, jobs, backend, scheduler)
     shards = _group(samples, max_count, max_size, sizes)
     todo = [(name, group) for name, group in shards.items() if not (out / name).exists()]
     written = _write_all(prep, out, recipe, samples, todo, jobs, backend, scheduler)
-    _write_index(out, shards)
-    counts = {split: sum(1 for s in samples if s.split == split) for split, _ in recipe.fractions}
+    attributes = _attributes(prep, samples)
+    _write_index(out, shards, attributes)
+    names = [name for name, _ in recipe.fractions] + sorted({s.split for s in samples} - dict(recipe.fractions).keys())
+    counts = {split: sum(1 for s in samples if s.split == split) for split in names}
+    vocabulary = {name: sorted({v for v in values.values() if v is not None}, key=str)
+                  for name, values in attributes.items()}
     dataset = {
         "schema_version": SCHEMA_VERSION, "recipe": recipe.to_json(), "fields": member_schema(recipe),
-        "speakers": speakers, "sample_rate": 16000, "plan": plan, "max_count": max_count, "max_size": max_size,
+        "speakers": speakers, "labels": labels, "attributes": vocabulary, "sample_rate": 16000, "plan": plan, "max_count": max_count, "max_size": max_size,
         "fps": sorted({r["fps"] for r in PrepDir(prep).records() if r["status"] == "ok"}),
         "splits": {split: {"samples": counts[split], "shards": sorted(n for n in shards if n.startswith(split + "-"))}
                    for split in counts},
@@ -150,9 +154,19 @@ def _parallel(tasks, jobs: int, backend: str, scheduler: str | None) -> list:
     return list(joblib.Parallel(n_jobs=jobs)(tasks))
 
 
-def _write_index(out: Path, shards: dict[str, list[SampleRef]]) -> None:
+def _attributes(prep: Path, samples: list[SampleRef]) -> dict[str, dict[str, object]]:
+    """Metadata attribute -> {video_id: value or None} over the sampled videos (from ``--meta``)."""
+    records = {r["video_id"]: r for r in PrepDir(prep).records()}
+    videos = sorted({s.video_id for s in samples})
+    names = sorted({name for video in videos for name in records[video].get("attributes") or {}})
+    return {name: {video: (records[video].get("attributes") or {}).get(name) for video in videos} for name in names}
+
+
+def _write_index(out: Path, shards: dict[str, list[SampleRef]], attributes: dict[str, dict[str, object]]) -> None:
     rows = [dict(key=s.key, shard=name, split=s.split, speaker=s.speaker, video_id=s.video_id, track=s.track,
-                 start_frame=s.start_frame, n_frames=s.n_frames) for name, group in shards.items() for s in group]
+                 start_frame=s.start_frame, n_frames=s.n_frames, label=s.label,
+                 **{attribute: values[s.video_id] for attribute, values in attributes.items()})
+            for name, group in shards.items() for s in group]
     table = pa.Table.from_pylist(rows) if rows else pa.table({"key": pa.array([], pa.string())})
     partial = out / ".index.parquet.partial"
     pq.write_table(table, partial)
