@@ -61,41 +61,62 @@ def train(
 def sample(
     checkpoint: Path = typer.Option(Path("runs/wav2pix/checkpoint.pt"), "--checkpoint", "-c",
                                     help="A checkpoint.pt or stage-*.pt written by `avmodels train`."),
-    audio: Path = typer.Option(..., "--audio", "-a", help="A WAV/FLAC/MP3 file or a video: its audio is used."),
-    out: Path = typer.Option(Path("sample.png"), "--out", "-o", help="PNG to write: one face per second of audio."),
-    every: float = typer.Option(1.0, help="Seconds between the starts of successive 1 s windows."),
-    limit: int = typer.Option(16, help="At most this many faces."),
+    audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="Speech: a WAV/FLAC/MP3 file or a video (its "
+                                                                     "audio)."),
+    reference: Optional[Path] = typer.Option(None, help="A photo (or a video's first frame) of the face to animate; "
+                                                        "it is found, aligned and cropped as in training."),
+    driving: Optional[Path] = typer.Option(None, help="A video whose face motion drives the output (its voice is "
+                                                      "the output's sound unless --audio is given)."),
+    lr: Optional[Path] = typer.Option(None, help="A low-resolution face: an image at the recipe's LR size is taken "
+                                                 "as is; a larger face photo is cropped and downsampled as in "
+                                                 "training."),
+    out: Path = typer.Option(Path("sample.png"), "--out", "-o", help="out.png (a grid of faces) or out.mp4 (a video "
+                                                                     "with the input sound)."),
+    every: float = typer.Option(1.0, help="Wav2Pix PNG: seconds between the starts of successive 1 s windows."),
+    limit: int = typer.Option(16, help="Wav2Pix PNG: at most this many faces."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda; default cuda when there is one."),
 ):
-    """Wav2Pix: draw the face that speaks in AUDIO, one face per 1 s window, left to right."""
-    import numpy as np
+    """Sample a trained method: each method says which inputs it takes (`avmodels list`) and writes a PNG or an
+    MP4 with sound. Wav2Pix: `--audio speech.wav -o faces.png` (a face per second) or `-o talking.mp4` (a face
+    for every frame, from the second of speech around it)."""
     import torch
 
     from avmodels.evaluation import load_trained
     from avmodels.pictures import grid, write_png
-    from avprep.media.audio import SAMPLE_RATE, decode_audio
+    from avmodels.sampling import InputProblem, prepare_inputs, scratch_folder, write_talking_video
+    from avmodels.training import checkpoint as checkpoints
     from avprep.media.ffmpeg import MediaError
-    from avprep.media.probe import audio_channels
+    from avprep.shard.recipe import parse_recipe
 
-    if not audio.is_file():
-        _fail(f"{audio}: no such file")
+    output = {".png": "image", ".mp4": "video"}.get(out.suffix.lower())
+    if output is None:
+        _fail(f"-o {out}: write a .png (images) or an .mp4 (video with sound)")
     try:
-        method, nets, _ = load_trained(checkpoint, _device(device))
-        waveform = decode_audio(audio, channels=audio_channels(audio))
+        method, nets, saved = load_trained(checkpoint, _device(device))
     except (FileNotFoundError, KeyError) as error:
         _fail(str(error))
+    if output not in method.outputs:
+        _fail(f"{method.name} makes {' and '.join(method.outputs)} outputs: use -o "
+              f"{' or -o '.join('out.png' if o == 'image' else 'out.mp4' for o in method.outputs)}")
+    recipe = parse_recipe(saved["method"], checkpoints.recipe_of(saved))
+    fps = float((checkpoints.dataset_of(saved).get("fps") or [25.0])[0])
+    given = {"audio": audio, "reference": reference, "driving": driving, "lr": lr}
+    try:
+        with scratch_folder() as scratch:
+            inputs = prepare_inputs(method, recipe, fps, given, Path(scratch))
+            with torch.no_grad():
+                images = method.sample(nets, inputs, output, _device(device), every=every, limit=limit)
+    except InputProblem as error:
+        _fail(str(error))
     except MediaError as error:
-        _fail(f"{audio}: {error.kind}: {error.message}")
-    if not hasattr(method, "generate"):
-        _fail(f"{method.name} has no audio-to-face sampling")
-    hop = max(1, int(every * SAMPLE_RATE))
-    starts = list(range(0, max(1, len(waveform) - SAMPLE_RATE + 1), hop))[:limit]
-    if np.abs(waveform).max(initial=0) == 0:
-        _fail(f"{audio}: the audio is silent")
-    with torch.no_grad():
-        faces = method.generate(nets, method.prepare_audio(waveform, starts).to(_device(device)))
-    write_png(grid([faces], columns=len(faces)), out)
-    console.print(f"{len(faces)} faces from {len(waveform) / SAMPLE_RATE:.1f} s of audio -> {out}", highlight=False)
+        _fail(f"{error.kind}: {error.message}")
+    if output == "image":
+        write_png(grid([images], columns=len(images)), out)
+        console.print(f"{len(images)} faces -> {out}", highlight=False)
+    else:
+        write_talking_video(out, images, inputs.audio, fps)
+        console.print(f"{len(images)} frames at {fps:g} fps with {len(inputs.audio) / 16000:.2f} s of sound -> {out}",
+                      highlight=False)
 
 
 @app.command("eval")
@@ -103,19 +124,21 @@ def evaluate(
     method: str = typer.Option(..., "--method", "-m", help="The method the checkpoint holds."),
     data: Path = typer.Option(..., "--data", "-d", help="Shard folder (dataset.json) to evaluate on."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Default runs/<method>/checkpoint.pt."),
-    split: str = typer.Option("test", help="Which split of the shards."),
+    split: str = typer.Option("test", help="Which split of the shards (any name the recipe's split made)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Evaluate at most this many samples of the split."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON to write; default beside the checkpoint, "
                                                                  "eval-<split>.json (and eval-<split>.png)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda; default cuda when there is one."),
 ):
-    """Metrics of a trained method on a split, as a table and a JSON file, with a picture of real vs generated.
-
-    Wav2Pix: face_detectability (share of generated faces in which MediaPipe's face mesh finds a face) and
-    speaker_id_accuracy (a classifier trained on the real training crops names the speaker of each generated
-    face), each beside its value on the real crops. Definitions: README, avmodels/metrics.py.
+    """The paper's measures of a trained method on a split, each beside its value on the real data (the ceiling),
+    as a table, a JSON file and a picture of real vs generated faces; video methods also write side-by-side MP4s
+    (real | generated) with sound into eval-<split>/. The split is streamed. Every measure, its paper and
+    protocol: README "Evaluation" and avmodels/metrics/.
     """
     from avmodels.evaluation import load_trained
     from avmodels.pictures import grid, write_png
+    from avmodels.sampling import side_by_side, write_talking_video
+    from avmodels.training import checkpoint as checkpoints
 
     checkpoint = checkpoint or Path("runs") / method / "checkpoint.pt"
     _check_data(data)
@@ -127,14 +150,17 @@ def evaluate(
         trained, nets, saved = load_trained(checkpoint, _device(device))
         if saved["method"] != method:
             _fail(f"{checkpoint} holds a {saved['method']} model, not {method}")
-        metrics, rows = trained.evaluate(nets, data, split, _device(device))
+        result = trained.evaluate(nets, data, split, _device(device), limit=limit)
     except (FileNotFoundError, KeyError, ValueError) as error:
         _fail(str(error).strip("'\""))
-    metrics = {"method": method, "checkpoint": str(checkpoint), "step": saved.get("step"), **metrics}
+    metrics = {"method": method, "checkpoint": str(checkpoint), "step": saved.get("step"), **result.metrics}
     out = out or checkpoint.with_name(f"eval-{split}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2) + "\n")
-    write_png(grid(rows), out.with_suffix(".png"))
+    write_png(grid(result.rows), out.with_suffix(".png"))
+    for name, real, fake, sound in result.videos:
+        write_talking_video(out.with_suffix("") / f"{name}.mp4", side_by_side(real, fake), sound,
+                            float((checkpoints.dataset_of(saved).get("fps") or [25.0])[0]))
     table = Table("metric", "value")
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
@@ -171,9 +197,12 @@ def quickstart(
                 if row["video_id"] == test_video)
     _run_step(("avmodels", "sample", "--checkpoint", str(run / "checkpoint.pt"), "--audio", str(clip),
                "--out", str(out / "sample.png")))
+    _run_step(("avmodels", "sample", "--checkpoint", str(run / "checkpoint.pt"), "--audio", str(clip),
+               "--out", str(out / "talking.mp4")))
     _run_step(("avmodels", "eval", "--method", "wav2pix", "--data", str(shards), "--checkpoint",
                str(run / "checkpoint.pt"), "--out", str(out / "eval.json")))
-    console.print(f"\n[bold green]done[/]: faces drawn from the audio of {clip}: {out / 'sample.png'}\n"
+    console.print(f"\n[bold green]done[/]: faces drawn from the audio of {clip}: {out / 'sample.png'}, and a face "
+                  f"for every frame with the speech: {out / 'talking.mp4'}\n"
                   f"  training grids (real above generated): {run / 'samples'}/\n"
                   f"  metrics: {out / 'eval.json'} (real vs generated: {out / 'eval.png'})\n"
                   f"  checkpoint: {run / 'checkpoint.pt'}; losses per step: {run / 'metrics.jsonl'}", highlight=False)
@@ -187,14 +216,17 @@ def list_methods():
     from avmodels.methods import METHODS
     from avmodels.training.config import load_train_config
 
-    table = Table("method", "stage", "length", "optimizers (networks, lr)", "recipe")
+    table = Table("method", "sample from -> to", "stage", "length", "optimizers (networks, lr)", "recipe")
     for name in sorted(METHODS):
         config = load_train_config(name)
         path = importlib.resources.files("pipelines") / f"{name}.toml"
+        method = METHODS[name]
+        sampling = f"{', '.join('--' + i for i in method.inputs)} -> {' or '.join(method.outputs)}"
         for i, stage in enumerate(config.stages):
             length = f"{stage.steps} steps" if stage.steps is not None else f"{stage.epochs:g} epochs"
             optimizers = "; ".join(f"{o.name}: {'+'.join(o.networks)} {o.lr:g}" for o in stage.optimizers)
-            table.add_row(name if i == 0 else "", stage.name, length, optimizers, str(path) if i == 0 else "")
+            table.add_row(name if i == 0 else "", sampling if i == 0 else "", stage.name, length, optimizers,
+                          str(path) if i == 0 else "")
     console.print(table)
 
 

@@ -12,13 +12,14 @@ import pytest
 from avprep.face.align import apply
 from avprep.face.points import eye_centres
 from avprep.media.audio import SAMPLE_RATE, decode_audio, read_flac
+from avprep.media.encode import write_video
 from avprep.media.probe import probe
 from avprep.media.video import decode_frames
 from avprep.pipeline.config import ExtractConfig, FaceConfig
 from avprep.pipeline.inputs import discover
 from avprep.pipeline.runner import RunOptions, run_extract
 from avprep.pipeline.store import PrepDir
-from avprep.synth.talking_head import make_talking_head, write_video
+from avprep.synth.talking_head import make_talking_head
 from conftest import run_cli
 
 OFFSETS = [-6, -3, 0, 3, 6]

@@ -110,3 +110,17 @@ def test_audio_that_starts_late_is_padded_onto_the_video_timeline(tmp_path):
 
 def test_channel_layout_names():
     assert [channel_count(n) for n in ["mono", "stereo", "5.1(side)", "7.1", "3 channels", "quad"]] == [1, 2, 6, 8, 3, 4]
+
+
+def test_the_mp4_writer_muxes_frames_and_sound_of_the_same_length(tmp_path):
+    from avprep.media.encode import write_video
+
+    frames = np.random.default_rng(0).integers(0, 256, (37, 96, 128, 3), dtype=np.uint8)
+    audio = np.sin(np.arange(int(37 / 25 * SAMPLE_RATE)) * 0.05).astype(np.float32) * 0.5
+    out = tmp_path / "out.mp4"
+    write_video(out, frames, audio, SAMPLE_RATE, (128, 96), 25)
+    info = probe(out)
+    assert (info.video_codec, info.audio_codec, info.width, info.height) == ("h264", "aac", 128, 96)
+    assert info.n_packets == 37 and info.fps == 25.0 and len(decode_all(out)) == 37
+    heard = decode_audio(out, 1)
+    assert abs(len(heard) - len(audio)) < SAMPLE_RATE / 25 and np.abs(heard).max() > 0.3

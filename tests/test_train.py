@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+import soundfile
 import torch
 
 from avmodels.data import split_batches
@@ -18,6 +19,8 @@ from avmodels.methods.wav2pix import Wav2Pix
 from avmodels.training import checkpoint as checkpoints
 from avmodels.training.config import load_train_config
 from avmodels.training.trainer import make_optimizers, train, train_step
+from avprep.media.audio import decode_audio
+from avprep.media.probe import probe
 from avprep.shard.recipe import RecipeError, load_recipe
 from avprep.shard.run import run_shard
 
@@ -172,14 +175,24 @@ def test_sample_and_eval_write_their_files(shards, prep, tmp_path):
     assert result.returncode == 0, result.stderr
     picture = cv2.imread(str(tmp_path / "s.png"))
     assert picture.shape[0] == 64 and picture.shape[1] >= 64  # one row of 64 px faces, one per second
+    result = run_avmodels("sample", "-c", str(run / "checkpoint.pt"), "-a", str(audio), "-o", str(tmp_path / "t.mp4"))
+    assert result.returncode == 0, result.stderr
+    video = probe(tmp_path / "t.mp4")
+    seconds = soundfile.info(str(audio)).duration
+    assert (video.width, video.height, video.audio_codec, video.fps) == (64, 64, "aac", 25.0)
+    assert video.n_packets == round(seconds * 25)  # a face for every frame of the speech
+    assert abs(len(decode_audio(tmp_path / "t.mp4", 1)) / 16000 - seconds) < 1 / 25
+    result = run_avmodels("sample", "-c", str(run / "checkpoint.pt"), "-o", str(tmp_path / "t.mp4"))
+    assert result.returncode == 2 and "give --audio" in result.stdout
     result = run_avmodels("eval", "-m", "wav2pix", "-d", str(shards), "-c", str(run / "checkpoint.pt"),
-                          "--split", "val", "-o", str(tmp_path / "eval.json"))
+                          "--split", "val", "--limit", "3", "-o", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stderr + result.stdout
     scores = json.loads((tmp_path / "eval.json").read_text())
-    for name in ("face_detectability", "face_detectability_real", "speaker_id_accuracy", "speaker_id_accuracy_real"):
-        assert 0.0 <= scores[name] <= 1.0, name
-    assert scores["face_detectability_real"] >= 0.9  # the real crops are faces MediaPipe finds
-    assert scores["samples"] > 0 and (tmp_path / "eval.png").is_file()
+    for name in ("face_detectability", "dlib_detectability", "speaker_id_accuracy", "identity_accuracy"):
+        assert 0.0 <= scores[name] <= 1.0 and 0.0 <= scores[f"{name}_real"] <= 1.0, name
+    assert scores["face_detectability_real"] >= 0.9 and scores["dlib_detectability_real"] >= 0.9
+    assert scores["identity_similarity_real"] > 0.85 and scores["identity_accuracy_real"] >= 0.6
+    assert scores["samples"] == 3 and (tmp_path / "eval.png").is_file()
 
 
 def test_two_process_ddp_ranks_agree_on_the_weights(shards, tmp_path):
@@ -232,7 +245,8 @@ def test_quickstart_runs_the_whole_chain(tmp_path):
     """`avmodels quickstart`: demo media -> extract -> shard -> train -> sample -> eval, every output there."""
     result = run_avmodels("quickstart", str(tmp_path / "qs"), "--steps", "4")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for path in ("sample.png", "eval.json", "eval.png", "run/checkpoint.pt", "run/metrics.jsonl", "shards/dataset.json"):
+    for path in ("sample.png", "talking.mp4", "eval.json", "eval.png", "run/checkpoint.pt", "run/metrics.jsonl",
+                 "shards/dataset.json"):
         assert (tmp_path / "qs" / path).is_file(), path
     assert json.loads((tmp_path / "qs" / "eval.json").read_text())["step"] == 4
 

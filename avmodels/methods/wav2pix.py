@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from avmodels.data import split_batches
-from avmodels.metrics import face_detectability, speaker_identification
+from avmodels.evaluation import Evaluation, same_speaker_pairs
+from avmodels.metrics import (dlib_detectability, face_detectability, identity_accuracy, identity_similarity,
+                              speaker_identification)
 from avmodels.pictures import to_uint8
 from avmodels.views import WAV2PIX_SAMPLES, wav2pix_audio
 
@@ -114,6 +117,8 @@ class Wav2Pix:
 
     name = "wav2pix"
     view = "wav2pix"
+    inputs = ("audio",)
+    outputs = ("image", "video")  # faces from 1 s windows (PNG), or a face for every frame (MP4 with the speech)
 
     def __init__(self, model: dict, speakers: int):
         self.image_size = int(model.get("image_size", 128))
@@ -171,34 +176,63 @@ class Wav2Pix:
         return torch.stack([torch.from_numpy(wav2pix_audio(waveform[start:start + WAV2PIX_SAMPLES], None))
                             for start in starts])
 
-    def evaluate(self, nets: dict[str, nn.Module], data, split: str, device) -> tuple[dict, list]:
-        """The paper's two measures on ``split`` (definitions: ``avmodels.metrics``), with real crops as reference.
+    @torch.no_grad()
+    def sample(self, nets: dict[str, nn.Module], inputs, output: str, device, every: float = 1.0,
+               limit: int = 16) -> torch.Tensor:
+        """``image``: a face for each 1 s window, windows ``every`` seconds apart (at most ``limit``).
+        ``video``: a face for every frame at ``inputs.fps``, each from the second of speech centred on it."""
+        waveform = inputs.audio
+        if output == "image":
+            hop = max(1, int(every * WAV2PIX_SAMPLES))
+            starts = list(range(0, max(1, len(waveform) - WAV2PIX_SAMPLES + 1), hop))[:limit]
+        else:
+            half = WAV2PIX_SAMPLES // 2
+            waveform = np.pad(waveform, (half, half))
+            starts = [int(round(k / inputs.fps * WAV2PIX_SAMPLES)) for k in range(inputs.frames)]
+        faces = [self.generate(nets, self.prepare_audio(waveform, starts[i:i + 64]).to(device)).float().cpu()
+                 for i in range(0, len(starts), 64)]
+        return torch.cat(faces)
 
-        Returns (metrics, picture rows: real faces above the faces generated from their audio).
-        """
-        real, fake, speakers = [], [], []
-        for batch in split_batches(data, split, self.view, device):
-            real.append(self._resize(batch["image"]).cpu())
-            fake.append(self.generate(nets, batch["audio"]).float().cpu())
-            speakers.append(batch["speaker"].cpu())
-        if not real:
+    def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
+        """The paper's measures on ``split`` (definitions: ``avmodels.metrics``), each beside its value on the real
+        crops: dlib finding a face and its 68 landmarks (the paper's), the same with MediaPipe, speaker
+        identification by a probe trained on the real training crops, dlib-descriptor identity (similarity to the
+        real face of the same sample, and nearest-speaker accuracy against the real training faces), and L1.
+        The split is streamed; only the faces (uint8) are kept, at most ``limit`` of them."""
+        real, fake, speakers = self._faces(nets, data, split, device, limit)
+        if not len(real):
             raise ValueError(f"{data}: the {split} split has no samples")
-        real, fake, speakers = torch.cat(real), torch.cat(fake), torch.cat(speakers).numpy()
-        train_real, train_speakers = [], []
-        for batch in split_batches(data, "train", self.view, "cpu"):
-            train_real.append(self._resize(batch["image"]))
-            train_speakers.append(batch["speaker"])
-        tests = {"generated": (to_uint8(fake), speakers), "real": (to_uint8(real), speakers)}
-        identified = speaker_identification(to_uint8(torch.cat(train_real)), torch.cat(train_speakers).numpy(),
-                                            tests, self.speakers)
+        train_real, train_speakers = self._faces(None, data, "train", "cpu", limit)
+        tests = {"generated": (fake, speakers), "real": (real, speakers)}
+        identified = speaker_identification(train_real, train_speakers, tests, self.speakers)
+        pairs = same_speaker_pairs(speakers)
         metrics = {
             "split": split, "samples": len(real), "speakers_in_split": int(len(set(speakers.tolist()))),
-            "face_detectability": face_detectability(to_uint8(fake)),
-            "face_detectability_real": face_detectability(to_uint8(real)),
+            "dlib_detectability": dlib_detectability(fake), "dlib_detectability_real": dlib_detectability(real),
+            "face_detectability": face_detectability(fake), "face_detectability_real": face_detectability(real),
             "speaker_id_accuracy": identified["generated"], "speaker_id_accuracy_real": identified["real"],
-            "l1": float((fake - real).abs().mean()),
+            "identity_similarity": identity_similarity(fake, real),
+            "identity_similarity_real": identity_similarity(real[pairs[:, 0]], real[pairs[:, 1]]),
+            "identity_accuracy": identity_accuracy(fake, speakers, train_real, train_speakers),
+            "identity_accuracy_real": identity_accuracy(real, speakers, train_real, train_speakers),
+            "l1": float(np.abs(fake.astype(np.float32) - real.astype(np.float32)).mean() / 127.5),
         }
-        return metrics, [real, fake]
+        as_tensor = lambda images: torch.from_numpy(images[:8]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return Evaluation(metrics, [as_tensor(real), as_tensor(fake)])
+
+    def _faces(self, nets, data, split: str, device, limit: int | None) -> tuple:
+        """(real faces, generated faces or None when ``nets`` is None, speaker indices) of a split, streamed."""
+        real, fake, speakers = [], [], []
+        for batch in split_batches(data, split, self.view, device):
+            real.append(to_uint8(self._resize(batch["image"])))
+            if nets is not None:
+                fake.append(to_uint8(self.generate(nets, batch["audio"])))
+            speakers.append(batch["speaker"].cpu().numpy())
+            if limit is not None and sum(map(len, real)) >= limit:
+                break
+        count = limit or sum(map(len, real))
+        join = lambda parts: np.concatenate(parts)[:count] if parts else np.zeros((0,), np.uint8)
+        return (join(real), join(fake), join(speakers)) if nets is not None else (join(real), join(speakers))
 
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
         """Shards hold 128 px faces; the 64 px model reads them area-downsampled, as the official code did."""

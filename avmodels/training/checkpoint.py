@@ -1,9 +1,10 @@
 """Checkpoints: plain state dicts of tensors, numbers and strings, written atomically, loaded without pickle.
 
 A training checkpoint holds: ``method``, ``config`` (the recipe after overrides, JSON text), ``speakers``,
+``dataset`` (the shards' facts: speakers, labels, attributes, fps, sample rate; JSON text),
 ``networks`` / ``optimizers`` / ``schedulers`` (state dicts by name), ``step``, ``stage``, ``stage_step``,
 ``epoch`` and ``batches_in_epoch`` (the data position) and ``rng`` (torch's CPU and CUDA generator states, one
-entry per DDP rank). A stage's final weights (``stage-<name>.pt``) hold the first three and ``networks``.
+entry per DDP rank). A stage's final weights (``stage-<name>.pt``) hold the first four and ``networks``.
 """
 from __future__ import annotations
 
@@ -32,10 +33,20 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def weights(method: str, document: dict, speakers: list[str], nets: dict) -> dict:
-    """What every checkpoint starts with: enough to rebuild the method and its networks."""
-    return {"method": method, "config": json.dumps(document), "speakers": speakers,
-            "networks": {name: net.state_dict() for name, net in nets.items()}}
+DATASET_FACTS = ("speakers", "labels", "attributes", "fps", "sample_rate")
+
+
+def weights(method: str, document: dict, dataset: dict, nets: dict) -> dict:
+    """What every checkpoint starts with: enough to rebuild the method and its networks, and the facts of the
+    shards' dataset.json that sampling needs (speakers, labels, attributes, frame rates, sample rate)."""
+    facts = {key: dataset[key] for key in DATASET_FACTS if key in dataset}
+    return {"method": method, "config": json.dumps(document), "speakers": dataset["speakers"],
+            "dataset": json.dumps(facts), "networks": {name: net.state_dict() for name, net in nets.items()}}
+
+
+def dataset_of(checkpoint: dict) -> dict:
+    """The dataset facts a checkpoint was trained with (checkpoints before they were kept: speakers only)."""
+    return json.loads(checkpoint.get("dataset") or json.dumps({"speakers": checkpoint["speakers"]}))
 
 
 def load_networks(nets: dict, checkpoint: dict) -> None:

@@ -113,7 +113,7 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
             if position.stage_step < total:
                 break
             if node.main:
-                checkpoints.save_atomic(checkpoints.weights(config.method, config.document, info["speakers"], nets),
+                checkpoints.save_atomic(checkpoints.weights(config.method, config.document, info, nets),
                                         out / f"stage-{stage.name}.pt")
             position.stage, position.stage_step = stage_index + 1, 0
             if stopped:
@@ -220,7 +220,7 @@ def _save(out: Path, config: TrainConfig, info: dict, nets: dict, optimizers: di
     rng = gather(checkpoints.rng_state())  # every rank's generators: each draws its own dropout masks
     if node.main:
         checkpoints.save_atomic({
-            **checkpoints.weights(config.method, config.document, info["speakers"], nets),
+            **checkpoints.weights(config.method, config.document, info, nets),
             "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in schedulers.items()}, "rng": rng,
             **dataclasses.asdict(position)}, out / "checkpoint.pt")

@@ -6,24 +6,27 @@ which video each one holds. A worker that dies (a signal, the kernel's out-of-me
 code) or that holds its video past the video's deadline is killed together with its ffmpeg children (it leads
 its own process group) and replaced; only its video is reported lost.
 
-Protocol on a worker's pipe: the parent sends a task (or ``None``: stop); the worker answers
-``("started", duration_s)`` once it knows how long the video is (the deadline grows with it) and then
-``("done", result)``.
+A worker is ``python -m avprep.pipeline.workers`` with one end of a socket pair, not a multiprocessing child:
+spawned multiprocessing children import the parent's ``__main__`` again, which re-runs a user's script that
+calls ``run_extract`` without an ``if __name__ == "__main__"`` guard.
+
+Protocol on a worker's socket: the parent sends the work function, then a task at a time (``None``: stop); the
+worker answers ``("started", duration_s)`` once it knows how long the video is (the deadline grows with it) and
+then ``("done", result)``. A worker that dies closes its end: the parent reads EOF and asks for its exit status.
 """
 from __future__ import annotations
 
 import ctypes
 import dataclasses
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterable, Iterator
-
-# Spawned, not forked: the parent may run threads (progress bars, Dask clients) that a fork would copy mid-lock.
-_CONTEXT = multiprocessing.get_context("spawn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +49,7 @@ def run_watched(work: Callable, tasks: Iterable, jobs: int,
     workers: list[_Worker] = []
     try:
         while pending or any(w.task is not None for w in workers):
-            for worker in [w for w in workers if w.task is None and not w.process.is_alive()]:
+            for worker in [w for w in workers if w.task is None and w.process.poll() is not None]:
                 worker.stop()  # crashed or killed: a fresh worker takes its place
                 workers.remove(worker)
             while pending and len(workers) < jobs:
@@ -57,7 +60,7 @@ def run_watched(work: Callable, tasks: Iterable, jobs: int,
             busy = [w for w in workers if w.task is not None]
             now = time.monotonic()
             timeout = max(0.0, min(w.deadline(time_limit) for w in busy) - now)
-            ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout)
+            ready = wait([w.connection for w in busy], timeout)
             for worker in busy:
                 outcome = worker.poll(ready, time_limit)
                 if outcome is not None:
@@ -69,10 +72,13 @@ def run_watched(work: Callable, tasks: Iterable, jobs: int,
 
 class _Worker:
     def __init__(self, work: Callable):
-        self.connection, child = _CONTEXT.Pipe()
-        self.process = _CONTEXT.Process(target=_serve, args=(child, work, os.getpid()), daemon=True)
-        self.process.start()
-        child.close()
+        ours, theirs = socket.socketpair()
+        # A session of its own: the worker leads a process group that takes its ffmpeg children with it when killed.
+        self.process = subprocess.Popen([sys.executable, "-m", "avprep.pipeline.workers", str(theirs.fileno()),
+                                         str(os.getpid())], pass_fds=[theirs.fileno()], start_new_session=True)
+        theirs.close()
+        self.connection = Connection(ours.detach())
+        self.connection.send(work)
         self.task = None
         self.given_at = 0.0
         self.duration_s: float | None = None
@@ -96,9 +102,8 @@ class _Worker:
                 ready = []
                 continue
             return self._finish(value)
-        if not self.process.is_alive() or self.process.sentinel in ready:
-            self.process.join()
-            return self._finish(Lost("worker crashed", f"the worker process {_exit_reason(self.process.exitcode)} "
+        if self.connection in ready or self.process.poll() is not None:  # readable with nothing to read: EOF
+            return self._finish(Lost("worker crashed", f"the worker process {_exit_reason(self.process.wait())} "
                                                        "while extracting this video"))
         limit = time_limit(self.duration_s)
         if time.monotonic() - self.given_at > limit:
@@ -117,25 +122,26 @@ class _Worker:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             self.process.kill()
-        self.process.join()
+        self.process.wait()
 
     def stop(self) -> None:
-        if self.process.is_alive() and self.task is None:
+        if self.process.poll() is None and self.task is None:
             try:
                 self.connection.send(None)
-                self.process.join(timeout=5)
-            except (BrokenPipeError, OSError):
+                self.process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
                 pass
-        if self.process.is_alive():
+        if self.process.poll() is None:
             self.kill()
         self.connection.close()
 
 
-def _serve(connection: Connection, work: Callable, parent: int) -> None:
-    """A worker's life: lead a process group of its own, die with the parent, run tasks until told to stop."""
-    os.setpgid(0, 0)
+def _serve(descriptor: int, parent: int) -> None:
+    """A worker's life: die with the parent, take the work function, run tasks until told to stop."""
     _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    connection = Connection(descriptor)
+    work = connection.recv()
     while (task := connection.recv()) is not None:
         result = work(task, started=lambda duration_s: connection.send(("started", duration_s)))
         connection.send(("done", result))
@@ -167,3 +173,7 @@ def _exit_reason(exitcode: int | None) -> str:
         hint = " (the system may have run out of memory)" if -exitcode == signal.SIGKILL else ""
         return f"was killed by {name}{hint}"
     return f"exited with code {exitcode}"
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import soundfile
 
-from avprep.face import align
+from avprep.face import align, still
 from avprep.features.asr import headgan_asr_window
 from avprep.features.timebase import TimedFeature
 from avprep.media.audio import SAMPLE_RATE
@@ -87,6 +87,16 @@ def crop_transform(recipe: Recipe, canonical: int) -> np.ndarray:
     scale = recipe.image_size / (side * iod)
     return np.array([[scale, 0, recipe.image_size / 2 - scale * centre[0]],
                      [0, scale, recipe.image_size / 2 - scale * centre[1]]])
+
+
+def still_crop(image: np.ndarray, points: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+    """The recipe's crop of a face in a still image (a reference photo) with its 478 landmarks ``points``
+    (``avprep.face.still.StillFaces``), placed as extract and shard place it on a frame; and the 68 landmarks
+    in crop pixels."""
+    canonical = 256  # any size: the recipe window is a fixed fraction of the canonical crop
+    to_recipe = crop_transform(recipe, canonical) @ np.vstack([still.to_canonical(points, canonical), [0, 0, 1]])
+    return (align.cut(image, to_recipe, recipe.image_size),
+            align.apply(to_recipe, still.landmarks68(points).astype(np.float64)).astype(np.float32))
 
 
 def recipe_crop(video: PrepVideo, frame: int, recipe: Recipe) -> np.ndarray:

@@ -12,8 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from avprep.media.encode import run_ffmpeg
 from avprep.media.ffmpeg import input_url
-from avprep.synth._ffmpeg import run_ffmpeg
 from avprep.synth.faces import IDENTITIES
 from avprep.synth.talking_head import make_talking_head
 

@@ -8,19 +8,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-import uuid
 import zlib
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
-import soundfile as sf
 from scipy import signal
 
-from avprep.media.ffmpeg import input_url
-from avprep.synth._ffmpeg import run_ffmpeg
+from avprep.media.encode import write_video
 from avprep.synth.faces import LANDMARK_NAMES, Face, load_face
 from avprep.synth.speech import synth_speech
 
@@ -281,32 +277,6 @@ def _channels(mono: np.ndarray, channels: int) -> np.ndarray:
     """(samples, channels) array; channels get slightly different gains so they are not identical."""
     gains = 1.0 - 0.1 * np.arange(channels)
     return mono[:, None] * gains[None, :].astype(np.float32)
-
-
-def write_video(path: Path, frames, audio: np.ndarray, sample_rate: int, size, rate: Fraction | float,
-                crf: int = 18) -> None:
-    """Stream RGB frames to ffmpeg's stdin, mux them with ``audio`` ((samples,) or (samples, channels)) as
-    H.264/AAC MP4, and move the file into place atomically. Tests use it to compose scenes from decoded clips."""
-    width, height = size
-    # A hidden name next to the target, so os.replace is atomic; ffmpeg creates it with the usual permissions.
-    partial = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            wav = os.path.join(tmp, "audio.wav")
-            sf.write(wav, audio, sample_rate, subtype="PCM_16")
-            args = [
-                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(rate), "-i", "pipe:0",
-                "-i", input_url(wav),
-                "-map", "0:v:0", "-map", "1:a:0",
-                "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
-                "-c:a", "aac", "-b:a", "128k",
-                "-movflags", "+faststart", "-f", "mp4", input_url(partial),
-            ]  # fmt: skip
-            run_ffmpeg(args, frames)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def _rounded(values: np.ndarray, digits: int = 3) -> list:

@@ -1,0 +1,23 @@
+"""The papers' measures, each by its paper's protocol (README "Evaluation"): image and clip measures
+(``images``), face measures with real pretrained models (``faces``) and audio-visual sync (``sync``).
+
+Every method's ``evaluate`` reports a measure beside its value on the real data of the same split (the ceiling).
+"""
+from avmodels.metrics.faces import (
+                                    MissingModels,
+                                    SpeakerProbe,
+                                    dlib_detectability,
+                                    face_descriptors,
+                                    face_detectability,
+                                    identity_accuracy,
+                                    identity_similarity,
+                                    landmarks68,
+                                    lmd,
+                                    speaker_identification,
+)
+from avmodels.metrics.images import cpbd, psnr, ssim
+from avmodels.metrics.sync import sync_offset
+
+__all__ = ["MissingModels", "SpeakerProbe", "cpbd", "dlib_detectability", "face_descriptors", "face_detectability",
+           "identity_accuracy", "identity_similarity", "landmarks68", "lmd", "psnr", "speaker_identification",
+           "ssim", "sync_offset"]

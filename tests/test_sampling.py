@@ -1,0 +1,59 @@
+"""What `avmodels sample` feeds a method: inputs prepared as the shards prepared them, and its MP4s."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from avmodels.sampling import InputProblem, prepare_lr, prepare_reference
+from avprep.face import align
+from avprep.media.encode import write_video
+from avprep.pipeline.config import ExtractConfig
+from avprep.pipeline.inputs import discover
+from avprep.pipeline.runner import run_extract
+from avprep.shard.recipe import load_recipe
+from avprep.shard.sample import PrepVideo, frame_to_recipe, recipe_crop
+from avprep.synth.speech import synth_speech
+
+
+@pytest.fixture(scope="module")
+def photo_and_still_video(tmp_path_factory):
+    """scikit-image's astronaut photo, and a 0.6 s still video of it extracted by avprep."""
+    folder = tmp_path_factory.mktemp("still")
+    photo = skimage.data.astronaut()
+    cv2.imwrite(str(folder / "photo.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    speech, _ = synth_speech(0.6, 16000, 0, f0_hz=120.0)
+    (folder / "videos").mkdir()
+    write_video(folder / "videos" / "still.mp4", [photo] * 15, speech, 16000, (512, 512), 25)
+    prep = folder / "prep"
+    run_extract(discover([folder / "videos"]), prep, ExtractConfig(morphable=False, audio_features=False))
+    return folder / "photo.png", PrepVideo(prep, "still")
+
+
+@pytest.mark.parametrize("recipe", ["atvgnet", "davs", "ear_sr"])
+def test_a_reference_photo_is_cropped_as_the_shards_crop_its_video(photo_and_still_video, recipe):
+    photo, video = photo_and_still_video
+    recipe = load_recipe(recipe)
+    reference = prepare_reference(photo, recipe)
+    stored = recipe_crop(video, 7, recipe)
+    assert reference.image.shape == stored.shape == (recipe.image_size, recipe.image_size, 3)
+    assert np.abs(reference.image.astype(float) - stored).mean() < 6  # JPEG crops and one-frame vs smoothed fits
+    expected = align.apply(frame_to_recipe(video, 7, recipe), np.asarray(video.array("landmarks68")[7], float))
+    assert np.abs(reference.landmarks68 - expected).mean() < 0.01 * recipe.image_size
+
+
+def test_an_lr_face_is_taken_as_is_or_cropped_and_downsampled(photo_and_still_video, tmp_path):
+    photo, _ = photo_and_still_video
+    recipe = load_recipe("ear_sr")
+    low = prepare_lr(photo, recipe)
+    assert low.shape == (8, 8, 3)
+    cv2.imwrite(str(tmp_path / "lr.png"), cv2.cvtColor(low, cv2.COLOR_RGB2BGR))
+    assert np.array_equal(prepare_lr(tmp_path / "lr.png", recipe), low)
+
+
+def test_a_photo_without_a_face_is_refused_with_the_reason(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "noise.png"), noise)
+    with pytest.raises(InputProblem, match="no face found"):
+        prepare_reference(tmp_path / "noise.png", load_recipe("atvgnet"))
