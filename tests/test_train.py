@@ -18,7 +18,8 @@ from avmodels.data import split_batches
 from avmodels.methods.wav2pix import Wav2Pix
 from avmodels.training import checkpoint as checkpoints
 from avmodels.training.config import load_train_config
-from avmodels.training.trainer import make_optimizers, train, train_step
+from avmodels.training.distributed import start_node
+from avmodels.training.trainer import Position, StepContext, _batches, make_optimizers, train, train_step
 from avprep.media.audio import decode_audio
 from avprep.media.probe import probe
 from avprep.shard.recipe import RecipeError, load_recipe
@@ -92,7 +93,8 @@ def test_a_fixed_batch_is_overfit(shards):
     optimizers, schedulers = make_optimizers(stage, method.networks, total=200)
     l1 = []
     for step in range(200):
-        _, losses = train_step(method, method.networks, method.networks, batch, stage, optimizers, schedulers, step)
+        ctx = StepContext(stage.name, step, step, 0)
+        _, losses = train_step(method, method.networks, method.networks, batch, stage, optimizers, schedulers, ctx)
         l1.append(losses["g_l1"])
     assert sum(l1[-5:]) / 5 <= 0.5 * l1[0], l1[::20]
 
@@ -162,6 +164,18 @@ lr = 1e-4
     assert [("d_fake" in row) for row in rows] == [False, False, True, False], "D steps every second step"
     assert any(not torch.equal(v, after_first["generator"][k])
                for k, v in checkpoints.load(run / "stage-gan.pt")["networks"]["generator"].items())
+    train(config, shards, run, device="cpu", start_stage="gan")  # a stage again: the history and steps go on
+    rows = metrics(run)
+    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert [row["stage"] for row in rows] == ["reconstruct"] * 2 + ["gan"] * 4
+
+
+def test_a_stage_takes_its_own_batch_size(shards):
+    config = load_train_config("wav2pix", overrides=["train.batch_size=2", "train.num_workers=0",
+                                                     "train.stages.gan.batch_size=3"])
+    stage = config.stages[0]
+    batches = _batches(config, "wav2pix", stage, shards, start_node("cpu"), Position(), 8)
+    assert len(next(batches)["key"]) == 3
 
 
 def test_sample_and_eval_write_their_files(shards, prep, tmp_path):

@@ -5,11 +5,14 @@ number of speakers in the shards' dataset.json) with:
 
     name, view               its registry name and its ``avmodels.views.VIEWS`` entry
     networks                 dict name -> nn.Module; the recipe's optimisers name these
-    forward(nets, batch)     the step's shared forward pass -> dict (e.g. generated images)
-    loss(optimizer, nets, batch, out, weights) -> (loss tensor, dict of floats to log)
+    forward(nets, batch, ctx) the step's shared forward pass -> dict (e.g. generated images); ``ctx`` is the
+                             trainer's StepContext (stage name, stage step, step, epoch, rank, world size)
+    loss(optimizer, nets, batch, out, weights, ctx) -> (loss tensor, dict of floats to log)
                              the loss that optimiser minimises; ``weights`` is the stage's ``losses`` table
     picture_rows(nets, batch, out) -> list of N x 3 x H x W tensors in [-1, 1], one grid row each
-    generate / prepare_audio / evaluate   what ``avmodels sample`` and ``avmodels eval`` call, where it has them
+    fit(nets, data, device)  optional: statistics computed before training (kept in the networks' buffers)
+    inputs, outputs, sample(nets, inputs, output, device, **options), evaluate(nets, data, split, device, limit)
+                             what ``avmodels sample`` and ``avmodels eval`` call (avmodels.sampling)
 
 ``nets`` is ``networks`` as training sees them (wrapped for DDP or compiled), so the same code serves both. To
 add a method: write ``avmodels/methods/<name>.py``, list its class here, and give it ``pipelines/<name>.toml``.

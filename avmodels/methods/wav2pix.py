@@ -131,14 +131,14 @@ class Wav2Pix:
             "discriminator": Discriminator(self.image_size),
         }
 
-    def forward(self, nets: dict[str, nn.Module], batch: dict) -> dict:
+    def forward(self, nets: dict[str, nn.Module], batch: dict, ctx=None) -> dict:
         """What both optimisers' losses read: z, speaker logits and the generated faces."""
         z = nets["speech_encoder"](batch["audio"])
         return {"z": z, "speaker_logits": nets["speaker_classifier"](z), "fake": nets["generator"](z),
                 "real": self._resize(batch["image"]), "wrong": self._resize(batch["wrong"])}
 
     def loss(self, optimizer: str, nets: dict[str, nn.Module], batch: dict, out: dict,
-             weights: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
+             weights: dict[str, float], ctx=None) -> tuple[torch.Tensor, dict[str, float]]:
         discriminator = nets["discriminator"]
         if optimizer == "discriminator":
             z = out["z"].detach()

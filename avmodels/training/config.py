@@ -7,6 +7,8 @@
     epochs = 200               # or steps = N
     init_from = "warmup"       # optional: a stage whose final weights start this one when it is run alone
     losses = { l1 = 50.0 }     # weights handed to the method's loss
+    batch_size = 16            # optional per-stage overrides of [train]: batch_size, split,
+    view = { images = false }  # and options handed to the method's view (the loader is rebuilt per stage)
     [train.stages.optimizers.discriminator]
     networks = ["discriminator"]
     lr = 4e-4
@@ -54,6 +56,9 @@ class StageSpec:
     steps: int | None = None
     epochs: float | None = None
     init_from: str | None = None
+    batch_size: int | None = None  # None: [train] batch_size
+    split: str | None = None  # None: [train] split
+    view: dict = dataclasses.field(default_factory=dict)  # options for the method's view in this stage
 
     def total_steps(self, samples_per_epoch: int, batch_size: int, world_size: int) -> int:
         if self.steps is not None:
@@ -112,7 +117,7 @@ def _stage(table: dict) -> StageSpec:
     table = dict(table)
     name = table.pop("name", None)
     optimizers = table.pop("optimizers", {})
-    known = {"steps", "epochs", "init_from", "losses"}
+    known = {"steps", "epochs", "init_from", "losses", "batch_size", "split", "view"}
     if not name or set(table) - known or not optimizers:
         raise RecipeError(f"stage {name!r}: needs a name and optimizers, and only {sorted(known)} besides; "
                           f"got {sorted(table)}")
@@ -125,7 +130,8 @@ def _stage(table: dict) -> StageSpec:
         settings["networks"] = tuple(settings["networks"])
         settings["betas"] = tuple(settings.get("betas", (0.9, 0.999)))
         specs.append(OptimizerSpec(name=optimizer, **settings))
-    return StageSpec(name=name, optimizers=tuple(specs), losses=dict(table.pop("losses", {})), **table)
+    return StageSpec(name=name, optimizers=tuple(specs), losses=dict(table.pop("losses", {})),
+                     view=dict(table.pop("view", {})), **table)
 
 
 def _check(config: TrainConfig) -> None:
@@ -136,6 +142,8 @@ def _check(config: TrainConfig) -> None:
     for i, stage in enumerate(config.stages):
         if (stage.steps is None) == (stage.epochs is None):
             problems.append(f"stage {stage.name}: give steps or epochs (one of them)")
+        if stage.batch_size is not None and stage.batch_size < 1:
+            problems.append(f"stage {stage.name}: batch_size >= 1")
         if stage.init_from is not None and stage.init_from not in names[:i]:
             problems.append(f"stage {stage.name}: init_from must name an earlier stage, got {stage.init_from!r}")
         for optimizer in stage.optimizers:

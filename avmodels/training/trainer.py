@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -30,6 +31,18 @@ from avmodels.training import checkpoint as checkpoints
 from avmodels.training.config import OptimizerSpec, StageSpec, TrainConfig
 from avmodels.training.distributed import Node, gather, start_node, stop_node
 from avmodels.training.logs import RunLog
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+    """What a method's ``forward`` and ``loss`` are told about the step they serve."""
+
+    stage: str
+    stage_step: int
+    step: int  # overall, across stages
+    epoch: int  # of this stage's data
+    rank: int = 0
+    world_size: int = 1
 
 
 @dataclasses.dataclass
@@ -72,21 +85,31 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
         source = config.stages[position.stage].init_from
         if source is not None:
             checkpoints.load_networks(nets, checkpoints.load(out / f"stage-{source}.pt"))
+        if (out / "checkpoint.pt").is_file():  # a later stage of an earlier run: its history and steps go on
+            previous = checkpoints.load(out / "checkpoint.pt")
+            position.step = previous["step"]
+            if source is None:
+                checkpoints.load_networks(nets, previous)
+    if hasattr(method, "fit"):  # statistics some stages need (e.g. a landmark PCA), kept in the networks' buffers
+        method.fit(nets, data, node.device)
     torch.manual_seed(config.seed * 1000 + node.rank + 1)  # training randomness differs between ranks
     if saved is not None:
         checkpoints.set_rng_state(saved["rng"][node.rank])
 
-    split_samples = info["splits"][config.split]["samples"]
-    batches = _batches(config, method.view, data, node, position, split_samples)
-    log = RunLog(out, config.log_every, position.step if resume else None, enabled=node.main)
+    log = RunLog(out, config.log_every, position.step if resume or start_stage else None, enabled=node.main)
     precision = torch.bfloat16 if config.precision == "bf16" or (
         config.precision == "auto" and node.device.type == "cuda") else None
     autocast = (lambda: torch.autocast(node.device.type, dtype=precision)) if precision else contextlib.nullcontext
-    stopped = False
+    stopped, batches = False, None
     try:
         for stage_index in range(position.stage, len(config.stages)):
             stage = config.stages[stage_index]
-            total = stage.total_steps(split_samples, config.batch_size, node.world_size)
+            batch_size, split = stage.batch_size or config.batch_size, stage.split or config.split
+            split_samples = info["splits"][split]["samples"]
+            total = stage.total_steps(split_samples, batch_size, node.world_size)
+            if batches is not None:
+                batches.close()  # the previous stage's loader and its workers
+            batches = _batches(config, method.view, stage, data, node, position, split_samples)
             optimizers, schedulers = make_optimizers(stage, nets, total)
             if saved is not None and saved["stage"] == stage_index:
                 for name in optimizers:
@@ -98,8 +121,10 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
                 started = time.perf_counter()
                 batch = _channels_last(next(batches)) if config.channels_last else next(batches)
                 waited = time.perf_counter() - started
+                ctx = StepContext(stage.name, position.stage_step, position.step, position.epoch, node.rank,
+                                  node.world_size)
                 out_step, losses = train_step(method, nets, train_nets, batch, stage, optimizers, schedulers,
-                                              position.stage_step, config.grad_clip, autocast)
+                                              ctx, config.grad_clip, autocast)
                 position.step += 1
                 position.stage_step += 1
                 log.step(step=position.step, stage=stage.name, epoch=position.epoch,
@@ -116,6 +141,7 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
                 checkpoints.save_atomic(checkpoints.weights(config.method, config.document, info, nets),
                                         out / f"stage-{stage.name}.pt")
             position.stage, position.stage_step = stage_index + 1, 0
+            position.epoch, position.batches_in_epoch = 0, 0  # the next stage reads its own data from the start
             if stopped:
                 break
     finally:
@@ -124,17 +150,17 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
 
 
 def train_step(method, nets: dict, train_nets: dict, batch: dict, stage: StageSpec, optimizers: dict,
-               schedulers: dict, stage_step: int, grad_clip: float = 0.0,
+               schedulers: dict, ctx: StepContext, grad_clip: float = 0.0,
                autocast=contextlib.nullcontext) -> tuple[dict, dict[str, float]]:
     """One step: the method's shared forward, then each due optimiser's loss, backward, clipping and update."""
     losses = {}
     with autocast():
-        out = method.forward(train_nets, batch)
+        out = method.forward(train_nets, batch, ctx)
     for spec in stage.optimizers:
-        if stage_step % spec.every:
+        if ctx.stage_step % spec.every:
             continue
         with autocast():
-            loss, terms = method.loss(spec.name, train_nets, batch, out, stage.losses)
+            loss, terms = method.loss(spec.name, train_nets, batch, out, stage.losses, ctx)
         optimizers[spec.name].zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -145,19 +171,22 @@ def train_step(method, nets: dict, train_nets: dict, batch: dict, stage: StageSp
     return out, losses
 
 
-def _batches(config: TrainConfig, view: str, data: Path, node: Node, position: Position,
+def _batches(config: TrainConfig, view: str, stage: StageSpec, data: Path, node: Node, position: Position,
              split_samples: int) -> Iterator[dict]:
-    """Endless batches on the device, epoch after epoch, keeping ``position`` on the last batch handed out.
+    """Endless batches of a stage on the device, epoch after epoch, keeping ``position`` on the last batch handed
+    out. The stage's batch size, split and view options apply.
 
     Resampled shards with an epoch of whole batches per worker make every rank take the same number of batches
     and make the position exact (``ShardStream.resume``).
     """
-    per_round = config.batch_size * max(1, config.num_workers)
+    batch_size = stage.batch_size or config.batch_size
+    per_round = batch_size * max(1, config.num_workers)
     epoch_samples = max(per_round, split_samples // node.world_size // per_round * per_round)
-    dataset = make_dataset(shard_urls(data, config.split), VIEWS[view], seed=config.seed,
+    viewer = functools.partial(VIEWS[view], **stage.view) if stage.view else VIEWS[view]
+    dataset = make_dataset(shard_urls(data, stage.split or config.split), viewer, seed=config.seed,
                            shuffle_buffer=config.shuffle_buffer, resampled=True, epoch_samples=epoch_samples)
-    dataset.resume(position.epoch, position.batches_in_epoch, config.batch_size)
-    loader = Prefetcher(make_loader(dataset, config.batch_size, config.num_workers), node.device)
+    dataset.resume(position.epoch, position.batches_in_epoch, batch_size)
+    loader = Prefetcher(make_loader(dataset, batch_size, config.num_workers), node.device)
     while True:
         for batch in loader:
             position.batches_in_epoch += 1
