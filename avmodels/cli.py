@@ -168,26 +168,41 @@ def evaluate(
     console.print(f"-> {out}, {out.with_suffix('.png')}", highlight=False)
 
 
+QUICKSTART_TRAINING = {  # (default steps, settings): small models and short stages, minutes on a CPU
+    "wav2pix": (300, lambda steps: ["--max-steps", str(steps), "--set", "model.image_size=64", "--set",
+                                    "train.batch_size=16", "--set", f"train.sample_every={max(1, steps // 3)}"]),
+    "atvgnet": (60, lambda steps: [
+        "--set", "model.image_size=64", "--set", "model.width=16", "--set", f"train.sample_every={max(1, steps // 2)}",
+        "--set", f"train.stages.at_net.steps={steps}", "--set", "train.stages.at_net.batch_size=4",
+        "--set", f"train.stages.vg_net.steps={steps}", "--set", "train.stages.vg_net.batch_size=4"]),
+}
+
+
 @app.command()
 def quickstart(
     out: Path = typer.Argument(Path("quickstart"), help="Folder for everything the chain writes."),
-    steps: int = typer.Option(300, help="Training steps (Wav2Pix at 64 px, batch 16: a few minutes on a CPU)."),
+    method: str = typer.Option("wav2pix", "--method", "-m", help="wav2pix or atvgnet."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (per stage for ATVGnet; default 300 for "
+                                                   "Wav2Pix, 60 for ATVGnet): small models, minutes on a CPU."),
     jobs: int = typer.Option(2, help="Parallel videos in extract."),
 ):
-    """The whole chain on generated demo media: demo -> extract -> shard -> train Wav2Pix -> sample -> eval.
+    """The whole chain on generated demo media: demo -> extract -> shard -> train -> sample -> eval.
 
     Each step is the command a user would type (printed before it runs); re-running skips finished work.
     """
     import pyarrow.parquet as pq
 
+    if method not in QUICKSTART_TRAINING:
+        _fail(f"--method {method}: the quick start knows {', '.join(QUICKSTART_TRAINING)}")
+    default_steps, training = QUICKSTART_TRAINING[method]
+    steps = steps or default_steps
     prep, shards, run = out / "prep", out / "shards", out / "run"
     steps_run = [
         ("avprep", "demo", str(out / "demo")),
         ("avprep", "extract", str(out / "demo"), "-o", str(prep), "-j", str(jobs)),
-        ("avprep", "shard", str(prep), "-o", str(shards), "--recipe", "wav2pix"),
-        ("avmodels", "train", "--method", "wav2pix", "--data", str(shards), "--out", str(run),
-         "--max-steps", str(steps), "--set", "model.image_size=64", "--set", "train.batch_size=16",
-         "--set", "train.num_workers=1", "--set", f"train.sample_every={max(1, steps // 3)}"),
+        ("avprep", "shard", str(prep), "-o", str(shards), "--recipe", method),
+        ("avmodels", "train", "--method", method, "--data", str(shards), "--out", str(run),
+         "--set", "train.num_workers=1", *training(steps)),
     ]
     for command in steps_run:
         _run_step(command)
@@ -195,26 +210,50 @@ def quickstart(
                       if row["split"] == "test")
     clip = next(row["path"] for row in pq.read_table(prep / "manifest.parquet").to_pylist()
                 if row["video_id"] == test_video)
-    _run_step(("avmodels", "sample", "--checkpoint", str(run / "checkpoint.pt"), "--audio", str(clip),
-               "--out", str(out / "sample.png")))
-    _run_step(("avmodels", "sample", "--checkpoint", str(run / "checkpoint.pt"), "--audio", str(clip),
+    checkpoint = ("--checkpoint", str(run / "checkpoint.pt"), "--audio", str(clip))
+    if method == "wav2pix":
+        _run_step(("avmodels", "sample", *checkpoint, "--out", str(out / "sample.png")))
+        made = f"faces drawn from the audio of {clip}: {out / 'sample.png'}, and a face for every frame"
+    else:
+        made = f"{clip}'s first frame saying its own speech"
+    _run_step(("avmodels", "sample", *checkpoint, *(("--reference", str(clip)) if method == "atvgnet" else ()),
                "--out", str(out / "talking.mp4")))
-    _run_step(("avmodels", "eval", "--method", "wav2pix", "--data", str(shards), "--checkpoint",
-               str(run / "checkpoint.pt"), "--out", str(out / "eval.json")))
-    console.print(f"\n[bold green]done[/]: faces drawn from the audio of {clip}: {out / 'sample.png'}, and a face "
-                  f"for every frame with the speech: {out / 'talking.mp4'}\n"
+    _run_step(("avmodels", "eval", "--method", method, "--data", str(shards), "--checkpoint",
+               str(run / "checkpoint.pt"), "--limit", "16", "--out", str(out / "eval.json")))
+    console.print(f"\n[bold green]done[/]: {made}, with sound: {out / 'talking.mp4'}\n"
                   f"  training grids (real above generated): {run / 'samples'}/\n"
                   f"  metrics: {out / 'eval.json'} (real vs generated: {out / 'eval.png'})\n"
                   f"  checkpoint: {run / 'checkpoint.pt'}; losses per step: {run / 'metrics.jsonl'}", highlight=False)
 
 
 @app.command("list")
-def list_methods():
-    """The methods, their stages and optimisers, and where their recipes are."""
+def list_methods(
+    params: bool = typer.Option(False, "--params", help="Each network's parameter count at the default recipe."),
+    as_json: bool = typer.Option(False, "--json", help="With --params: print {method: {network: count}} as JSON."),
+):
+    """The methods, what they sample from and to, their stages and optimisers, and where their recipes are."""
     import importlib.resources
 
     from avmodels.methods import METHODS
     from avmodels.training.config import load_train_config
+
+    if params:
+        import torch
+
+        counts = {}
+        for name in sorted(METHODS):
+            with torch.device("meta"):  # counted without allocating
+                method = METHODS[name](load_train_config(name).model, 10)
+            counts[name] = {net: sum(p.numel() for p in module.parameters()) for net, module in method.networks.items()}
+        if as_json:
+            print(json.dumps(counts, indent=1))
+        else:
+            table = Table("method", "network", "parameters (10 speakers)")
+            for name, networks in counts.items():
+                for i, (net, count) in enumerate(networks.items()):
+                    table.add_row(name if i == 0 else "", net, f"{count:,}")
+            console.print(table)
+        return
 
     table = Table("method", "sample from -> to", "stage", "length", "optimizers (networks, lr)", "recipe")
     for name in sorted(METHODS):

@@ -23,9 +23,12 @@ view also has ``key`` (str) and ``speaker`` (int64, index into dataset.json ``sp
              wrong           uint8    3x128x128      wrong.jpg, a face of another speaker
              audio           float32  16000          1 s of audio.flac: random crop in training, centre otherwise;
                                                      divided by max|x|, pre-emphasis 0.95
-    atvgnet  frames          uint8    Tx3x128x128    f000.jpg ...
-             landmarks       float32  Tx136          landmarks.npy (T, 68, 2) flattened x0, y0, x1, ...; crop px
-             mfcc            float32  Tx28x12        mfcc.npy
+    atvgnet  reference       uint8    3x128x128      the example frame r (random in [3, 7]; 3 in evaluation)
+             frames          uint8    16x3x128x128   the targets r+1 .. r+16 (no images with images=False)
+             example_landmarks float32 68x2          landmarks.npy at r, crop pixels
+             landmarks       float32  16x68x2        landmarks.npy of the targets
+             mfcc            float32  16x28x12       mfcc.npy of the targets
+             audio, fps      float32  16/fps s       with audio.flac: the audio from the first target's time
     davs     frames          uint8    Tx3x256x256
              mfcc            float32  Tx20x12
     headgan  frames          uint8    Tx3x256x256
@@ -41,6 +44,8 @@ the JPEG decoder writes them; ``.view`` fails on them, ``.reshape`` works); the 
 contiguous float32 in [-1, 1] on the training device.
 """
 from __future__ import annotations
+
+import functools
 
 import io
 import itertools
@@ -517,8 +522,9 @@ class Prefetcher:
 
 
 def split_batches(source: str | Path | Sequence[str], split: str | None, view: str, device: str | torch.device,
-                  batch_size: int = 32) -> Iterator[dict]:
+                  batch_size: int = 32, **view_options) -> Iterator[dict]:
     """Every sample of ``split`` once, in shard order, with the views' deterministic (centre) choices: for
-    evaluation."""
-    dataset = make_dataset(shard_urls(source, split), VIEWS[view], train=False)
+    evaluation. ``view_options`` go to the view (e.g. ``images=False``)."""
+    viewer = functools.partial(VIEWS[view], **view_options) if view_options else VIEWS[view]
+    dataset = make_dataset(shard_urls(source, split), viewer, train=False)
     return iter(Prefetcher(make_loader(dataset, batch_size, num_workers=0), device))

@@ -32,11 +32,36 @@ def wav2pix(sample: dict, rng: np.random.Generator | None) -> dict:
             "audio": torch.from_numpy(wav2pix_audio(sample["audio.flac"], rng))}
 
 
-def atvgnet(sample: dict, rng: np.random.Generator | None) -> dict:
+ATVGNET_TARGETS = 16  # frames generated per clip
+ATVGNET_EXAMPLES = (3, 7)  # the example (reference) frame's index range in a clip, as the official loader draws it
+
+
+def atvgnet(sample: dict, rng: np.random.Generator | None, images: bool = True) -> dict:
+    """ATVGnet's clip: an example frame r (random in [3, 7] in training, 3 in evaluation) and the 16 target
+    frames after it, each with its 68 landmarks (crop pixels) and MFCC window; with ``images`` the example image
+    (``reference``) and the targets' images (``frames``). The audio, when the shards hold it, starts at the first
+    target frame's time (``audio``, 16 kHz)."""
     landmarks = sample["landmarks.npy"].astype(np.float32)
-    return {**_identity(sample), "frames": _clip(sample, "f", "jpg"),
-            "landmarks": torch.from_numpy(landmarks.reshape(len(landmarks), -1)),
-            "mfcc": _array(sample["mfcc.npy"])}
+    frames = len(landmarks)
+    last = min(ATVGNET_EXAMPLES[1], frames - ATVGNET_TARGETS - 1)
+    if last < ATVGNET_EXAMPLES[0]:
+        raise ValueError(f"{sample['__key__']}: ATVGnet needs clips of at least {ATVGNET_EXAMPLES[0] + 17} frames, "
+                         f"got {frames}")
+    example = int(rng.integers(ATVGNET_EXAMPLES[0], last + 1)) if rng is not None else ATVGNET_EXAMPLES[0]
+    targets = slice(example + 1, example + 1 + ATVGNET_TARGETS)
+    out = {**_identity(sample), "example_landmarks": torch.from_numpy(landmarks[example]),
+           "landmarks": torch.from_numpy(landmarks[targets]), "mfcc": _array(sample["mfcc.npy"][targets])}
+    if "audio.flac" in sample:
+        meta = sample["meta.json"]
+        start = int(round(((example + 1) / meta["fps"] - meta["audio_start_s"]) * SAMPLE_RATE))
+        span = int(round(ATVGNET_TARGETS / meta["fps"] * SAMPLE_RATE))
+        out["audio"] = torch.from_numpy(fit_length(sample["audio.flac"][max(start, 0):], span).astype(np.float32))
+        out["fps"] = torch.tensor(meta["fps"], dtype=torch.float32)
+    if images:
+        out["reference"] = _image(sample[f"f{example:03d}.jpg"])
+        out["frames"] = _images(EncodedImages([sample[f"f{i:03d}.jpg"] for i in range(targets.start, targets.stop)],
+                                              single=False))
+    return out
 
 
 def davs(sample: dict, rng: np.random.Generator | None) -> dict:

@@ -1,11 +1,11 @@
-"""Wav2Pix training throughput: samples/s and the share of step time spent waiting for data, at batch 64.
+"""Training throughput of every method and stage: samples/s and the share of step time spent waiting for data.
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--steps 8] [--out benchmarks/results/train.md]
 
-Real shards (demo corpus -> extract -> shard wav2pix), the real trainer (``avmodels.training.train``) with the
-shipped recipe; only batch size, step count and, for the second row, the 64 px model are changed. The first two
-steps (worker start-up, allocator warm-up) are left out; the rest are averaged. On CUDA the recipe's default
-precision applies (bf16 autocast).
+Real shards (demo corpus -> extract -> shard per method), the real trainer (``avmodels.training.train``) with the
+shipped recipes at their official batch sizes (Wav2Pix 64; ATVGnet's at_net 16, vg_net 10); only the step count
+and, for the second Wav2Pix row, the 64 px model are changed. The first two steps (worker start-up, allocator
+warm-up) are left out; the rest are averaged. On CUDA the recipe's default precision applies (bf16 autocast).
 """
 from __future__ import annotations
 
@@ -27,23 +27,34 @@ from avprep.shard.run import run_shard
 from avprep.synth.catalogue import make_demo_corpus
 
 
-def build(tmp: Path) -> Path:
+def build(tmp: Path) -> dict[str, Path]:
     make_demo_corpus(tmp / "videos", speakers=4, clips_per_speaker=3, seconds=8.0, size=(640, 360))
-    run_extract(discover([tmp / "videos"]), tmp / "prep", ExtractConfig(morphable=False, audio_features=False),
-                RunOptions(jobs=2))
-    run_shard(tmp / "prep", tmp / "shards", load_recipe("wav2pix"), max_count=16, jobs=2)
-    return tmp / "shards"
+    run_extract(discover([tmp / "videos"]), tmp / "prep", ExtractConfig(morphable=False), RunOptions(jobs=2))
+    for method in ("wav2pix", "atvgnet"):
+        run_shard(tmp / "prep", tmp / method, load_recipe(method), max_count=16, jobs=2)
+    return {method: tmp / method for method in ("wav2pix", "atvgnet")}
 
 
-def measure(shards: Path, out: Path, image_size: int, steps: int, workers: int, device: str) -> dict:
-    config = load_train_config("wav2pix", overrides=[
-        f"model.image_size={image_size}", "train.batch_size=64", f"train.num_workers={workers}",
-        "train.log_every=1", "train.sample_every=100000", "train.checkpoint_every=100000"])
-    train(config, shards, out, max_steps=steps, device=device)
+def measure(shards: Path, out: Path, method: str, overrides: list[str], steps: int, workers: int, device: str,
+            stage: str | None = None) -> dict:
+    config = load_train_config(method, overrides=[
+        *overrides, f"train.num_workers={workers}", "train.log_every=1", "train.sample_every=100000",
+        "train.checkpoint_every=100000"])
+    batch = next(s for s in config.stages if stage in (None, s.name)).batch_size or config.batch_size
+    train(config, shards, out, max_steps=steps, device=device, start_stage=stage)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][2:]
-    seconds = sum(64 / row["samples_per_s"] for row in rows)
-    waited = sum(64 / row["samples_per_s"] * row["data_wait"] for row in rows)
-    return {"samples_per_s": 64 * len(rows) / seconds, "step_s": seconds / len(rows), "data_wait": waited / seconds}
+    seconds = sum(batch / row["samples_per_s"] for row in rows)
+    waited = sum(batch / row["samples_per_s"] * row["data_wait"] for row in rows)
+    return {"batch": batch, "samples_per_s": batch * len(rows) / seconds, "step_s": seconds / len(rows),
+            "data_wait": waited / seconds}
+
+
+CASES = [  # (label, method, overrides, stage)
+    ("Wav2Pix 128 px (official)", "wav2pix", ["train.batch_size=64"], None),
+    ("Wav2Pix 64 px", "wav2pix", ["train.batch_size=64", "model.image_size=64"], None),
+    ("ATVGnet at_net (official)", "atvgnet", [], "at_net"),
+    ("ATVGnet vg_net, 128 px (official)", "atvgnet", [], "vg_net"),
+]
 
 
 def main() -> None:
@@ -56,12 +67,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shards = build(Path(tmp))
         where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-        rows = [f"Wav2Pix at batch 64 on {where}, {args.workers} loader worker(s), mean of steps 3-{args.steps}.", "",
-                "| model | samples/s | s/step | data wait |", "|---|---:|---:|---:|"]
-        for size in (128, 64):
-            result = measure(shards, Path(tmp) / f"run{size}", size, args.steps, args.workers, args.device)
-            label = f"{size} px" + (" (official)" if size == 128 else "")
-            rows.append(f"| {label} | {result['samples_per_s']:.1f} | {result['step_s']:.2f} | "
+        rows = [f"The shipped recipes on {where}, {args.workers} loader worker(s), mean of steps 3-{args.steps}; "
+                "ATVGnet's samples are 16-frame clips.", "",
+                "| method, stage | batch | samples/s | s/step | data wait |", "|---|---:|---:|---:|---:|"]
+        for i, (label, method, overrides, stage) in enumerate(CASES):
+            result = measure(shards[method], Path(tmp) / f"run{i}", method, overrides, args.steps, args.workers,
+                             args.device, stage)
+            rows.append(f"| {label} | {result['batch']} | {result['samples_per_s']:.1f} | {result['step_s']:.2f} | "
                         f"{result['data_wait']:.1%} |")
     publish(rows, f"Training throughput ({args.device})", args.out)
 

@@ -21,6 +21,7 @@ from avmodels.data import (ARENAS_PER_WORKER, VIEWS, Prefetcher, UnsafeMemberErr
 from avmodels.views import EncodedImages
 
 T = 2  # frames per clip: small, the views do not care
+ATVGNET_CLIP = 24  # ATVGnet draws an example frame in [3, 7] and the 16 frames after it
 SPEAKERS = ["spk_a", "spk_b", "spk_c"]
 SAMPLES_PER_SHARD = {"train": [3, 3, 3, 3, 3, 2], "val": [2, 2]}
 
@@ -45,16 +46,17 @@ def _flac(rng, seconds):
     return buffer.getvalue()
 
 
-def _clip(rng, prefix, extension, size):
+def _clip(rng, prefix, extension, size, frames=None):
     encode = _jpg if extension == "jpg" else _png
-    return {f"{prefix}{i:03d}.{extension}": encode(rng, size) for i in range(T)}
+    return {f"{prefix}{i:03d}.{extension}": encode(rng, size) for i in range(frames or T)}
 
 
 MEMBERS = {  # method -> (rng -> members after meta.json, frames per sample)
     "wav2pix": (lambda rng: {"image.jpg": _jpg(rng, 128), "audio.flac": _flac(rng, 1.5),
                              "wrong.jpg": _jpg(rng, 128)}, 1),
-    "atvgnet": (lambda rng: {**_clip(rng, "f", "jpg", 128), "landmarks.npy": _npy(rng.uniform(0, 128, (T, 68, 2))),
-                             "mfcc.npy": _npy(rng.normal(size=(T, 28, 12)))}, T),
+    "atvgnet": (lambda rng: {**_clip(rng, "f", "jpg", 128, ATVGNET_CLIP),
+                             "landmarks.npy": _npy(rng.uniform(0, 128, (ATVGNET_CLIP, 68, 2))),
+                             "mfcc.npy": _npy(rng.normal(size=(ATVGNET_CLIP, 28, 12)))}, ATVGNET_CLIP),
     "davs": (lambda rng: {**_clip(rng, "f", "jpg", 256), "mfcc.npy": _npy(rng.normal(size=(T, 20, 12)))}, T),
     "headgan": (lambda rng: {**_clip(rng, "f", "jpg", 256), **_clip(rng, "nmfc", "png", 256),
                              "ref.jpg": _jpg(rng, 256), "audio_features.npy": _npy(rng.normal(size=(T, 300)))}, T),
@@ -64,8 +66,9 @@ MEMBERS = {  # method -> (rng -> members after meta.json, frames per sample)
 SHAPES = {  # view key -> (dtype, shape of one sample)
     "wav2pix": {"image": (torch.uint8, (3, 128, 128)), "wrong": (torch.uint8, (3, 128, 128)),
                 "audio": (torch.float32, (16000,))},
-    "atvgnet": {"frames": (torch.uint8, (T, 3, 128, 128)), "landmarks": (torch.float32, (T, 136)),
-                "mfcc": (torch.float32, (T, 28, 12))},
+    "atvgnet": {"frames": (torch.uint8, (16, 3, 128, 128)), "reference": (torch.uint8, (3, 128, 128)),
+                "landmarks": (torch.float32, (16, 68, 2)), "example_landmarks": (torch.float32, (68, 2)),
+                "mfcc": (torch.float32, (16, 28, 12))},
     "davs": {"frames": (torch.uint8, (T, 3, 256, 256)), "mfcc": (torch.float32, (T, 20, 12))},
     "headgan": {"frames": (torch.uint8, (T, 3, 256, 256)), "nmfc": (torch.uint8, (T, 3, 256, 256)),
                 "reference": (torch.uint8, (3, 256, 256)), "audio_features": (torch.float32, (T, 300))},
@@ -151,7 +154,7 @@ def test_worker_batches_equal_in_process_batches_and_images_read_as_cv2_reads_th
         for key in SHAPES[method]:
             assert batch[key].dtype == expected[key].dtype and torch.equal(batch[key], expected[key]), key
     sample = next(iter(wds.WebDataset(urls[0], shardshuffle=False)))
-    image_key, member = {"wav2pix": ("image", "image.jpg"), "atvgnet": ("frames", "f001.jpg"),
+    image_key, member = {"wav2pix": ("image", "image.jpg"), "atvgnet": ("frames", "f005.jpg"),  # example 3: f004..
                          "davs": ("frames", "f001.jpg"), "headgan": ("nmfc", "nmfc001.png"),
                          "ear_sr": ("lr", "lr.png")}[method]
     image = in_worker[0][image_key][0]

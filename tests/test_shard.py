@@ -56,7 +56,8 @@ def test_shards_validate_and_match_their_index(shards, name):
 def test_sample_shapes_per_recipe(shards):
     expected = {"wav2pix": {"image.jpg", "audio.flac", "wrong.jpg", "meta.json"},
                 "ear_sr": {"image.jpg", "lr.png", "audio.flac", "meta.json"},
-                "atvgnet": {"landmarks.npy", "mfcc.npy", "meta.json"} | {f"f{i:03d}.jpg" for i in range(16)},
+                "atvgnet": {"landmarks.npy", "mfcc.npy", "audio.flac", "meta.json"}
+                | {f"f{i:03d}.jpg" for i in range(24)},
                 "davs": {"mfcc.npy", "meta.json"} | {f"f{i:03d}.jpg" for i in range(25)},
                 "headgan": {"audio_features.npy", "ref.jpg", "meta.json"} | {f"f{i:03d}.jpg" for i in range(6)}
                 | {f"nmfc{i:03d}.png" for i in range(6)}}
@@ -64,7 +65,7 @@ def test_sample_shapes_per_recipe(shards):
         assert set(json.loads((shards[name] / "dataset.json").read_text())["fields"]) == fields, name
     atvgnet = members(sorted(shards["atvgnet"].glob("train-*.tar"))[0])
     landmarks = np.load(io.BytesIO(next(v for k, v in atvgnet.items() if k.endswith("landmarks.npy"))))
-    assert landmarks.shape == (16, 68, 2) and 0 < landmarks.min() and landmarks.max() < 128  # inside the crop
+    assert landmarks.shape == (24, 68, 2) and 0 < landmarks.min() and landmarks.max() < 128  # inside the crop
     davs = members(sorted(shards["davs"].glob("train-*.tar"))[0])
     assert np.load(io.BytesIO(next(v for k, v in davs.items() if k.endswith("mfcc.npy")))).shape == (25, 20, 12)
 
@@ -176,7 +177,8 @@ def test_real_shards_load_into_tensors_through_each_view(shards, name):
     batch = next(iter(Prefetcher(make_loader(dataset, batch_size=2, num_workers=0), "cpu")))
     n, t = 2, dataset_json["recipe"]["clip_frames"]
     expected = {"wav2pix": {"image": (n, 3, 128, 128), "wrong": (n, 3, 128, 128), "audio": (n, 16000)},
-                "atvgnet": {"frames": (n, t, 3, 128, 128), "landmarks": (n, t, 136), "mfcc": (n, t, 28, 12)},
+                "atvgnet": {"frames": (n, 16, 3, 128, 128), "reference": (n, 3, 128, 128),
+                            "landmarks": (n, 16, 68, 2), "mfcc": (n, 16, 28, 12), "audio": (n, 16 * 640)},
                 "davs": {"frames": (n, t, 3, 256, 256), "mfcc": (n, t, 20, 12)},
                 "headgan": {"frames": (n, t, 3, 256, 256), "nmfc": (n, t, 3, 256, 256),
                             "reference": (n, 3, 256, 256), "audio_features": (n, t, 300)},

@@ -228,7 +228,7 @@ def test_clear_errors(shards, tmp_path):
     result = run_avmodels("train", "-m", "nosuch", "-d", str(shards))
     assert result.returncode == 2 and "no recipe named 'nosuch'" in result.stdout
     with pytest.raises(RecipeError, match="only the data half"):
-        load_train_config("atvgnet")
+        load_train_config("davs")
     with pytest.raises(RecipeError, match="no stage named 'gann'"):
         load_train_config("wav2pix", overrides=["train.stages.gann.steps=3"])
     result = run_avmodels("train", "-m", "wav2pix", "-d", str(shards), "-o", str(tmp_path / "none"), "--resume")
@@ -255,17 +255,22 @@ def test_overrides_reach_stages_and_optimisers():
 
 
 @pytest.mark.slow
-def test_quickstart_runs_the_whole_chain(tmp_path):
+@pytest.mark.parametrize("method, steps", [("wav2pix", 4), ("atvgnet", 8)])
+def test_quickstart_runs_the_whole_chain(tmp_path, method, steps):
     """`avmodels quickstart`: demo media -> extract -> shard -> train -> sample -> eval, every output there."""
-    result = run_avmodels("quickstart", str(tmp_path / "qs"), "--steps", "4")
+    result = run_avmodels("quickstart", str(tmp_path / "qs"), "--method", method, "--steps", str(steps))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for path in ("sample.png", "talking.mp4", "eval.json", "eval.png", "run/checkpoint.pt", "run/metrics.jsonl",
-                 "shards/dataset.json"):
-        assert (tmp_path / "qs" / path).is_file(), path
-    assert json.loads((tmp_path / "qs" / "eval.json").read_text())["step"] == 4
+    for path in ("talking.mp4", "eval.json", "eval.png", "run/checkpoint.pt", "run/metrics.jsonl",
+                 "shards/dataset.json", *(("sample.png",) if method == "wav2pix" else ("eval/",))):
+        assert (tmp_path / "qs" / path).exists(), path
+    assert json.loads((tmp_path / "qs" / "eval.json").read_text())["step"] == steps * (2 if method == "atvgnet" else 1)
 
 
 def test_list_names_methods_stages_and_recipes():
     result = run_avmodels("list")
     assert result.returncode == 0, result.stderr
     assert "wav2pix" in result.stdout and "gan" in result.stdout and "200 epochs" in result.stdout
+    counts = json.loads(run_avmodels("list", "--params", "--json").stdout)
+    assert counts["atvgnet"] == {"at_net": 30_071_750, "vg_net": 58_355_781, "discriminator": 20_896_905,
+                                 "landmark_pca": 0}
+    assert counts["wav2pix"]["generator"] == 13_241_344

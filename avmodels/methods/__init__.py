@@ -10,7 +10,7 @@ number of speakers in the shards' dataset.json) with:
     loss(optimizer, nets, batch, out, weights, ctx) -> (loss tensor, dict of floats to log)
                              the loss that optimiser minimises; ``weights`` is the stage's ``losses`` table
     picture_rows(nets, batch, out) -> list of N x 3 x H x W tensors in [-1, 1], one grid row each
-    fit(nets, data, device)  optional: statistics computed before training (kept in the networks' buffers)
+    fit(nets, data, device, split)  optional: statistics computed before training (kept in networks' buffers)
     inputs, outputs, sample(nets, inputs, output, device, **options), evaluate(nets, data, split, device, limit)
                              what ``avmodels sample`` and ``avmodels eval`` call (avmodels.sampling)
 
@@ -19,9 +19,10 @@ add a method: write ``avmodels/methods/<name>.py``, list its class here, and giv
 """
 from __future__ import annotations
 
+from avmodels.methods.atvgnet import ATVGnet
 from avmodels.methods.wav2pix import Wav2Pix
 
-METHODS = {"wav2pix": Wav2Pix}
+METHODS = {"atvgnet": ATVGnet, "wav2pix": Wav2Pix}
 
 
 def get_method(name: str) -> type:

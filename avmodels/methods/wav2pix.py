@@ -30,6 +30,7 @@ from avmodels.pictures import to_uint8
 from avmodels.views import WAV2PIX_SAMPLES, wav2pix_audio
 
 EMBEDDING = 128
+GALLERY = 5000  # real training faces kept for the speaker probe and the identity gallery, at most
 ENCODER_CHANNELS = (1, 16, 32, 128, 256, 512, 1024)
 
 
@@ -202,7 +203,7 @@ class Wav2Pix:
         real, fake, speakers = self._faces(nets, data, split, device, limit)
         if not len(real):
             raise ValueError(f"{data}: the {split} split has no samples")
-        train_real, train_speakers = self._faces(None, data, "train", "cpu", limit)
+        train_real, train_speakers = self._faces(None, data, "train", "cpu", GALLERY)
         tests = {"generated": (fake, speakers), "real": (real, speakers)}
         identified = speaker_identification(train_real, train_speakers, tests, self.speakers)
         pairs = same_speaker_pairs(speakers)

@@ -91,7 +91,7 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
             if source is None:
                 checkpoints.load_networks(nets, previous)
     if hasattr(method, "fit"):  # statistics some stages need (e.g. a landmark PCA), kept in the networks' buffers
-        method.fit(nets, data, node.device)
+        method.fit(nets, data, node.device, config.split)
     torch.manual_seed(config.seed * 1000 + node.rank + 1)  # training randomness differs between ranks
     if saved is not None:
         checkpoints.set_rng_state(saved["rng"][node.rank])

@@ -59,3 +59,16 @@ def centred_frames(signal: np.ndarray, n_rows: int, window: int, hop: int) -> np
     """
     padded = np.pad(fit_length(signal, (n_rows - 1) * hop + window - window // 2), (window // 2, 0))
     return np.lib.stride_tricks.sliding_window_view(padded, window)[::hop][:n_rows]
+
+
+def windows_at_frames(rows: np.ndarray, rate_hz: float, times_s: np.ndarray, start_s: float,
+                      count: int) -> np.ndarray:
+    """(len(times_s), count, dims): for each time, the ``count`` feature rows from ``start_s`` after it (rows
+    at ``rate_hz`` from time 0; zeros where the window reaches past either end). ATVGnet's MFCC windows."""
+    out = np.zeros((len(times_s), count, rows.shape[1]), np.float32)
+    for i, time in enumerate(times_s):
+        first = int(round((time + start_s) * rate_hz))
+        lo, hi = max(first, 0), min(first + count, len(rows))
+        if hi > lo:
+            out[i, lo - first: hi - first] = rows[lo:hi]
+    return out

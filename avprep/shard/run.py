@@ -48,7 +48,8 @@ def run_shard(prep: str | Path, out: str | Path, recipe: Recipe, *, max_count: i
                   for name, values in attributes.items()}
     dataset = {
         "schema_version": SCHEMA_VERSION, "recipe": recipe.to_json(), "fields": member_schema(recipe),
-        "speakers": speakers, "labels": labels, "attributes": vocabulary, "sample_rate": 16000, "plan": plan, "max_count": max_count, "max_size": max_size,
+        "speakers": speakers, "labels": labels, "attributes": vocabulary, "sample_rate": 16000, "plan": plan,
+        "max_count": max_count, "max_size": max_size,
         "fps": sorted({r["fps"] for r in PrepDir(prep).records() if r["status"] == "ok"}),
         "splits": {split: {"samples": counts[split], "shards": sorted(n for n in shards if n.startswith(split + "-"))}
                    for split in counts},

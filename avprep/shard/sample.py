@@ -20,7 +20,7 @@ import soundfile
 
 from avprep.face import align, still
 from avprep.features.asr import headgan_asr_window
-from avprep.features.timebase import TimedFeature
+from avprep.features.timebase import TimedFeature, windows_at_frames
 from avprep.media.audio import SAMPLE_RATE
 from avprep.media.images import jpeg, png
 from avprep.shard.plan import SampleRef, read_record
@@ -158,14 +158,9 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
 
 def _mfcc_windows(video: PrepVideo, recipe: Recipe, frames: range, shift: float) -> np.ndarray:
     """(T, rows, 12): each frame's MFCC rows from ``mfcc_start_s`` after its time (zeros past the ends)."""
-    mfcc = video.array(f"mfcc_{recipe.mfcc}")
-    out = np.zeros((len(frames), recipe.mfcc_rows, mfcc.shape[1]), np.float32)
-    for i, f in enumerate(frames):
-        first = int(round((f / video.fps + shift + recipe.mfcc_start_s) * MFCC_RATE))
-        lo, hi = max(first, 0), min(first + recipe.mfcc_rows, len(mfcc))
-        if hi > lo:
-            out[i, lo - first: hi - first] = mfcc[lo:hi]
-    return out
+    times = np.array(frames) / video.fps + shift
+    return windows_at_frames(video.array(f"mfcc_{recipe.mfcc}"), MFCC_RATE, times, recipe.mfcc_start_s,
+                             recipe.mfcc_rows)
 
 
 def _headgan_audio(video: PrepVideo, frames: range, shift: float) -> np.ndarray:

@@ -1,5 +1,226 @@
-"""ATVGnet (Chen et al., CVPR 2019; lelechen63/ATVGnet): audio -> landmarks (AT-net) -> talking video (VG-net).
+"""ATVGnet (Chen et al., CVPR 2019, "Hierarchical Cross-Modal Talking Face Generation with Dynamic Pixel-Wise
+Loss"; lelechen63/ATVGnet): audio -> landmarks (AT-net) -> talking video (VG-net), trained in two stages.
 
-``networks.py`` holds the three networks with the official parameter counts; the two training stages, the
-landmark PCA and sampling build on them (README, "ATVGnet").
+    at_net   MSE between AT-net's 6 PCA coefficients per frame and those of the true landmarks; AT-net reads the
+             example frame's coefficients and each frame's 28 x 12 MFCC window. Adam 2e-4 (0.5, 0.999), batch 16,
+             10 epochs. No images are read.
+    vg_net   on the true landmarks. D: BCE(D(real), 1) + BCE(D(fake), 0) + MSE of its landmark regression on
+             real and fake frames, the mouth's y-coordinates weighted 100. G: 10 x mean(|fake - real| x
+             (attention.detach() + 0.5)) + BCE(D(fake), 1) + the same masked landmark MSE. Adam 2e-4 (0.5,
+             0.999), batch 10, 5 epochs.
+
+The released ``vgnet.py`` calls the discriminator on ``fake.detach()`` in the generator step, so only the weighted
+L1 trains the generator there; the paper trains it with all three terms. The paper is the default;
+``model.detach_fake_in_generator = true`` reproduces the released behaviour. BCE is taken on logits (the
+official sigmoid of the mean of the per-frame decisions, fused), which bf16 autocast accepts.
+
+Landmarks live in a pose-free space (``landmarks.py``): the mean shape and a 6-component PCA are fitted on the
+training split before the first stage and kept in the ``landmark_pca`` buffers. Sampling scales coefficients 1-5
+by 2 x [1.1 .. 1.5], as the official demo does.
 """
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from avmodels.data import split_batches
+from avmodels.evaluation import Evaluation
+from avmodels.methods.atvgnet.landmarks import LandmarkPCA
+from avmodels.methods.atvgnet.networks import LANDMARKS, ATNet, GLDiscriminator, VGNet
+from avmodels.metrics import cpbd, landmarks68, lmd, psnr, ssim, sync_offset
+from avmodels.pictures import to_uint8
+from avprep.features.mfcc import atvgnet_mfcc
+from avprep.features.timebase import windows_at_frames
+
+MOUTH_Y = slice(2 * 48 + 1, LANDMARKS, 2)  # y of points 48-67 in the flat (x0, y0, x1, y1, ...) vector
+MFCC_RATE, MFCC_ROWS, MFCC_START_S = 100.0, 28, -0.12
+SYNC_MAX_LAG = 3  # a 16-frame clip holds enough frames for lags of up to 3 (avprep.face.sync's rule)
+
+
+class ATVGnet:
+    name = "atvgnet"
+    view = "atvgnet"
+    inputs = ("audio", "reference")
+    outputs = ("video",)
+
+    def __init__(self, model: dict, speakers: int):
+        self.image_size = int(model.get("image_size", 128))
+        self.pca_frames = int(model.get("pca_frames", 50000))
+        self.detach_fake = bool(model.get("detach_fake_in_generator", False))
+        self.boost = torch.tensor([2 * float(b) for b in model.get("sample_pca_boost", [1.1, 1.2, 1.3, 1.4, 1.5])])
+        width = int(model.get("width", 64))
+        self.networks = {
+            "at_net": ATNet(),
+            "vg_net": VGNet(self.image_size, width, recur_over=model.get("recur_over", "time")),
+            "discriminator": GLDiscriminator(self.image_size, width),
+            "landmark_pca": LandmarkPCA(int(model.get("pca_components", 6))),
+        }
+
+    @torch.no_grad()
+    def fit(self, nets: dict[str, nn.Module], data, device, split: str = "train") -> None:
+        """The mean shape and landmark PCA from the training split's landmarks, once (checkpoints keep them)."""
+        pca = nets["landmark_pca"]
+        if bool(pca.fitted):
+            return
+        points, count = [], 0
+        for batch in split_batches(data, split, self.view, "cpu", images=False):
+            frames = torch.cat([batch["example_landmarks"][:, None], batch["landmarks"]], dim=1).flatten(0, 1)
+            points.append(frames)
+            count += len(frames)
+            if count >= self.pca_frames:
+                break
+        if not points:
+            raise ValueError(f"{data}: the {split} split has no samples to fit the landmark PCA on")
+        pca.fit(torch.cat(points)[: self.pca_frames].to(device))
+
+    def forward(self, nets: dict[str, nn.Module], batch: dict, ctx=None) -> dict:
+        """AT-net's coefficients for the target frames; with images in the batch (the vg_net stage), also the
+        frames VG-net makes from the true landmarks."""
+        pca = nets["landmark_pca"]
+        with torch.no_grad():
+            example, targets = pca.normalise(batch["example_landmarks"]), pca.normalise(batch["landmarks"])
+        if "frames" not in batch:
+            return {"coefficients": nets["at_net"](pca.project(example), batch["mfcc"]),
+                    "true_coefficients": pca.project(targets)}
+        fake, attention, colour, _ = nets["vg_net"](self._resize(batch["reference"]), targets, example)
+        return {"fake": fake, "attention": attention, "colour": colour, "real": self._resize(batch["frames"]),
+                "example": example, "targets": targets}
+
+    def loss(self, optimizer: str, nets: dict[str, nn.Module], batch: dict, out: dict, weights: dict[str, float],
+             ctx=None) -> tuple[torch.Tensor, dict[str, float]]:
+        if optimizer == "at_net":
+            error = F.mse_loss(out["coefficients"].float(), out["true_coefficients"])
+            return weights.get("coefficients", 1.0) * error, {"at_mse": error.item()}
+        discriminator, mouth = nets["discriminator"], weights.get("mouth", 100.0)
+        if optimizer == "discriminator":
+            real_logit, real_landmarks, fake_logit, fake_landmarks = _score_real_and_fake(
+                discriminator, out["real"], out["fake"].detach(), out["example"])
+            terms = {"d_real": _bce(real_logit, 1.0), "d_fake": _bce(fake_logit, 0.0),
+                     "d_landmarks_real": _masked_mse(real_landmarks, out["targets"], mouth),
+                     "d_landmarks_fake": _masked_mse(fake_landmarks, out["targets"], mouth)}
+            return sum(terms.values()), {name: value.item() for name, value in terms.items()}
+        if optimizer == "generator":
+            fake = out["fake"].detach() if self.detach_fake else out["fake"]
+            logit, landmarks = discriminator(fake, out["example"])
+            terms = {"pixel": (torch.abs(out["fake"].float() - out["real"]) * (out["attention"].detach() + 0.5)).mean(),
+                     "adversarial": _bce(logit, 1.0), "landmarks": _masked_mse(landmarks, out["targets"], mouth)}
+            total = sum(weights.get(name, 0.0) * value for name, value in terms.items())
+            return total, {f"g_{name}": value.item() for name, value in terms.items()}
+        raise KeyError(f"atvgnet has no optimiser {optimizer!r} (at_net, discriminator, generator)")
+
+    def picture_rows(self, nets: dict[str, nn.Module], batch: dict, out: dict) -> list[torch.Tensor]:
+        """vg_net: the first clip's real frames above its generated ones; at_net: true landmarks above AT-net's."""
+        if "fake" in out:
+            return [out["real"][0], out["fake"][0].detach()]
+        pca = nets["landmark_pca"]
+        return [draw_landmarks(pca.reconstruct(out["true_coefficients"][0])),
+                draw_landmarks(pca.reconstruct(out["coefficients"][0].detach().float()))]
+
+    @torch.no_grad()
+    def talk(self, nets: dict[str, nn.Module], reference: torch.Tensor, reference_landmarks: torch.Tensor,
+             mfcc: torch.Tensor, boost: bool = True) -> torch.Tensor:
+        """The whole method: (B, 3, S, S) references, their (B, 68, 2) landmarks and (B, T, 28, 12) MFCC windows
+        -> (B, T, 3, S, S) frames in [-1, 1], through AT-net's landmarks (``boost``: the demo's coefficient
+        scaling)."""
+        pca = nets["landmark_pca"]
+        example = pca.normalise(reference_landmarks)
+        coefficients = nets["at_net"](pca.project(example), mfcc).float()
+        if boost:
+            coefficients[..., 1:6] *= self.boost.to(coefficients.device)
+        return nets["vg_net"](self._resize(reference), pca.reconstruct(coefficients), example)[0].float()
+
+    def sample(self, nets: dict[str, nn.Module], inputs, output: str, device, **options) -> torch.Tensor:
+        """A talking video of the reference face saying the audio: one frame per frame time at ``inputs.fps``."""
+        times = np.arange(inputs.frames) / inputs.fps
+        rows = atvgnet_mfcc(inputs.audio, inputs.fps, inputs.frames).values
+        mfcc = torch.from_numpy(windows_at_frames(rows, MFCC_RATE, times, MFCC_START_S, MFCC_ROWS))
+        reference = torch.from_numpy(inputs.reference.image).permute(2, 0, 1).float() / 127.5 - 1
+        landmarks = torch.from_numpy(inputs.reference.landmarks68).float()
+        return self.talk(nets, reference[None].to(device), landmarks[None].to(device), mfcc[None].to(device))[0]
+
+    def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
+        """The paper's measures on ``split``, the whole method (audio -> landmarks -> video) against the real
+        frames: LMD (dlib's mouth points), SSIM, PSNR and CPBD, and the sync of lips and audio; VG-net alone from
+        the true landmarks beside it; CPBD and sync also on the real frames (the ceiling)."""
+        sums: dict[str, list[float]] = {}
+        rows, videos, seen = [], [], 0
+        for batch in split_batches(data, split, self.view, device, batch_size=8):
+            real = batch["frames"]
+            from_audio = self.talk(nets, batch["reference"], batch["example_landmarks"], batch["mfcc"])
+            with torch.no_grad():
+                out = self.forward(nets, batch)
+            for i in range(len(real)):
+                clips = {"": from_audio[i], "_from_true_landmarks": out["fake"][i].float()}
+                real_frames = to_uint8(self._resize(real[i:i + 1])[0])
+                for suffix, fake in clips.items():
+                    fake_frames = to_uint8(fake)
+                    add = lambda name, value: sums.setdefault(name + suffix, []).append(value)
+                    add("lmd", lmd(landmarks68(real_frames), landmarks68(fake_frames)))
+                    add("ssim", ssim(real_frames, fake_frames))
+                    add("psnr", psnr(real_frames, fake_frames))
+                    add("cpbd", float(np.nanmean([cpbd(frame) for frame in fake_frames])))
+                sums.setdefault("cpbd_real", []).append(float(np.nanmean([cpbd(frame) for frame in real_frames])))
+                if "audio" in batch:
+                    audio, fps = batch["audio"][i].cpu().numpy(), float(batch["fps"][i])
+                    for name, frames in (("sync", to_uint8(from_audio[i])), ("sync_real", real_frames)):
+                        offset, confidence = sync_offset(frames, audio, fps, SYNC_MAX_LAG)
+                        sums.setdefault(f"{name}_abs_offset_frames", []).append(abs(offset))
+                        sums.setdefault(f"{name}_confidence", []).append(confidence)
+                    if len(videos) < 3:
+                        videos.append((batch["key"][i], real_frames, to_uint8(from_audio[i]), audio))
+                if not rows:
+                    rows = [self._resize(real[i:i + 1])[0][:8], from_audio[i][:8]]
+                seen += 1
+                if limit is not None and seen >= limit:
+                    break
+            if limit is not None and seen >= limit:
+                break
+        if not seen:
+            raise ValueError(f"{data}: the {split} split has no samples")
+        metrics = {"split": split, "samples": seen,
+                   **{name: float(np.nanmean(values)) for name, values in sorted(sums.items())}}
+        return Evaluation(metrics, rows, videos)
+
+    def _resize(self, images: torch.Tensor) -> torch.Tensor:
+        """Shards hold 128 px crops; a smaller model reads them area-downsampled."""
+        if images.shape[-1] == self.image_size:
+            return images
+        flat = images.flatten(0, -4)
+        resized = F.interpolate(flat, size=(self.image_size, self.image_size), mode="area")
+        return resized.view(*images.shape[:-2], self.image_size, self.image_size)
+
+
+def _score_real_and_fake(discriminator, real: torch.Tensor, fake: torch.Tensor, example: torch.Tensor):
+    """(real logit, real landmarks, fake logit, fake landmarks). Two passes, as the release (batch-norm statistics
+    of real and fake clips apart); under DDP one pass over both, since DDP takes one forward per backward."""
+    if isinstance(getattr(discriminator, "_orig_mod", discriminator), DistributedDataParallel):  # compiled or not
+        logits, landmarks = discriminator(torch.cat([real, fake]), torch.cat([example, example]))
+        return logits[: len(real)], landmarks[: len(real)], logits[len(real):], landmarks[len(real):]
+    return (*discriminator(real, example), *discriminator(fake, example))
+
+
+def _bce(logit: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logit.float(), torch.full_like(logit.float(), target))
+
+
+def _masked_mse(predicted: torch.Tensor, true: torch.Tensor, mouth: float) -> torch.Tensor:
+    """The official landmark loss: MSE of both vectors multiplied by a mask of 1, and ``mouth`` on the mouth's y."""
+    mask = torch.ones(LANDMARKS, device=true.device)
+    mask[MOUTH_Y] = mouth
+    return F.mse_loss(predicted.float() * mask, true * mask)
+
+
+def draw_landmarks(flat: torch.Tensor, size: int = 128) -> torch.Tensor:
+    """(T, 136) normalised landmarks as (T, 3, size, size) pictures in [-1, 1]: dark points on white."""
+    import cv2
+
+    points = flat.detach().float().cpu().view(-1, 68, 2).numpy()
+    scale = size / (2 * max(float(np.abs(points).max()), 1e-6)) * 0.9
+    pictures = np.full((len(points), size, size, 3), 255, np.uint8)
+    for picture, shape in zip(pictures, points):
+        for x, y in shape * scale + size / 2:
+            cv2.circle(picture, (int(round(x)), int(round(y))), 1, (40, 40, 40), -1)
+    return torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 127.5 - 1

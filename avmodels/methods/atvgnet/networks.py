@@ -151,7 +151,8 @@ class VGNet(nn.Module):
         repeat = lambda x: x.unsqueeze(1).expand(batch, steps, *x.shape[1:]).reshape(batch * steps, *x.shape[1:])
         landmark_attention = self.landmark_attention(torch.cat([frame_maps, repeat(reference_map)], dim=1))
         motion = self.landmark_feature(frame_maps) - repeat(reference_feature)
-        gru_input = self.bottleneck(torch.cat([repeat(features), motion], dim=1)).view(batch, steps, -1, *features.shape[2:])
+        gru_input = self.bottleneck(torch.cat([repeat(features), motion], dim=1))
+        gru_input = gru_input.view(batch, steps, -1, *features.shape[2:])
         if self.recur_over == "batch":
             gru_output = self.gru(gru_input.transpose(0, 1)).transpose(0, 1)
         else:
