@@ -212,3 +212,29 @@ def test_tar_appender_writes_byte_for_byte_what_tarfile_writes(tmp_path):
         assert (tmp_path / "ours.tar").read_bytes() == (tmp_path / "theirs.tar").read_bytes()
     with TarAppender(tmp_path / "long.tar") as tar, pytest.raises(ValueError, match="over 100 bytes"):
         tar.add("x" * 101, b"")
+
+
+def test_the_davs_window_puts_the_official_mouth_mask_on_the_mouth(prep):
+    """DAVS masks rows 170:234, cols 64:192 of its 256 px training crop: the centre 256 of the 268 px window
+    resized to 260. Mapped into the stored 256 px window, the mask must hold the generator's true mouth points."""
+    from avprep.face import align
+    from avprep.pipeline.store import PrepDir
+    from avprep.shard.sample import PrepVideo, frame_to_recipe
+
+    recipe = load_recipe("davs")
+    stored = lambda official: (official + 2) * 256 / 260  # official crop pixel -> stored window pixel
+    (top, bottom), (left, right) = (stored(170), stored(234)), (stored(64), stored(192))
+    checked = 0
+    for record in PrepDir(prep).records():
+        truth = json.loads(Path(record["path"]).with_suffix(".truth.json").read_text())
+        mouth = np.array(truth["landmarks"])[:, 2:]  # mouth corners and inner lips, frame pixels
+        video = PrepVideo(prep, record["video_id"])
+        for frame in range(0, record["n_frames"], 5):
+            if np.isnan(video.align[frame]).any():
+                continue
+            points = align.apply(frame_to_recipe(video, frame, recipe), mouth[frame])
+            assert (top <= points[:, 1]).all() and (points[:, 1] <= bottom).all(), (record["video_id"], frame)
+            assert (left <= points[:, 0]).all() and (points[:, 0] <= right).all(), (record["video_id"], frame)
+            assert abs(points[:, 1].mean() - (top + bottom) / 2) < 0.3 * (bottom - top)  # not at the mask's edge
+            checked += 1
+    assert checked > 10

@@ -24,7 +24,7 @@ AUDIO_FIELDS = {"mfcc", "audio", "audio_features"}  # a window with one of these
 CROPS = {
     "tight": (0.0, 0.55, 2.4),  # Wav2Pix's Haar-cascade box: brows to chin
     "atvgnet": (0.0, 0.45, 3.0),  # ATVGnet's warp of points 27-44 onto its template
-    "davs": (0.0, 0.475, 3.35),  # DAVS's eyes + mouth-centre template, 260 of a 268 crop
+    "davs": (-0.025, 0.175, 3.35),  # DAVS's eyes + mouth-centre template: its 268 px window (preprocess/)
     "ffhq": (0.0, 0.115, 4.14),  # FFHQ: side 4 x max(eye distance, 0.9 eye-to-mouth), centred 0.1 towards mouth
 }
 
