@@ -30,7 +30,6 @@ from avprep.media.video import decode_frames
 from avprep.shard.recipe import Recipe
 from avprep.shard.sample import PrepVideo, still_crop
 
-INPUTS = ("audio", "reference", "driving", "lr")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from avmodels.sampling import InputProblem, prepare_lr, prepare_reference
+from avmodels.sampling import InputProblem, prepare_driving, prepare_lr, prepare_reference
 from avprep.face import align
 from avprep.media.encode import write_video
 from avprep.pipeline.config import ExtractConfig
@@ -57,3 +57,13 @@ def test_a_photo_without_a_face_is_refused_with_the_reason(tmp_path):
     cv2.imwrite(str(tmp_path / "noise.png"), noise)
     with pytest.raises(InputProblem, match="no face found"):
         prepare_reference(tmp_path / "noise.png", load_recipe("atvgnet"))
+
+
+def test_a_driving_video_is_analysed_by_extracts_own_pipeline(corpus, tmp_path):
+    driving = prepare_driving(corpus / "hanks" / "clip00.mp4", tmp_path)
+    assert driving.record["status"] == "ok" and driving.record["n_frames"] == 50
+    assert driving.array("landmarks68").shape == (50, 68, 2)
+    assert recipe_crop(driving, 10, load_recipe("davs")).shape == (256, 256, 3)
+    with pytest.raises(InputProblem, match="not a video"):
+        (tmp_path / "notes.mp4").write_text("not a video at all")
+        prepare_driving(tmp_path / "notes.mp4", tmp_path / "other")
