@@ -274,3 +274,22 @@ def test_list_names_methods_stages_and_recipes():
     assert counts["atvgnet"] == {"at_net": 30_071_750, "vg_net": 58_355_781, "discriminator": 20_896_905,
                                  "landmark_pca": 0}
     assert counts["wav2pix"]["generator"] == 13_241_344
+
+
+def test_a_network_starts_from_a_user_file_and_pickled_objects_are_refused(shards, tmp_path):
+    donor = Wav2Pix({"image_size": 64}, speakers=3).networks["speech_encoder"]
+    torch.save({"state_dict": {f"module.{k}": v for k, v in donor.state_dict().items()}}, tmp_path / "encoder.pt")
+    config = load_train_config("wav2pix", overrides=[
+        *SMALL, f'train.init.speech_encoder={{ file = "{tmp_path / "encoder.pt"}", strip_prefix = "module." }}',
+        "train.stages.gan.optimizers.generator.networks=['generator']"])  # the encoder stays as loaded
+    train(config, shards, tmp_path / "run", max_steps=1, device="cpu")
+    loaded = checkpoints.load(tmp_path / "run" / "checkpoint.pt")["networks"]["speech_encoder"]
+    assert all(torch.equal(loaded[k], v) for k, v in donor.state_dict().items())
+    torch.save({"speech_encoder": argparse.Namespace(payload=1)}, tmp_path / "evil.pt")
+    evil = load_train_config("wav2pix", overrides=[
+        *SMALL, f'train.init.speech_encoder={{ file = "{tmp_path / "evil.pt"}" }}'])
+    with pytest.raises(ValueError, match="weights_only=True"):
+        train(evil, shards, tmp_path / "evil", max_steps=1, device="cpu")
+    missing = load_train_config("wav2pix", overrides=[*SMALL, 'train.init.speech_encoder={ file = "nope.pt" }'])
+    with pytest.raises(FileNotFoundError, match="train.init.speech_encoder"):
+        train(missing, shards, tmp_path / "missing", max_steps=1, device="cpu")

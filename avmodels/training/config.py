@@ -16,6 +16,9 @@
     every = 1                  # update ratio: step on every k-th training step
     schedule = "constant"      # or "cosine" / "linear" decay to 0 over the stage, after warmup_steps
 
+    [train.init]
+    person_encoder = { file = "lightcnn.pt", strip_prefix = "module." }   # a network starts from a user file
+
 Optimisers step in the order the recipe lists them. ``--set key=value`` overrides any value: ``train.batch_size=8``,
 ``model.image_size=64``, ``train.stages.gan.steps=300`` (stages by name); values are read as TOML.
 """
@@ -88,6 +91,7 @@ class TrainConfig:
     precision: str = "auto"  # bf16 autocast on CUDA, fp32 elsewhere
     compile: bool = False
     channels_last: bool = False
+    init: dict = dataclasses.field(default_factory=dict)  # network -> {file, strip_prefix}: start from user weights
 
 
 def load_train_config(method: str, recipe: str | None = None, overrides: list[str] = ()) -> TrainConfig:
@@ -154,6 +158,9 @@ def _check(config: TrainConfig) -> None:
         problems.append(f"precision must be one of {PRECISIONS}")
     if config.batch_size < 1 or config.num_workers < 0:
         problems.append("batch_size >= 1 and num_workers >= 0")
+    for network, spec in config.init.items():
+        if not isinstance(spec, dict) or "file" not in spec or set(spec) - {"file", "strip_prefix"}:
+            problems.append(f"train.init.{network} must be {{ file = \"...\", strip_prefix = \"...\" (optional) }}")
     if problems:
         raise RecipeError(f"recipe for {config.method}: " + "; ".join(problems))
 
