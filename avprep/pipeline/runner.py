@@ -36,11 +36,11 @@ class RunOptions:
     video_timeout_s: float | None = None  # a video still running after this fails as "timeout"; None: see time_limit
 
     def time_limit(self, duration_s: float | None) -> float:
-        """Seconds one video may take: ``video_timeout_s``, or by default 10 x its duration + 60 s (60 s while
-        its duration is not yet known)."""
+        """Seconds one video may take: ``video_timeout_s``, or by default 10 x its duration + 60 s (10 minutes
+        while the probe, which reads the whole file, has not yet said how long it is)."""
         if self.video_timeout_s is not None:
             return self.video_timeout_s
-        return 60.0 + 10.0 * (duration_s or 0.0)
+        return 600.0 if duration_s is None else 60.0 + 10.0 * duration_s
 
 
 @dataclasses.dataclass
