@@ -99,7 +99,7 @@ def sample(
         _fail(f"{method.name} makes {' and '.join(method.outputs)} outputs: use -o "
               f"{' or -o '.join('out.png' if o == 'image' else 'out.mp4' for o in method.outputs)}")
     recipe = parse_recipe(saved["method"], checkpoints.recipe_of(saved))
-    fps = float((checkpoints.dataset_of(saved).get("fps") or [25.0])[0])
+    fps = checkpoints.frame_rate(saved)
     given = {"audio": audio, "reference": reference, "driving": driving, "lr": lr}
     try:
         with scratch_folder() as scratch:
@@ -160,7 +160,7 @@ def evaluate(
     write_png(grid(result.rows), out.with_suffix(".png"))
     for name, real, fake, sound in result.videos:
         write_talking_video(out.with_suffix("") / f"{name}.mp4", side_by_side(real, fake), sound,
-                            float((checkpoints.dataset_of(saved).get("fps") or [25.0])[0]))
+                            checkpoints.frame_rate(saved))
     table = Table("metric", "value")
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))

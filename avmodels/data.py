@@ -521,10 +521,14 @@ class Prefetcher:
         return batch
 
 
+def view_with(name: str, **options) -> Callable[[dict, np.random.Generator | None], dict]:
+    """The view ``name`` with its options set (e.g. ATVGnet's ``images=False``)."""
+    return functools.partial(VIEWS[name], **options) if options else VIEWS[name]
+
+
 def split_batches(source: str | Path | Sequence[str], split: str | None, view: str, device: str | torch.device,
                   batch_size: int = 32, **view_options) -> Iterator[dict]:
     """Every sample of ``split`` once, in shard order, with the views' deterministic (centre) choices: for
     evaluation. ``view_options`` go to the view (e.g. ``images=False``)."""
-    viewer = functools.partial(VIEWS[view], **view_options) if view_options else VIEWS[view]
-    dataset = make_dataset(shard_urls(source, split), viewer, train=False)
+    dataset = make_dataset(shard_urls(source, split), view_with(view, **view_options), train=False)
     return iter(Prefetcher(make_loader(dataset, batch_size, num_workers=0), device))

@@ -6,12 +6,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """N x 3 x H x W in [-1, 1] -> N x H x W x 3 uint8 RGB."""
     pixels = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
     return pixels.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def area_resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(..., 3, H, W) images at ``size`` x ``size``, area-averaged (the shards' crops for a smaller model)."""
+    if images.shape[-1] == size:
+        return images
+    resized = F.interpolate(images.flatten(0, -4), size=(size, size), mode="area")
+    return resized.view(*images.shape[:-2], size, size)
 
 
 def grid(rows: list[torch.Tensor], columns: int = 8, gap: int = 2) -> np.ndarray:

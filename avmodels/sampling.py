@@ -81,7 +81,10 @@ def read_image(path: Path) -> np.ndarray:
 
 def prepare_reference(path: Path, recipe: Recipe) -> Reference:
     """The face in a photo, cropped as the recipe crops faces in training."""
-    image = read_image(path)
+    return _reference(read_image(path), path, recipe)
+
+
+def _reference(image: np.ndarray, path: Path, recipe: Recipe) -> Reference:
     with StillFaces() as faces:
         points = faces(image)
     if points is None:
@@ -97,7 +100,7 @@ def prepare_lr(path: Path, recipe: Recipe) -> np.ndarray:
     size = recipe.lr_size or image.shape[0]
     if image.shape[:2] == (size, size):
         return image
-    face = prepare_reference(path, recipe).image
+    face = _reference(image, path, recipe).image
     interpolation = cv2.INTER_CUBIC if recipe.lr_filter == "bicubic" else cv2.INTER_AREA
     return cv2.resize(face, (size, size), interpolation=interpolation)
 

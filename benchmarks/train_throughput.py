@@ -40,7 +40,7 @@ def measure(shards: Path, out: Path, method: str, overrides: list[str], steps: i
     config = load_train_config(method, overrides=[
         *overrides, f"train.num_workers={workers}", "train.log_every=1", "train.sample_every=100000",
         "train.checkpoint_every=100000"])
-    batch = next(s for s in config.stages if stage in (None, s.name)).batch_size or config.batch_size
+    batch = next(s for s in config.stages if stage in (None, s.name)).batch_size_in(config)
     train(config, shards, out, max_steps=steps, device=device, start_stage=stage)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][2:]
     seconds = sum(batch / row["samples_per_s"] for row in rows)

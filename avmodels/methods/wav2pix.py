@@ -26,7 +26,7 @@ from avmodels.data import split_batches
 from avmodels.evaluation import Evaluation, same_speaker_pairs
 from avmodels.metrics import (dlib_detectability, face_detectability, identity_accuracy, identity_similarity,
                               speaker_identification)
-from avmodels.pictures import to_uint8
+from avmodels.pictures import area_resized, to_uint8
 from avmodels.views import WAV2PIX_SAMPLES, wav2pix_audio
 
 EMBEDDING = 128
@@ -203,7 +203,7 @@ class Wav2Pix:
         real, fake, speakers = self._faces(nets, data, split, device, limit)
         if not len(real):
             raise ValueError(f"{data}: the {split} split has no samples")
-        train_real, train_speakers = self._faces(None, data, "train", "cpu", GALLERY)
+        train_real, _, train_speakers = self._faces(None, data, "train", "cpu", GALLERY)
         tests = {"generated": (fake, speakers), "real": (real, speakers)}
         identified = speaker_identification(train_real, train_speakers, tests, self.speakers)
         pairs = same_speaker_pairs(speakers)
@@ -222,7 +222,7 @@ class Wav2Pix:
         return Evaluation(metrics, [as_tensor(real), as_tensor(fake)])
 
     def _faces(self, nets, data, split: str, device, limit: int | None) -> tuple:
-        """(real faces, generated faces or None when ``nets`` is None, speaker indices) of a split, streamed."""
+        """(real faces, generated faces (none when ``nets`` is None), speaker indices) of a split, streamed."""
         real, fake, speakers = [], [], []
         for batch in split_batches(data, split, self.view, device):
             real.append(to_uint8(self._resize(batch["image"])))
@@ -233,12 +233,10 @@ class Wav2Pix:
                 break
         count = limit or sum(map(len, real))
         join = lambda parts: np.concatenate(parts)[:count] if parts else np.zeros((0,), np.uint8)
-        return (join(real), join(fake), join(speakers)) if nets is not None else (join(real), join(speakers))
+        return join(real), join(fake), join(speakers)
 
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
         """Shards hold 128 px faces; the 64 px model reads them area-downsampled, as the official code did."""
-        if images.shape[-1] == self.image_size:
-            return images
-        return F.interpolate(images, size=(self.image_size, self.image_size), mode="area")
+        return area_resized(images, self.image_size)
 
 

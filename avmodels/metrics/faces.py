@@ -21,13 +21,12 @@ import functools
 import importlib.util
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avprep.face.still import CONTEXT_SIZE, StillFaces
+from avprep.face.still import StillFaces, with_context
 from avprep.face.still import landmarks68 as mesh_to_68
 
 MOUTH = slice(48, 68)
@@ -53,15 +52,6 @@ def dlib_models():
     models = Path(spec.submodule_search_locations[0]) / "models"
     return (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat")),
             dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")))
-
-
-def with_context(image: np.ndarray) -> tuple[np.ndarray, float, int]:
-    """(canvas, scale, pad): ``image`` centred on a canvas twice its size (edges replicated) scaled to 256 px;
-    a canvas pixel p is image pixel p / scale - pad."""
-    pad = image.shape[0] // 2
-    canvas = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    scale = CONTEXT_SIZE / canvas.shape[0]
-    return np.ascontiguousarray(cv2.resize(canvas, (CONTEXT_SIZE, CONTEXT_SIZE))), scale, pad
 
 
 def _dlib_faces(images: np.ndarray):

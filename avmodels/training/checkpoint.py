@@ -49,6 +49,11 @@ def dataset_of(checkpoint: dict) -> dict:
     return json.loads(checkpoint.get("dataset") or json.dumps({"speakers": checkpoint["speakers"]}))
 
 
+def frame_rate(checkpoint: dict, default: float = 25.0) -> float:
+    """The frame rate of the shards a checkpoint was trained on (the first, if they had several)."""
+    return float((dataset_of(checkpoint).get("fps") or [default])[0])
+
+
 def load_networks(nets: dict, checkpoint: dict) -> None:
     for name, net in nets.items():
         net.load_state_dict(checkpoint["networks"][name])

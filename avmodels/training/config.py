@@ -68,6 +68,12 @@ class StageSpec:
             return self.steps
         return max(1, math.ceil(self.epochs * samples_per_epoch / (batch_size * world_size)))
 
+    def batch_size_in(self, config: "TrainConfig") -> int:
+        return self.batch_size or config.batch_size
+
+    def split_in(self, config: "TrainConfig") -> str:
+        return self.split or config.split
+
     @property
     def networks(self) -> set[str]:
         return {network for optimizer in self.optimizers for network in optimizer.networks}

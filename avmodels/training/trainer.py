@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -24,7 +23,7 @@ from typing import Iterator
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from avmodels.data import VIEWS, Prefetcher, make_dataset, make_loader, shard_urls
+from avmodels.data import Prefetcher, make_dataset, make_loader, shard_urls, view_with
 from avmodels.methods import get_method
 from avmodels.pictures import grid
 from avmodels.training import checkpoint as checkpoints
@@ -108,9 +107,8 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
     try:
         for stage_index in range(position.stage, len(config.stages)):
             stage = config.stages[stage_index]
-            batch_size, split = stage.batch_size or config.batch_size, stage.split or config.split
-            split_samples = info["splits"][split]["samples"]
-            total = stage.total_steps(split_samples, batch_size, node.world_size)
+            split_samples = info["splits"][stage.split_in(config)]["samples"]
+            total = stage.total_steps(split_samples, stage.batch_size_in(config), node.world_size)
             if batches is not None:
                 batches.close()  # the previous stage's loader and its workers
             batches = _batches(config, method.view, stage, data, node, position, split_samples)
@@ -183,11 +181,10 @@ def _batches(config: TrainConfig, view: str, stage: StageSpec, data: Path, node:
     Resampled shards with an epoch of whole batches per worker make every rank take the same number of batches
     and make the position exact (``ShardStream.resume``).
     """
-    batch_size = stage.batch_size or config.batch_size
+    batch_size = stage.batch_size_in(config)
     per_round = batch_size * max(1, config.num_workers)
     epoch_samples = max(per_round, split_samples // node.world_size // per_round * per_round)
-    viewer = functools.partial(VIEWS[view], **stage.view) if stage.view else VIEWS[view]
-    dataset = make_dataset(shard_urls(data, stage.split or config.split), viewer, seed=config.seed,
+    dataset = make_dataset(shard_urls(data, stage.split_in(config)), view_with(view, **stage.view), seed=config.seed,
                            shuffle_buffer=config.shuffle_buffer, resampled=True, epoch_samples=epoch_samples)
     dataset.resume(position.epoch, position.batches_in_epoch, batch_size)
     loader = Prefetcher(make_loader(dataset, batch_size, config.num_workers), node.device)

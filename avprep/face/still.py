@@ -17,6 +17,17 @@ from avprep.face.quiet import native_stderr_silenced, started_quietly
 CONTEXT_SIZE = 256  # tight crops are meshed in the middle of a canvas twice their size, scaled to this
 
 
+def with_context(image: np.ndarray) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """(canvas, scale, (pad x, pad y)): a tight face crop in the middle of a canvas twice its size, filled with
+    its edge colours, scaled so its longer side is ``CONTEXT_SIZE``: detectors need context around a face. A
+    canvas pixel p is image pixel p / scale - pad."""
+    pad_y, pad_x = image.shape[0] // 2, image.shape[1] // 2
+    canvas = cv2.copyMakeBorder(image, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_REPLICATE)
+    scale = CONTEXT_SIZE / max(canvas.shape[:2])
+    canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(canvas), scale, (pad_x, pad_y)
+
+
 class StillFaces:
     """A static-image face mesh, kept open for many images: ``with StillFaces() as faces: faces(image)``."""
 
@@ -35,15 +46,7 @@ class StillFaces:
         """(478, 3) landmarks of the face in an RGB uint8 ``image``, x and y in its pixels (z in the same scale),
         or None. ``tight``: the image is a face crop (a generated face): the detector needs context around it,
         so the image is meshed in the middle of a canvas twice its size filled with its edge colours."""
-        height, width = image.shape[:2]
-        if tight:
-            pad_y, pad_x = height // 2, width // 2
-            canvas = cv2.copyMakeBorder(image, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_REPLICATE)
-            scale = CONTEXT_SIZE / max(canvas.shape[:2])
-            canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-        else:
-            pad_y = pad_x = 0
-            scale, canvas = 1.0, image
+        canvas, scale, (pad_x, pad_y) = with_context(image) if tight else (image, 1.0, (0, 0))
         with native_stderr_silenced():
             found = self._mesh.process(np.ascontiguousarray(canvas)).multi_face_landmarks
         if not found:

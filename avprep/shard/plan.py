@@ -25,6 +25,7 @@ class SampleRef:
     n_frames: int
     label: str | None = None  # the video's label (LRW word, GRID sentence, metadata "label")
     label_index: int | None = None  # its position in dataset.json "labels"
+    attributes: tuple[tuple[str, object], ...] = ()  # the video's metadata columns (--meta), sorted by name
 
 
 def plan_samples(prep: str | Path, recipe: Recipe) -> tuple[list[SampleRef], list[str], list[str]]:
@@ -42,6 +43,7 @@ def plan_samples(prep: str | Path, recipe: Recipe) -> tuple[list[SampleRef], lis
     _check_inputs(records, recipe)
     speaker_of = {r["video_id"]: r.get("speaker") or r["video_id"] for r in records}
     label_of = {r["video_id"]: r.get("label") for r in records}
+    attributes_of = {r["video_id"]: tuple(sorted((r.get("attributes") or {}).items())) for r in records}
     windows = [w for r in records for w in _windows(Path(prep) / "videos" / r["video_id"], r, recipe)]
     splits = _assign_splits(records, speaker_of, recipe)
     speakers = sorted(set(speaker_of.values()))
@@ -49,7 +51,8 @@ def plan_samples(prep: str | Path, recipe: Recipe) -> tuple[list[SampleRef], lis
     number = {speaker: i for i, speaker in enumerate(speakers)}
     label_number = {label: i for i, label in enumerate(labels)}
     samples = [SampleRef(f"{video}-t{track}-f{start:06d}", splits[video], speaker_of[video], number[speaker_of[video]],
-                         video, track, start, recipe.clip_frames, label_of[video], label_number.get(label_of[video]))
+                         video, track, start, recipe.clip_frames, label_of[video], label_number.get(label_of[video]),
+                         attributes_of[video])
                for video, track, start in windows]
     samples.sort(key=lambda s: (s.split, _hash(recipe.seed, s.key)))
     return samples, speakers, labels

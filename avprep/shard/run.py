@@ -40,7 +40,7 @@ def run_shard(prep: str | Path, out: str | Path, recipe: Recipe, *, max_count: i
     shards = _group(samples, max_count, max_size, sizes)
     todo = [(name, group) for name, group in shards.items() if not (out / name).exists()]
     written = _write_all(prep, out, recipe, samples, todo, jobs, backend, scheduler)
-    attributes = _attributes(prep, samples)
+    attributes = _attributes(samples)
     _write_index(out, shards, attributes)
     names = [name for name, _ in recipe.fractions] + sorted({s.split for s in samples} - dict(recipe.fractions).keys())
     counts = {split: sum(1 for s in samples if s.split == split) for split in names}
@@ -155,12 +155,11 @@ def _parallel(tasks, jobs: int, backend: str, scheduler: str | None) -> list:
     return list(joblib.Parallel(n_jobs=jobs)(tasks))
 
 
-def _attributes(prep: Path, samples: list[SampleRef]) -> dict[str, dict[str, object]]:
+def _attributes(samples: list[SampleRef]) -> dict[str, dict[str, object]]:
     """Metadata attribute -> {video_id: value or None} over the sampled videos (from ``--meta``)."""
-    records = {r["video_id"]: r for r in PrepDir(prep).records()}
-    videos = sorted({s.video_id for s in samples})
-    names = sorted({name for video in videos for name in records[video].get("attributes") or {}})
-    return {name: {video: (records[video].get("attributes") or {}).get(name) for video in videos} for name in names}
+    per_video = {s.video_id: dict(s.attributes) for s in samples}
+    names = sorted({name for values in per_video.values() for name in values})
+    return {name: {video: values.get(name) for video, values in per_video.items()} for name in names}
 
 
 def _write_index(out: Path, shards: dict[str, list[SampleRef]], attributes: dict[str, dict[str, object]]) -> None:

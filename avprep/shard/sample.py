@@ -149,7 +149,7 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
         members["wrong.jpg"] = jpeg(other.face_for(sample, recipe), JPEG_QUALITY)
     meta = dict(key=sample.key, video_id=sample.video_id, speaker=sample.speaker,
                 speaker_index=sample.speaker_index, label=sample.label, label_index=sample.label_index,
-                **(video.record.get("attributes") or {}), track=sample.track,
+                **dict(sample.attributes), track=sample.track,
                 start_frame=sample.start_frame, n_frames=sample.n_frames, fps=video.fps, sample_rate=SAMPLE_RATE,
                 audio_start_s=None if audio_start is None else round(audio_start - sample.start_frame / video.fps, 6),
                 av_offset_frames=video.record.get("av_offset_frames"), audio_shift_s=shift)

@@ -31,7 +31,7 @@ from avmodels.evaluation import Evaluation
 from avmodels.methods.atvgnet.landmarks import LandmarkPCA
 from avmodels.methods.atvgnet.networks import LANDMARKS, ATNet, GLDiscriminator, VGNet
 from avmodels.metrics import cpbd, landmarks68, lmd, psnr, ssim, sync_offset
-from avmodels.pictures import to_uint8
+from avmodels.pictures import area_resized, to_uint8
 from avprep.features.mfcc import atvgnet_mfcc
 from avprep.features.timebase import windows_at_frames
 
@@ -148,31 +148,30 @@ class ATVGnet:
         sums: dict[str, list[float]] = {}
         rows, videos, seen = [], [], 0
         for batch in split_batches(data, split, self.view, device, batch_size=8):
-            real = batch["frames"]
             from_audio = self.talk(nets, batch["reference"], batch["example_landmarks"], batch["mfcc"])
             with torch.no_grad():
-                out = self.forward(nets, batch)
+                out = self.forward(nets, batch)  # VG-net from the true landmarks, and the real frames at its size
+            real = out["real"]
             for i in range(len(real)):
-                clips = {"": from_audio[i], "_from_true_landmarks": out["fake"][i].float()}
-                real_frames = to_uint8(self._resize(real[i:i + 1])[0])
-                for suffix, fake in clips.items():
-                    fake_frames = to_uint8(fake)
+                real_frames, spoken = to_uint8(real[i]), to_uint8(from_audio[i])
+                real_points = landmarks68(real_frames)
+                for suffix, fake_frames in (("", spoken), ("_from_true_landmarks", to_uint8(out["fake"][i]))):
                     add = lambda name, value: sums.setdefault(name + suffix, []).append(value)
-                    add("lmd", lmd(landmarks68(real_frames), landmarks68(fake_frames)))
+                    add("lmd", lmd(real_points, landmarks68(fake_frames)))
                     add("ssim", ssim(real_frames, fake_frames))
                     add("psnr", psnr(real_frames, fake_frames))
                     add("cpbd", float(np.nanmean([cpbd(frame) for frame in fake_frames])))
                 sums.setdefault("cpbd_real", []).append(float(np.nanmean([cpbd(frame) for frame in real_frames])))
                 if "audio" in batch:
                     audio, fps = batch["audio"][i].cpu().numpy(), float(batch["fps"][i])
-                    for name, frames in (("sync", to_uint8(from_audio[i])), ("sync_real", real_frames)):
+                    for name, frames in (("sync", spoken), ("sync_real", real_frames)):
                         offset, confidence = sync_offset(frames, audio, fps, SYNC_MAX_LAG)
                         sums.setdefault(f"{name}_abs_offset_frames", []).append(abs(offset))
                         sums.setdefault(f"{name}_confidence", []).append(confidence)
                     if len(videos) < 3:
-                        videos.append((batch["key"][i], real_frames, to_uint8(from_audio[i]), audio))
+                        videos.append((batch["key"][i], real_frames, spoken, audio))
                 if not rows:
-                    rows = [self._resize(real[i:i + 1])[0][:8], from_audio[i][:8]]
+                    rows = [real[i][:8], from_audio[i][:8]]
                 seen += 1
                 if limit is not None and seen >= limit:
                     break
@@ -186,11 +185,7 @@ class ATVGnet:
 
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
         """Shards hold 128 px crops; a smaller model reads them area-downsampled."""
-        if images.shape[-1] == self.image_size:
-            return images
-        flat = images.flatten(0, -4)
-        resized = F.interpolate(flat, size=(self.image_size, self.image_size), mode="area")
-        return resized.view(*images.shape[:-2], self.image_size, self.image_size)
+        return area_resized(images, self.image_size)
 
 
 def _score_real_and_fake(discriminator, real: torch.Tensor, fake: torch.Tensor, example: torch.Tensor):
