@@ -226,6 +226,10 @@ def quickstart(
                   f"  checkpoint: {run / 'checkpoint.pt'}; losses per step: {run / 'metrics.jsonl'}", highlight=False)
 
 
+# what `avmodels list --params` sizes the label-dependent heads for: 10 speakers, LRW's 500 words
+LISTED_DATASET = {"speakers": [f"speaker{i}" for i in range(10)], "labels": [f"word{i}" for i in range(500)]}
+
+
 @app.command("list")
 def list_methods(
     params: bool = typer.Option(False, "--params", help="Each network's parameter count at the default recipe."),
@@ -243,12 +247,12 @@ def list_methods(
         counts = {}
         for name in sorted(METHODS):
             with torch.device("meta"):  # counted without allocating
-                method = METHODS[name](load_train_config(name).model, 10)
+                method = METHODS[name](load_train_config(name).model, LISTED_DATASET)
             counts[name] = {net: sum(p.numel() for p in module.parameters()) for net, module in method.networks.items()}
         if as_json:
             print(json.dumps(counts, indent=1))
         else:
-            table = Table("method", "network", "parameters (10 speakers)")
+            table = Table("method", "network", "parameters (10 speakers, 500 words)")
             for name, networks in counts.items():
                 for i, (net, count) in enumerate(networks.items()):
                     table.add_row(name if i == 0 else "", net, f"{count:,}")
@@ -260,7 +264,9 @@ def list_methods(
         config = load_train_config(name)
         path = importlib.resources.files("pipelines") / f"{name}.toml"
         method = METHODS[name]
-        sampling = f"{', '.join('--' + i for i in method.inputs)} -> {' or '.join(method.outputs)}"
+        drivers = " or ".join("--" + d for d in getattr(method, "drivers", ()))
+        given = ", ".join("--" + i for i in method.inputs) + (f" + {drivers}" if drivers else "")
+        sampling = f"{given} -> {' or '.join(method.outputs)}"
         for i, stage in enumerate(config.stages):
             length = f"{stage.steps} steps" if stage.steps is not None else f"{stage.epochs:g} epochs"
             optimizers = "; ".join(f"{o.name}: {'+'.join(o.networks)} {o.lr:g}" for o in stage.optimizers)

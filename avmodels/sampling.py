@@ -48,6 +48,7 @@ class Reference:
 @dataclasses.dataclass
 class SampleInputs:
     fps: float  # frame rate of video outputs: the training shards' rate
+    recipe: Recipe | None = None  # the checkpoint's recipe: its crop for driving frames
     audio: np.ndarray | None = None  # 16 kHz mono float32
     reference: Reference | None = None
     driving: PrepVideo | None = None  # the driving video, extracted
@@ -127,7 +128,7 @@ def prepare_inputs(method, recipe: Recipe, fps: float, given: dict[str, Path | N
     for name, path in given.items():
         if path is not None and not Path(path).is_file():
             raise InputProblem(f"--{name} {path}: no such file")
-    inputs = SampleInputs(fps=fps)
+    inputs = SampleInputs(fps=fps, recipe=recipe)
     if given.get("audio"):
         inputs.audio = load_audio(given["audio"])
     elif given.get("driving"):

@@ -64,8 +64,38 @@ def atvgnet(sample: dict, rng: np.random.Generator | None, images: bool = True) 
     return out
 
 
+DAVS_CLASSIFIED = 12  # frames the word classifier reads: every other frame from frame 0 or 1 (``pred_length``)
+DAVS_GENERATED = 6  # consecutive classified frames generated in a training step (``sequence_length``)
+DAVS_IDENTITY = 20  # consecutive frames whose person-id features the identity discriminator reads (``disfc_length``)
+
+
 def davs(sample: dict, rng: np.random.Generator | None) -> dict:
-    return {**_identity(sample), "frames": _clip(sample, "f", "jpg"), "mfcc": _array(sample["mfcc.npy"])}
+    """DAVS's clip: every frame (``frames``, ``mfcc``), the word label, and the official loader's draws as
+    indices into the clip: the 12 classified frames (``classified``: every other frame from frame 0 or 1), where
+    the 6 generated ones start among them (``generated``), the first of the 20 consecutive frames
+    the identity discriminator reads (``identity_start``) and the reference frame (``reference_index``).
+    Evaluation (no ``rng``) takes frame 0 for every draw. The audio, when the shards hold it, is the clip's."""
+    meta = sample["meta.json"]
+    if meta.get("label_index") is None:
+        raise ValueError(f"{sample['__key__']}: DAVS trains on word labels and this clip has none (shard an LRW "
+                         "tree, or give extract a --meta CSV with a 'label' column)")
+    frames = meta["n_frames"]
+    if frames < max(2 * DAVS_CLASSIFIED, DAVS_IDENTITY):
+        raise ValueError(f"{sample['__key__']}: DAVS needs clips of at least {2 * DAVS_CLASSIFIED} frames, got {frames}")
+    draw = (lambda high: int(rng.integers(high))) if rng is not None else (lambda high: 0)
+    phase = draw(frames - 2 * DAVS_CLASSIFIED + 1)
+    out = {**_identity(sample), "frames": _clip(sample, "f", "jpg"), "mfcc": _array(sample["mfcc.npy"]),
+           "label": torch.tensor(meta["label_index"], dtype=torch.int64),
+           "classified": torch.arange(phase, phase + 2 * DAVS_CLASSIFIED, 2),
+           "generated": torch.tensor(draw(DAVS_CLASSIFIED - DAVS_GENERATED + 1)),
+           "identity_start": torch.tensor(draw(frames - DAVS_IDENTITY + 1)),
+           "reference_index": torch.tensor(draw(frames))}
+    if "audio.flac" in sample:
+        start = int(round(-meta["audio_start_s"] * SAMPLE_RATE))  # the first frame's time in the stored slice
+        span = int(round(frames / meta["fps"] * SAMPLE_RATE))
+        out["audio"] = torch.from_numpy(fit_length(sample["audio.flac"][max(start, 0):], span).astype(np.float32))
+        out["fps"] = torch.tensor(meta["fps"], dtype=torch.float32)
+    return out
 
 
 def headgan(sample: dict, rng: np.random.Generator | None) -> dict:

@@ -45,6 +45,45 @@ def prep(corpus, tmp_path_factory) -> Path:
     return out
 
 
+WORDS = ("ABOUT", "AFTER")
+# GRID .align: start and end in 1/25000 s, silences "sil" and "sp".
+ALIGN = "0 12000 sil\n12000 20000 bin\n20000 30000 blue\n30000 31000 sp\n31000 50000 now\n"
+
+
+@pytest.fixture(scope="session")
+def trees(corpus, tmp_path_factory) -> dict[str, Path]:
+    """Small LRW-, GRID-, VoxCeleb- and HDTF-shaped trees made of the test corpus (links), with their side files."""
+    root = tmp_path_factory.mktemp("datasets")
+    clips = sorted(corpus.glob("*/*.mp4"))
+    lrw = root / "lipread_mp4"
+    for w, word in enumerate(WORDS):
+        for s, split in enumerate(("train", "val", "test")):
+            clip = lrw / word / split / f"{word}_0000{s + 1}.mp4"
+            clip.parent.mkdir(parents=True)
+            clip.symlink_to(clips[(3 * w + s) % len(clips)])
+            clip.with_suffix(".txt").write_text(f"Text:  {word}\nConf:  1\n\nDuration: 0.40 seconds\n")
+    grid = root / "grid"
+    for speaker, code, clip in (("s1", "bbaf2n", clips[0]), ("s1", "lgaz8p", clips[1]), ("s2", "bbaf3s", clips[2])):
+        video = grid / speaker / "video" / f"{code}.mpg"
+        video.parent.mkdir(parents=True, exist_ok=True)
+        run_ffmpeg("-i", str(clip), "-c:v", "mpeg2video", "-q:v", "3", "-c:a", "mp2", "-f", "mpeg", str(video))
+        (grid / speaker / "align").mkdir(exist_ok=True)
+        (grid / speaker / "align" / f"{code}.align").write_text(ALIGN)
+    for layout, relative in (("voxceleb", "id00012/21Uxsk56VDQ/00001.mp4"), ("voxceleb", "id00015/abcDEF/00002.mp4"),
+                             ("hdtf", "WDA_BarackObama_000.mp4"), ("hdtf", "RD_Radio11_001.mp4")):
+        link = root / layout / relative
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(clips[0])
+    return {"lrw": lrw, "grid": grid, "voxceleb": root / "voxceleb", "hdtf": root / "hdtf"}
+
+
+@pytest.fixture(scope="session")
+def lrw_prep(trees, tmp_path_factory) -> Path:
+    prep = tmp_path_factory.mktemp("lrw_prep")
+    run_cli("extract", str(trees["lrw"]), "-o", str(prep), "-j", "2")
+    return prep
+
+
 def run_ffmpeg(*args: str) -> None:
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", *args], check=True)
 

@@ -101,7 +101,7 @@ def test_the_view_gives_an_example_and_16_targets_and_reads_images_only_when_ask
 
 
 def test_the_landmark_pca_is_fitted_on_the_training_split_and_round_trips_it(shards):
-    method = ATVGnet({}, speakers=3)
+    method = ATVGnet({}, {"speakers": ["a", "b", "c"]})
     method.fit(method.networks, shards, "cpu")
     pca = method.networks["landmark_pca"]
     assert bool(pca.fitted)
@@ -118,7 +118,7 @@ def fixed_batch_losses(shards, stage_name: str, steps: int, key: str) -> list[fl
     config = load_train_config("atvgnet", overrides=["model.image_size=64", "model.width=8"])
     stage = next(s for s in config.stages if s.name == stage_name)
     torch.manual_seed(0)
-    method = ATVGnet(config.model, speakers=3)
+    method = ATVGnet(config.model, {"speakers": ["a", "b", "c"]})
     method.fit(method.networks, shards, "cpu")
     batch = next(split_batches(shards, "train", "atvgnet", "cpu", batch_size=2, **stage.view))
     optimizers, schedulers = make_optimizers(stage, method.networks, total=steps)

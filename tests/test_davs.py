@@ -1,12 +1,41 @@
-"""DAVS's networks: the official parameter counts (or why not) and the shapes the official forward passes give."""
+"""DAVS: the networks' official parameter counts (or why not) and forward shapes, then the method: the view's
+draws, each stage's losses, training and resuming, user-file init, sampling with fine-tuning, and evaluation."""
 from __future__ import annotations
 
-import pytest
-import torch
+import argparse
+import hashlib
+import json
+from pathlib import Path
 
-from avmodels.methods.davs.networks import (AudioWordEncoder, Decoder, EmbeddingDiscriminator, IdentityDiscriminator,
-                                            PersonIdEncoder, SequenceDiscriminator, VisualWordEncoder,
-                                            WordClassifier)
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import soundfile
+import torch
+from test_train import run_avmodels
+
+from avmodels.data import make_dataset, shard_urls, split_batches, view_with
+from avmodels.evaluation import load_trained
+from avmodels.methods.davs import DAVS
+from avmodels.methods.davs.networks import (
+    AudioWordEncoder,
+    Decoder,
+    EmbeddingDiscriminator,
+    IdentityDiscriminator,
+    PersonIdEncoder,
+    SequenceDiscriminator,
+    VisualWordEncoder,
+    WordClassifier,
+)
+from avmodels.training import checkpoint as checkpoints
+from avmodels.training.config import load_train_config
+from avmodels.training.trainer import StepContext, make_optimizers, train, train_step
+from avmodels.views import davs as davs_view
+from avprep.media.audio import decode_audio
+from avprep.media.probe import probe
+from avprep.shard.recipe import load_recipe, parse_recipe, read_recipe
+from avprep.shard.run import run_shard
 
 # Official counts, less the layers no official forward pass calls (left out: they would break DDP).
 EXPECTED = {
@@ -53,3 +82,180 @@ def test_the_official_forward_shapes():
         assert IdentityDiscriminator().eval()(identity[4].repeat(10, 1, 1, 1)).shape == (1, 500)  # 20 frames
         patches, sync = SequenceDiscriminator().eval()(torch.rand(2, 18, 256, 256), torch.randn(2, 6, 20, 12))
         assert patches.shape == (2, 1, 30, 30) and sync.shape == (2,)
+
+
+# The method: the view's draws, each stage's losses, training and resuming, sampling and evaluation.
+
+SMALL = ["model.width=0.125", "train.num_workers=1", "train.log_every=1", "train.sample_every=2",
+         "train.checkpoint_every=2", "train.batch_size=2", "train.stages.pid_pretrain.steps=1",
+         "train.stages.word_pretrain.steps=2", "train.stages.disentangle.steps=2"]
+
+
+@pytest.fixture(scope="module")
+def shards(lrw_prep, tmp_path_factory) -> Path:
+    """DAVS shards of the LRW-shaped test tree: 25-frame clips of two words, the tree's own splits, with audio."""
+    folder = tmp_path_factory.mktemp("davs_shards")
+    _, document = read_recipe("davs")
+    document["split"] = {"by": "dataset"}
+    run_shard(lrw_prep, folder, parse_recipe("davs", document))
+    return folder
+
+
+def test_the_view_draws_as_the_official_loader_and_evaluation_takes_frame_zero(shards):
+    sample = next(iter(make_dataset(shard_urls(shards, "train"), view_with("davs"), train=False)))
+    assert sample["frames"].shape == (25, 3, 256, 256) and sample["mfcc"].shape == (25, 20, 12)
+    assert sample["audio"].shape == (16000,) and int(sample["label"]) in (0, 1)
+    assert sample["classified"].tolist() == list(range(0, 24, 2))
+    assert (int(sample["generated"]), int(sample["identity_start"]), int(sample["reference_index"])) == (0, 0, 0)
+    rng = np.random.default_rng(0)
+    members = first_decoded(shards, "train")
+    draws = [davs_view(members, rng) for _ in range(200)]
+    assert {int(d["classified"][0]) for d in draws} == {0, 1}
+    assert {int(d["generated"]) for d in draws} == set(range(7))  # 6 of the 12 classified frames
+    assert {int(d["identity_start"]) for d in draws} == set(range(6))  # 20 consecutive of 25
+    assert {int(d["reference_index"]) for d in draws} == set(range(25))
+
+
+def first_decoded(shards: Path, split: str) -> dict:
+    """A sample as views receive it (decoded but for its images)."""
+    return next(iter(make_dataset(shard_urls(shards, split), lambda sample, rng: sample, train=False)))
+
+
+def test_without_word_labels_the_method_and_the_view_say_how_to_get_them(prep, tmp_path):
+    with pytest.raises(ValueError, match="LRW tree.*--meta CSV with a 'label' column"):
+        DAVS({}, {"speakers": ["a"], "labels": []})
+    run_shard(prep, tmp_path, load_recipe("davs"), max_count=1)
+    members = first_decoded(tmp_path, "train")
+    with pytest.raises(ValueError, match="DAVS trains on word labels"):
+        davs_view(members, None)
+
+
+def fixed_batch_losses(shards, stage_name: str, steps: int, keys: tuple[str, ...]) -> list[float]:
+    config = load_train_config("davs", overrides=["model.width=0.125"])
+    stage = next(s for s in config.stages if s.name == stage_name)
+    torch.manual_seed(0)
+    method = DAVS(config.model, json.loads((shards / "dataset.json").read_text()))
+    batch = next(split_batches(shards, "train", "davs", "cpu", batch_size=2))
+    optimizers, schedulers = make_optimizers(stage, method.networks, total=steps)
+    for name, net in method.networks.items():
+        net.train(name in stage.networks)
+    values = []
+    for step in range(steps):
+        _, losses = train_step(method, method.networks, method.networks, batch, stage, optimizers, schedulers,
+                               StepContext(stage.name, step, step, 0))
+        values.append(sum(losses[key] for key in keys))
+    return values
+
+
+def test_pid_pretraining_fits_a_fixed_batch(shards):
+    errors = fixed_batch_losses(shards, "pid_pretrain", 15, ("pid_ce",))
+    assert sum(errors[-3:]) / 3 < 0.3 * errors[0], errors
+
+
+def test_word_pretraining_fits_a_fixed_batch(shards):
+    errors = fixed_batch_losses(shards, "word_pretrain", 15, ("words_audio", "words_visual"))
+    assert sum(errors[-3:]) / 3 < 0.3 * errors[0], errors
+
+
+def test_disentangling_fits_a_fixed_batch(shards):
+    errors = fixed_batch_losses(shards, "disentangle", 12, ("g_frame", "g_mouth"))
+    assert sum(errors[-3:]) / 3 < 0.85 * errors[0], errors  # about -23% in 12 steps at lr 2e-4
+
+
+def test_the_generator_loss_runs_under_bf16_autocast_with_the_uniform_term_in_float32(shards):
+    method = DAVS({"width": 0.125}, json.loads((shards / "dataset.json").read_text()))
+    batch = next(split_batches(shards, "train", "davs", "cpu", batch_size=2))
+    ctx = StepContext("disentangle", 0, 0, 0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = method.forward(method.networks, batch, ctx)
+        assert out["person_sequence"].dtype == torch.bfloat16
+        for optimizer in ("discriminators", "generator"):
+            loss, terms = method.loss(optimizer, method.networks, batch, out, {}, ctx)
+            assert loss.dtype == torch.float32 and np.isfinite(list(terms.values())).all()
+        assert method._identity_uniform(method.networks, out["person_sequence"]).dtype == torch.float32
+
+
+def test_all_three_stages_run_and_resume_exactly(shards, tmp_path):
+    config = load_train_config("davs", overrides=SMALL)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(config, shards, whole, device="cpu")
+    train(config, shards, parts, max_steps=4, device="cpu")  # stops inside disentangle
+    train(config, shards, parts, resume=True, device="cpu")
+    rows = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert [row["stage"] for row in rows] == ["pid_pretrain"] + ["word_pretrain"] * 2 + ["disentangle"] * 2
+    saved, resumed = (checkpoints.load(run / "checkpoint.pt")["networks"] for run in (whole, parts))
+    for name, state in saved.items():
+        for key, value in state.items():
+            assert torch.allclose(value.float(), resumed[name][key].float(), rtol=1e-4, atol=1e-6), (name, key)
+    assert all((whole / f"stage-{stage}.pt").is_file() for stage in ("pid_pretrain", "word_pretrain", "disentangle"))
+    assert list((whole / "samples").glob("*.png"))
+
+
+def test_a_lightcnn_person_encoder_starts_from_a_user_file_with_a_module_prefix(shards, tmp_path):
+    """train.init: DataParallel's ``module.`` keys are stripped; the frozen encoder keeps the file's weights."""
+    torch.manual_seed(5)
+    donor = PersonIdEncoder(0.125).state_dict()
+    torch.save({f"module.{key}": value for key, value in donor.items()}, tmp_path / "lightcnn.pt")
+    config = load_train_config("davs", overrides=[*SMALL, f'train.init.person_encoder.file="{tmp_path / "lightcnn.pt"}"',
+                                                 'train.init.person_encoder.strip_prefix="module."'])
+    train(config, shards, tmp_path / "run", start_stage="word_pretrain", max_steps=1, device="cpu")
+    loaded = checkpoints.load(tmp_path / "run" / "checkpoint.pt")["networks"]["person_encoder"]
+    assert all(torch.equal(loaded[key], value) for key, value in donor.items())
+    torch.save({"encoder": argparse.Namespace(weights=1)}, tmp_path / "pickled.pt")
+    pickled = load_train_config("davs", overrides=[*SMALL, f'train.init.person_encoder.file="{tmp_path / "pickled.pt"}"'])
+    with pytest.raises(ValueError, match="not a plain state dict"):
+        train(pickled, shards, tmp_path / "refused", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("davs_run")
+    train(load_train_config("davs", overrides=SMALL), shards, run, device="cpu")
+    return run / "checkpoint.pt"
+
+
+def test_audio_and_video_driven_samples_are_mp4s_with_sound_and_leave_the_checkpoint_unchanged(trained, lrw_prep,
+                                                                                                 tmp_path):
+    before = hashlib.sha1(trained.read_bytes()).hexdigest()
+    clip = next(p for p in (lrw_prep / "videos").iterdir())
+    speech = clip / "audio.flac"
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    driving = next(lrw_prep.parent.glob("datasets*/lipread_mp4/ABOUT/test/*.mp4"))
+    seconds = soundfile.info(str(speech)).duration
+    for name, given in (("audio", ("--audio", str(speech))), ("video", ("--driving", str(driving)))):
+        out = tmp_path / f"{name}.mp4"
+        result = run_avmodels("sample", "-c", str(trained), "--reference", str(photo), *given, "-o", str(out))
+        assert result.returncode == 0, result.stdout + result.stderr
+        video = probe(out)
+        assert (video.width, video.height, video.audio_codec) == (256, 256, "aac")
+        assert abs(video.n_packets / video.fps - seconds) <= 1 / video.fps
+        assert abs(len(decode_audio(out, 1)) / 16000 - seconds) <= 1 / video.fps
+    assert hashlib.sha1(trained.read_bytes()).hexdigest() == before
+    missing = run_avmodels("sample", "-c", str(trained), "--reference", str(photo), "-o", str(tmp_path / "x.mp4"))
+    assert missing.returncode == 2 and "--audio (audio-driven) or --driving" in missing.stdout
+
+
+def test_fine_tuning_works_on_copies(trained):
+    method, nets, _ = load_trained(trained)
+    before = {name: {k: v.clone() for k, v in net.state_dict().items()} for name, net in nets.items()}
+    reference = torch.rand(1, 3, 256, 256)
+    tuned = method.fine_tuned(nets, reference, torch.randn(5, 20, 12), ("person_encoder", "decoder", "audio_encoder"))
+    changed = any(not torch.equal(tuned["decoder"].state_dict()[k], v) for k, v in before["decoder"].items())
+    assert changed and tuned["decoder"] is not nets["decoder"]
+    for name, net in nets.items():
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in before[name].items()), name
+
+
+def test_eval_reports_word_accuracy_and_the_generation_measures(trained, shards, tmp_path):
+    result = run_avmodels("eval", "-m", "davs", "-d", str(shards), "-c", str(trained), "--limit", "2",
+                          "-o", str(tmp_path / "eval.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    for name in ("word_accuracy_audio", "word_accuracy_visual", "word_accuracy_both", "ssim", "ssim_from_video",
+                 "sync_real_confidence", "identity_similarity_real"):
+        assert 0 <= scores[name] <= 1, name
+    assert scores["word_accuracy_chance"] == 0.5 and scores["samples"] == 2
+    for name in ("psnr", "psnr_from_video"):
+        assert 0 < scores[name] < 100, name
+    assert len(list((tmp_path / "eval").glob("*.mp4"))) == 2 and (tmp_path / "eval.png").is_file()

@@ -17,12 +17,12 @@ import torch
 from avmodels.data import split_batches
 from avmodels.methods.wav2pix import Wav2Pix
 from avmodels.training import checkpoint as checkpoints
-from avmodels.training.config import load_train_config
+from avmodels.training.config import load_train_config, parse_train_config
 from avmodels.training.distributed import start_node
 from avmodels.training.trainer import Position, StepContext, _batches, make_optimizers, train, train_step
 from avprep.media.audio import decode_audio
 from avprep.media.probe import probe
-from avprep.shard.recipe import RecipeError, load_recipe
+from avprep.shard.recipe import RecipeError, load_recipe, read_recipe
 from avprep.shard.run import run_shard
 
 SMALL = ["model.image_size=64", "train.batch_size=2", "train.num_workers=1", "train.log_every=1",
@@ -52,13 +52,13 @@ def count(module: torch.nn.Module) -> int:
 
 
 def test_parameter_counts_match_the_official_code():
-    at128 = Wav2Pix({"image_size": 128}, speakers=10).networks
+    at128 = Wav2Pix({"image_size": 128}, {"speakers": list("abcdefghij")}).networks
     assert count(at128["speech_encoder"]) == 11_495_424
     assert count(at128["speaker_classifier"]) == 28_230
     assert count(at128["generator"]) == 13_241_344
     assert sum(count(at128[name]) for name in ("speech_encoder", "speaker_classifier", "generator")) == 24_764_998
     assert count(at128["discriminator"]) == 11_162_624
-    at64 = Wav2Pix({"image_size": 64}, speakers=10).networks
+    at64 = Wav2Pix({"image_size": 64}, {"speakers": list("abcdefghij")}).networks
     assert sum(count(at64[name]) for name in ("speech_encoder", "speaker_classifier", "generator")) == 15_327_814
     assert count(at64["discriminator"]) == 2_765_824
 
@@ -69,7 +69,7 @@ def test_shapes_and_the_official_losses_and_optimisers():
     assert stage.losses == {"adversarial": 1.0, "feature_matching": 100.0, "l1": 50.0, "speaker": 20.0}
     assert [(o.name, o.lr, o.betas) for o in stage.optimizers] == [
         ("discriminator", 4e-4, (0.5, 0.999)), ("generator", 1e-4, (0.5, 0.999))]
-    method = Wav2Pix(config.model, speakers=3)
+    method = Wav2Pix(config.model, {"speakers": ["a", "b", "c"]})
     batch = {"audio": torch.randn(2, 16000), "image": torch.rand(2, 3, 128, 128) * 2 - 1,
              "wrong": torch.rand(2, 3, 128, 128) * 2 - 1, "speaker": torch.tensor([0, 2])}
     out = method.forward(method.networks, batch)
@@ -88,7 +88,7 @@ def test_a_fixed_batch_is_overfit(shards):
     config = load_train_config("wav2pix", overrides=["model.image_size=64", "model.dropout=0.0"])
     stage = config.stages[0]
     torch.manual_seed(0)
-    method = Wav2Pix(config.model, speakers=3)
+    method = Wav2Pix(config.model, {"speakers": ["a", "b", "c"]})
     batch = next(split_batches(shards, "train", "wav2pix", "cpu", batch_size=2))
     optimizers, schedulers = make_optimizers(stage, method.networks, total=200)
     l1 = []
@@ -154,7 +154,7 @@ lr = 1e-4
     config = load_train_config("wav2pix", str(recipe))
     run = tmp_path / "run"
     torch.manual_seed(config.seed)
-    initial = Wav2Pix(config.model, speakers=3).networks["discriminator"].state_dict()
+    initial = Wav2Pix(config.model, {"speakers": ["a", "b", "c"]}).networks["discriminator"].state_dict()
     train(config, shards, run, device="cpu")
     after_first = checkpoints.load(run / "stage-reconstruct.pt")["networks"]
     for key, value in initial.items():
@@ -228,7 +228,9 @@ def test_clear_errors(shards, tmp_path):
     result = run_avmodels("train", "-m", "nosuch", "-d", str(shards))
     assert result.returncode == 2 and "no recipe named 'nosuch'" in result.stdout
     with pytest.raises(RecipeError, match="only the data half"):
-        load_train_config("davs")
+        parse_train_config("headgan", read_recipe("headgan")[1] | {"train": {}})
+    result = run_avmodels("train", "-m", "davs", "-d", str(shards), "-o", str(tmp_path / "davs"))
+    assert result.returncode == 2 and "DAVS trains on word labels and these shards have none" in result.stdout
     with pytest.raises(RecipeError, match="no stage named 'gann'"):
         load_train_config("wav2pix", overrides=["train.stages.gann.steps=3"])
     result = run_avmodels("train", "-m", "wav2pix", "-d", str(shards), "-o", str(tmp_path / "none"), "--resume")
@@ -277,7 +279,7 @@ def test_list_names_methods_stages_and_recipes():
 
 
 def test_a_network_starts_from_a_user_file_and_pickled_objects_are_refused(shards, tmp_path):
-    donor = Wav2Pix({"image_size": 64}, speakers=3).networks["speech_encoder"]
+    donor = Wav2Pix({"image_size": 64}, {"speakers": ["a", "b", "c"]}).networks["speech_encoder"]
     torch.save({"state_dict": {f"module.{k}": v for k, v in donor.state_dict().items()}}, tmp_path / "encoder.pt")
     config = load_train_config("wav2pix", overrides=[
         *SMALL, f'train.init.speech_encoder={{ file = "{tmp_path / "encoder.pt"}", strip_prefix = "module." }}',

@@ -1,7 +1,7 @@
 """The methods the trainer knows, by name. One file per method holds its networks, losses and pictures.
 
-A method is a class built as ``Method(model: dict, speakers: int)`` (the recipe's ``[model]`` table and the
-number of speakers in the shards' dataset.json) with:
+A method is a class built as ``Method(model: dict, dataset: dict)`` (the recipe's ``[model]`` table and the facts
+of the shards' dataset.json: ``speakers`` and ``labels`` lists, which size classifier heads) with:
 
     name, view               its registry name and its ``avmodels.views.VIEWS`` entry
     networks                 dict name -> nn.Module; the recipe's optimisers name these
@@ -13,6 +13,7 @@ number of speakers in the shards' dataset.json) with:
     fit(nets, data, device, split)  optional: statistics computed before training (kept in networks' buffers)
     inputs, outputs, sample(nets, inputs, output, device, **options), evaluate(nets, data, split, device, limit)
                              what ``avmodels sample`` and ``avmodels eval`` call (avmodels.sampling)
+    drivers                  optional: inputs of which the user gives one (DAVS: audio or driving)
 
 ``nets`` is ``networks`` as training sees them (wrapped for DDP or compiled), so the same code serves both. To
 add a method: write ``avmodels/methods/<name>.py``, list its class here, and give it ``pipelines/<name>.toml``.
@@ -20,9 +21,10 @@ add a method: write ``avmodels/methods/<name>.py``, list its class here, and giv
 from __future__ import annotations
 
 from avmodels.methods.atvgnet import ATVGnet
+from avmodels.methods.davs import DAVS
 from avmodels.methods.wav2pix import Wav2Pix
 
-METHODS = {"atvgnet": ATVGnet, "wav2pix": Wav2Pix}
+METHODS = {"atvgnet": ATVGnet, "davs": DAVS, "wav2pix": Wav2Pix}
 
 
 def get_method(name: str) -> type:

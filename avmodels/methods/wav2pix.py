@@ -121,10 +121,10 @@ class Wav2Pix:
     inputs = ("audio",)
     outputs = ("image", "video")  # faces from 1 s windows (PNG), or a face for every frame (MP4 with the speech)
 
-    def __init__(self, model: dict, speakers: int):
+    def __init__(self, model: dict, dataset: dict):
         self.image_size = int(model.get("image_size", 128))
         self.real_label = float(model.get("real_label", 0.9))
-        self.speakers = speakers
+        self.speakers = speakers = len(dataset["speakers"])
         self.networks = {
             "speech_encoder": SpeechEncoder(),
             "speaker_classifier": SpeakerClassifier(speakers),

@@ -70,7 +70,7 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
     info = json.loads((data / "dataset.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    method = get_method(config.method)(config.model, len(info["speakers"]))
+    method = get_method(config.method)(config.model, info)
     nets = {name: net.to(node.device) for name, net in method.networks.items()}
     position, saved = Position(), None
     for name, spec in config.init.items():  # user weights first: a resumed run or a stage's init_from replaces them

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from avmodels.data import split_batches
 from avmodels.evaluation import Evaluation
+from avmodels.methods.adversarial import bce, real_and_fake
 from avmodels.methods.atvgnet.landmarks import LandmarkPCA
 from avmodels.methods.atvgnet.networks import LANDMARKS, ATNet, GLDiscriminator, VGNet
 from avmodels.metrics import cpbd, landmarks68, lmd, psnr, ssim, sync_offset
@@ -46,7 +46,7 @@ class ATVGnet:
     inputs = ("audio", "reference")
     outputs = ("video",)
 
-    def __init__(self, model: dict, speakers: int):
+    def __init__(self, model: dict, dataset: dict):
         self.image_size = int(model.get("image_size", 128))
         self.pca_frames = int(model.get("pca_frames", 50000))
         self.detach_fake = bool(model.get("detach_fake_in_generator", False))
@@ -96,9 +96,9 @@ class ATVGnet:
             return weights.get("coefficients", 1.0) * error, {"at_mse": error.item()}
         discriminator, mouth = nets["discriminator"], weights.get("mouth", 100.0)
         if optimizer == "discriminator":
-            real_logit, real_landmarks, fake_logit, fake_landmarks = _score_real_and_fake(
-                discriminator, out["real"], out["fake"].detach(), out["example"])
-            terms = {"d_real": _bce(real_logit, 1.0), "d_fake": _bce(fake_logit, 0.0),
+            (real_logit, real_landmarks), (fake_logit, fake_landmarks) = real_and_fake(
+                discriminator, (out["real"], out["example"]), (out["fake"].detach(), out["example"]))
+            terms = {"d_real": bce(real_logit, 1.0), "d_fake": bce(fake_logit, 0.0),
                      "d_landmarks_real": _masked_mse(real_landmarks, out["targets"], mouth),
                      "d_landmarks_fake": _masked_mse(fake_landmarks, out["targets"], mouth)}
             return sum(terms.values()), {name: value.item() for name, value in terms.items()}
@@ -106,7 +106,7 @@ class ATVGnet:
             fake = out["fake"].detach() if self.detach_fake else out["fake"]
             logit, landmarks = discriminator(fake, out["example"])
             terms = {"pixel": (torch.abs(out["fake"].float() - out["real"]) * (out["attention"].detach() + 0.5)).mean(),
-                     "adversarial": _bce(logit, 1.0), "landmarks": _masked_mse(landmarks, out["targets"], mouth)}
+                     "adversarial": bce(logit, 1.0), "landmarks": _masked_mse(landmarks, out["targets"], mouth)}
             total = sum(weights.get(name, 0.0) * value for name, value in terms.items())
             return total, {f"g_{name}": value.item() for name, value in terms.items()}
         raise KeyError(f"atvgnet has no optimiser {optimizer!r} (at_net, discriminator, generator)")
@@ -186,19 +186,6 @@ class ATVGnet:
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
         """Shards hold 128 px crops; a smaller model reads them area-downsampled."""
         return area_resized(images, self.image_size)
-
-
-def _score_real_and_fake(discriminator, real: torch.Tensor, fake: torch.Tensor, example: torch.Tensor):
-    """(real logit, real landmarks, fake logit, fake landmarks). Two passes, as the release (batch-norm statistics
-    of real and fake clips apart); under DDP one pass over both, since DDP takes one forward per backward."""
-    if isinstance(getattr(discriminator, "_orig_mod", discriminator), DistributedDataParallel):  # compiled or not
-        logits, landmarks = discriminator(torch.cat([real, fake]), torch.cat([example, example]))
-        return logits[: len(real)], landmarks[: len(real)], logits[len(real):], landmarks[len(real):]
-    return (*discriminator(real, example), *discriminator(fake, example))
-
-
-def _bce(logit: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logit.float(), torch.full_like(logit.float(), target))
 
 
 def _masked_mse(predicted: torch.Tensor, true: torch.Tensor, mouth: float) -> torch.Tensor:

@@ -1,6 +1,381 @@
-"""DAVS (Zhou et al., AAAI 2019; Hangz-nju-cuhk/Talking-Face-Generation-DAVS): talking faces from disentangled
-person-id and word-id spaces, driven by audio or by video.
+"""DAVS (Zhou et al., AAAI 2019, "Talking Face Generation by Adversarially Disentangled Audio-Visual
+Representation"; Hangz-nju-cuhk/Talking-Face-Generation-DAVS): a face from a person-id embedding (of a
+reference frame) and a word-id embedding (of the audio or of the lips), trained so that the audio and visual
+word-id spaces agree and the person-id space carries no word. Networks: ``networks.py``. Stages, by name:
 
-``networks.py`` holds its eight networks with the official parameter counts (or the reason they differ); the
-stages (word pretraining, disentangling), sampling and evaluation build on them (README, "DAVS").
+    pid_pretrain   optional: the person-id encoder as a speaker classifier (the paper's encoder was pretrained on
+                   MS-Celeb-1M; ``train.init.person_encoder`` loads such weights instead). Skip it with
+                   ``--stage word_pretrain``, e.g. on LRW, which publishes no speaker ids.
+    word_pretrain  the audio and visual word-id encoders and the word classifier on the word labels (the
+                   pretraining the authors never released): word CE on both embeddings, the L2 contrastive loss
+                   between them (each against the other held fixed) and the modality-adversarial loss against
+                   the embedding discriminator, which learns to tell audio from visual embeddings.
+    disentangle    the full objective of the official ``Gen_final_v1.py``. Discriminators: embedding
+                   discriminator (audio 1, visual 0), identity discriminator (word CE from the person-id features
+                   of 20 consecutive frames) and sequence discriminator (soft-label BCE on 6 stacked real and
+                   generated frames, and on its sync head with their MFCC). Generator (both encoders, decoder,
+                   classifier): BCE of both sequence heads on the generated frames, 4 x L1 frame + 8 x L1 mouth
+                   on the 0-255 scale for the audio- and the video-driven frames, 5 x L1 of consecutive audio-
+                   driven frames outside the mouth (the first against the reference), the contrastive loss (lips
+                   held fixed), 1e6 x MSE of the identity discriminator's softmax against uniform (in float32),
+                   word CE on both embeddings and 5 x the modality-adversarial loss.
+
+Each step draws, as the official loader: 12 frames every other frame from frame 0 or 1 (the classifier's
+input), 6 consecutive ones of them to generate, 20 consecutive frames for the identity discriminator and a
+reference frame anywhere in the clip (``avmodels.views.davs``). Pixels are in [0, 1], as the official code.
+
+The official ``GANLoss`` draws its soft label once and caches it for the whole run; here a fresh one is drawn per
+step (U(0, 0.1) off the hard label), as the paper describes. Sampling fine-tunes copies of the networks on the
+reference for 5 Adam steps (a fresh optimiser each step, as the official test code), then scales audio word
+embeddings by 1.5 and visual ones by 0.8, as the official test models; the checkpoint is never touched.
 """
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avmodels.data import split_batches
+from avmodels.evaluation import Evaluation
+from avmodels.methods.adversarial import bce, real_and_fake
+from avmodels.methods.davs.networks import (AudioWordEncoder, Decoder, EmbeddingDiscriminator,
+                                            IdentityDiscriminator, PersonIdEncoder, SequenceDiscriminator,
+                                            VisualWordEncoder, WordClassifier, scaled)
+from avmodels.metrics import identity_similarity, landmarks68, lmd, psnr, ssim, sync_offset
+from avmodels.pictures import to_uint8
+from avmodels.sampling import InputProblem
+from avmodels.views import DAVS_CLASSIFIED, DAVS_GENERATED, DAVS_IDENTITY
+from avprep.features.mfcc import syncnet_mfcc
+from avprep.features.timebase import windows_at_frames
+from avprep.shard.sample import recipe_crop
+
+MOUTH = (slice(170, 234), slice(64, 192))  # the official fixed mouth mask on the 256 px crop (rows, columns)
+MFCC_RATE, MFCC_ROWS, MFCC_START_S = 100.0, 20, -0.10
+SYNC_MAX_LAG = 5
+LRW_WORDS = 500
+STAGES = ("pid_pretrain", "word_pretrain", "disentangle")
+LOSS_DEFAULTS = {"adversarial": 1.0, "sync": 1.0, "frame": 4.0, "mouth": 8.0, "smooth": 5.0, "contrastive": 1.0,
+                 "identity_uniform": 1e6, "words": 1.0, "modality": 5.0, "identity_words": 1.0}
+
+
+class DAVS:
+    name = "davs"
+    view = "davs"
+    inputs = ("reference",)
+    drivers = ("audio", "driving")  # one of them: audio-driven, or video-driven (lips from the driving video)
+    outputs = ("video",)
+
+    def __init__(self, model: dict, dataset: dict):
+        words = len(dataset.get("labels") or [])
+        if not words:
+            raise ValueError("DAVS trains on word labels and these shards have none: shard an LRW tree (README "
+                             "'Datasets'), or give `avprep extract` a --meta CSV with a 'label' column")
+        width = float(model.get("width", 1.0))
+        self.words = words
+        self.margin = float(model.get("contrastive_margin", 1.0))
+        self.soft_label = float(model.get("soft_label", 0.1))
+        self.finetune_steps = int(model.get("finetune_steps", 5))
+        self.finetune_lr = float(model.get("finetune_lr", 2e-4))
+        self.audio_scale = float(model.get("audio_scale", 1.5))
+        self.video_scale = float(model.get("video_scale", 0.8))
+        self.networks = {
+            "person_encoder": PersonIdEncoder(width),
+            "visual_encoder": VisualWordEncoder(width),
+            "audio_encoder": AudioWordEncoder(),
+            "decoder": Decoder(width),
+            "word_classifier": WordClassifier(DAVS_CLASSIFIED, words),
+            "person_classifier": nn.Linear(scaled(256, width), max(1, len(dataset["speakers"]))),
+            "embedding_discriminator": EmbeddingDiscriminator(),
+            "identity_discriminator": IdentityDiscriminator(DAVS_IDENTITY, words, width),
+            "sequence_discriminator": SequenceDiscriminator(DAVS_GENERATED, width),
+        }
+
+    def forward(self, nets: dict[str, nn.Module], batch: dict, ctx=None) -> dict:
+        stage = ctx.stage if ctx is not None else "disentangle"
+        if stage not in STAGES:
+            raise KeyError(f"davs has no stage {stage!r}; its stages are {', '.join(STAGES)}")
+        frames = (batch["frames"] + 1) / 2
+        rows = torch.arange(len(frames), device=frames.device)[:, None]
+        reference = frames[rows[:, 0], batch["reference_index"]]
+        if stage == "pid_pretrain":
+            return {"reference": reference,
+                    "speaker_logits": nets["person_classifier"](nets["person_encoder"](reference)[0])}
+        out = self.word_embeddings(nets, frames, batch)
+        classified, mfcc = out["classified"], out["mfcc"]
+        if stage == "word_pretrain":
+            return out
+        window = batch["generated"][:, None] + torch.arange(DAVS_GENERATED, device=frames.device)
+        identity_frames = frames[rows, batch["identity_start"][:, None] + torch.arange(DAVS_IDENTITY,
+                                                                                       device=frames.device)]
+        person = nets["person_encoder"](reference)
+        words = torch.cat([out["audio"][rows, window].flatten(0, 1), out["visual"][rows, window].flatten(0, 1)])
+        both = [feature.repeat_interleave(DAVS_GENERATED, 0).repeat(2, *[1] * (feature.dim() - 1))
+                for feature in person]
+        fakes = nets["decoder"](both, words).unflatten(0, (2, len(frames), DAVS_GENERATED))
+        return {**out, "reference": reference, "targets": classified[rows, window], "sync_mfcc": mfcc[rows, window],
+                "from_audio": fakes[0], "from_video": fakes[1],
+                "person_sequence": nets["person_encoder"](identity_frames.flatten(0, 1))[4]}
+
+    @staticmethod
+    def word_embeddings(nets: dict[str, nn.Module], frames: torch.Tensor, batch: dict) -> dict:
+        """The 12 classified frames of each clip (``frames`` in [0, 1]), their MFCC windows and both word-id
+        embeddings, (B, 12, 256) each."""
+        rows = torch.arange(len(frames), device=frames.device)[:, None]
+        classified, mfcc = frames[rows, batch["classified"]], batch["mfcc"][rows, batch["classified"]]
+        return {"classified": classified, "mfcc": mfcc, "audio": _per_frame(nets["audio_encoder"], mfcc),
+                "visual": _per_frame(nets["visual_encoder"], classified)}
+
+    def loss(self, optimizer: str, nets: dict[str, nn.Module], batch: dict, out: dict, weights: dict[str, float],
+             ctx=None) -> tuple[torch.Tensor, dict[str, float]]:
+        weight = lambda name: float(weights.get(name, LOSS_DEFAULTS[name]))  # noqa: E731
+        labels = batch["label"]
+        if optimizer == "person_id":
+            error = F.cross_entropy(out["speaker_logits"].float(), batch["speaker"])
+            return error, {"pid_ce": error.item(), "pid_accuracy": _accuracy(out["speaker_logits"], batch["speaker"])}
+        if optimizer == "modality_discriminator":
+            error = self._modality_discriminator(nets, out)
+            return error, {"d_modality": error.item()}
+        if optimizer == "word_encoders":
+            audio_logits, visual_logits = (nets["word_classifier"](out[m]) for m in ("audio", "visual"))
+            terms = {"words_audio": F.cross_entropy(audio_logits.float(), labels),
+                     "words_visual": F.cross_entropy(visual_logits.float(), labels),
+                     "contrastive": (_contrastive(out["visual"].detach(), out["audio"], self.margin)
+                                     + _contrastive(out["audio"].detach(), out["visual"], self.margin)),
+                     "modality": self._modality_fooled(nets, out)}
+            total = (weights.get("words", 1.0) * (terms["words_audio"] + terms["words_visual"])
+                     + weights.get("contrastive", 1.0) * terms["contrastive"]
+                     + weights.get("modality", 1.0) * terms["modality"])
+            return total, {**{n: v.item() for n, v in terms.items()}, "accuracy_audio": _accuracy(audio_logits, labels),
+                           "accuracy_visual": _accuracy(visual_logits, labels)}
+        if optimizer == "discriminators":
+            soft = self.soft_label * torch.rand(4, device=labels.device)
+            fakes = _stacked(torch.cat([out["from_audio"], out["from_video"]]).detach())
+            (real_patch, real_sync), (fake_patch, fake_sync) = real_and_fake(
+                nets["sequence_discriminator"], (_stacked(out["targets"]), out["sync_mfcc"]),
+                (fakes, out["sync_mfcc"].repeat(2, 1, 1, 1)))
+            terms = {"d_sequence": 0.5 * (bce(fake_patch, soft[0]) + bce(real_patch, 1 - soft[1])),
+                     "d_sync": 0.5 * (bce(fake_sync, soft[2]) + bce(real_sync, 1 - soft[3])),
+                     "d_modality": self._modality_discriminator(nets, out),
+                     "d_identity_words": F.cross_entropy(
+                         nets["identity_discriminator"](out["person_sequence"].detach()).float(), labels)}
+            total = (terms["d_sequence"] + terms["d_sync"] + terms["d_modality"]
+                     + weight("identity_words") * terms["d_identity_words"])
+            return total, {n: v.item() for n, v in terms.items()}
+        if optimizer == "generator":
+            patch, sync = nets["sequence_discriminator"](
+                _stacked(torch.cat([out["from_audio"], out["from_video"]])), out["sync_mfcc"].repeat(2, 1, 1, 1))
+            audio_logits, visual_logits = (nets["word_classifier"](out[m]) for m in ("audio", "visual"))
+            terms = {"adversarial": bce(patch, 1.0), "sync": bce(sync, 1.0),
+                     "frame": _l1_255(out["from_audio"], out["targets"]) + _l1_255(out["from_video"], out["targets"]),
+                     "mouth": (_l1_255(out["from_audio"], out["targets"], mouth_only=True)
+                               + _l1_255(out["from_video"], out["targets"], mouth_only=True)),
+                     "smooth": _smoothness(out["from_audio"], out["reference"]),
+                     "contrastive": _contrastive(out["visual"].detach(), out["audio"], self.margin),
+                     "identity_uniform": self._identity_uniform(nets, out["person_sequence"]),
+                     "words": F.cross_entropy(audio_logits.float(), labels) + F.cross_entropy(visual_logits.float(),
+                                                                                               labels),
+                     "modality": self._modality_fooled(nets, out)}
+            total = sum(weight(name) * value for name, value in terms.items())
+            return total, {**{f"g_{n}": v.item() for n, v in terms.items()},
+                           "accuracy_audio": _accuracy(audio_logits, labels),
+                           "accuracy_visual": _accuracy(visual_logits, labels)}
+        raise KeyError(f"davs has no optimiser {optimizer!r} (person_id, modality_discriminator, word_encoders, "
+                       "discriminators, generator)")
+
+    def _modality_discriminator(self, nets, out: dict) -> torch.Tensor:
+        """The embedding discriminator learns audio embeddings as 1, visual ones as 0 (official ``dis_R_loss``)."""
+        discriminator = nets["embedding_discriminator"]
+        return 0.5 * (bce(discriminator(out["audio"].detach()), 1.0) + bce(discriminator(out["visual"].detach()), 0.0))
+
+    def _modality_fooled(self, nets, out: dict) -> torch.Tensor:
+        """The encoders make audio embeddings pass as visual and visual ones as audio."""
+        discriminator = nets["embedding_discriminator"]
+        return bce(discriminator(out["audio"]), 0.0) + bce(discriminator(out["visual"]), 1.0)
+
+    def _identity_uniform(self, nets, person_sequence: torch.Tensor) -> torch.Tensor:
+        """MSE between the identity discriminator's word softmax and uniform, in float32: weighted 1e6, bf16's
+        rounding of the logits alone would outweigh the term. The official weight is set for LRW's 500 words;
+        a softmax over K words strays from uniform by about 1/K, so the MSE is scaled by (K / 500)^2 (1 at 500
+        words) to keep its weight among the other terms on smaller vocabularies."""
+        with torch.autocast(person_sequence.device.type, enabled=False):
+            probabilities = F.softmax(nets["identity_discriminator"](person_sequence.float()), dim=1)
+            error = F.mse_loss(probabilities, torch.full_like(probabilities, 1 / self.words))
+        return error * (self.words / LRW_WORDS) ** 2
+
+    def picture_rows(self, nets: dict[str, nn.Module], batch: dict, out: dict) -> list[torch.Tensor]:
+        """disentangle: the first clip's 6 real frames above the audio- and the video-driven ones; word_pretrain:
+        its 12 classified frames; pid_pretrain: the batch's references."""
+        if "from_audio" in out:
+            rows = [out["targets"][0], out["from_audio"][0].detach(), out["from_video"][0].detach()]
+        else:
+            rows = [out["classified"][0]] if "classified" in out else [out["reference"][:8]]
+        return [row.float() * 2 - 1 for row in rows]
+
+    @torch.no_grad()
+    def talk(self, nets: dict[str, nn.Module], reference: torch.Tensor, words: torch.Tensor, chunk: int = 16):
+        """(1, 3, S, S) reference in [0, 1] and (T, 256) word embeddings -> (T, 3, S, S) frames in [0, 1]."""
+        person = nets["person_encoder"](reference)
+        frames = []
+        for start in range(0, len(words), chunk):
+            part = words[start:start + chunk]
+            frames.append(nets["decoder"]([feature.expand(len(part), *feature.shape[1:]) for feature in person], part))
+        return torch.cat(frames).float()
+
+    def audio_embeddings(self, nets: dict[str, nn.Module], mfcc: torch.Tensor) -> torch.Tensor:
+        """(T, 20, 12) MFCC windows -> (T, 256), scaled as the official audio test model."""
+        with torch.no_grad():
+            return nets["audio_encoder"](mfcc) * self.audio_scale
+
+    def video_embeddings(self, nets: dict[str, nn.Module], frames: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """(T, 3, S, S) lip frames in [0, 1] -> (T, 256), scaled as the official video test model."""
+        with torch.no_grad():
+            return torch.cat([nets["visual_encoder"](frames[i:i + chunk]) for i in range(0, len(frames), chunk)]
+                             ) * self.video_scale
+
+    def fine_tuned(self, nets: dict[str, nn.Module], reference: torch.Tensor, first_words: torch.Tensor | None,
+                   tuned: tuple[str, ...]) -> dict[str, nn.Module]:
+        """Copies of ``nets`` with ``tuned`` fitted to the reference (official test-time training): each step a
+        fresh Adam step on 4 x L1 between the reference and its reconstruction, the mouth weighted 0.001.
+        ``first_words`` (N, 20, 12) MFCC windows drive the reconstruction (audio-driven, one per step);
+        None: the reference's own lips do (video-driven). The given networks are never modified."""
+        nets = {name: copy.deepcopy(net) if name in tuned else net for name, net in nets.items()}
+        mask = torch.ones_like(reference)
+        mask[..., MOUTH[0], MOUTH[1]] = 0.001
+        with torch.enable_grad():
+            for step in range(self.finetune_steps):
+                for name in tuned:
+                    nets[name].train(name != "audio_encoder")  # the official keeps the MFCC encoder in eval mode
+                if first_words is None:
+                    words = nets["visual_encoder"](reference)
+                else:
+                    words = nets["audio_encoder"](first_words[min(step, len(first_words) - 1)][None])
+                made = nets["decoder"](nets["person_encoder"](reference), words)
+                optimizer = torch.optim.Adam([p for name in tuned for p in nets[name].parameters()],
+                                             lr=self.finetune_lr, betas=(0.9, 0.999))
+                (4 * F.l1_loss(made * mask, reference * mask)).backward()
+                optimizer.step()
+        for name in tuned:
+            nets[name].eval()
+        return nets
+
+    def sample(self, nets: dict[str, nn.Module], inputs, output: str, device, **options) -> torch.Tensor:
+        """The reference face saying ``inputs.audio`` (audio-driven), or mouthing the driving video's lips
+        (video-driven, when ``inputs.driving`` is given): one frame per frame time at ``inputs.fps``."""
+        reference = torch.from_numpy(inputs.reference.image).permute(2, 0, 1)[None].float().to(device) / 255
+        if inputs.driving is not None:
+            count = min(inputs.driving.record["n_frames"], inputs.frames or inputs.driving.record["n_frames"])
+            lips = np.stack([recipe_crop(inputs.driving, i, inputs.recipe) for i in range(count)])
+            tuned = self.fine_tuned(nets, reference, None, ("person_encoder", "decoder"))
+            lips = torch.from_numpy(lips).permute(0, 3, 1, 2).float().to(device) / 255
+            return self.talk(tuned, reference, self.video_embeddings(tuned, lips)) * 2 - 1
+        if inputs.audio is None:
+            raise InputProblem("davs samples from --reference with --audio (audio-driven) or --driving "
+                               "(video-driven)")
+        mfcc = self.mfcc_windows(inputs.audio, inputs.fps, inputs.frames).to(device)
+        tuned = self.fine_tuned(nets, reference, mfcc[:5], ("person_encoder", "decoder", "audio_encoder"))
+        return self.talk(tuned, reference, self.audio_embeddings(tuned, mfcc)) * 2 - 1
+
+    @staticmethod
+    def mfcc_windows(audio: np.ndarray, fps: float, frames: int) -> torch.Tensor:
+        """(frames, 20, 12) SyncNet MFCC windows, one per frame time, as the shards hold them."""
+        rows = syncnet_mfcc(audio, fps, frames).values
+        times = np.arange(frames) / fps
+        return torch.from_numpy(windows_at_frames(rows, MFCC_RATE, times, MFCC_START_S, MFCC_ROWS)).float()
+
+    def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
+        """On ``split``: word accuracy from the audio embedding, the visual embedding and both (the paper's
+        measure: the classifier on 12 frames, every other one); and whole clips made from the first frame, audio-
+        and video-driven (no test-time fine-tuning), against the real frames: SSIM, PSNR, LMD (dlib's mouth
+        points), identity similarity (dlib descriptors, against the reference frame; real frames beside) and
+        the sync of lips and audio (real clips beside)."""
+        sums: dict[str, list[float]] = {}
+        add = lambda name, value: sums.setdefault(name, []).append(value)  # noqa: E731
+        rows, videos, seen = [], [], 0
+        for batch in split_batches(data, split, self.view, device, batch_size=8):
+            frames = (batch["frames"] + 1) / 2
+            with torch.no_grad():
+                out = self.word_embeddings(nets, frames, batch)
+                logits = {m: nets["word_classifier"](out[m]).float() for m in ("audio", "visual")}
+            for i in range(len(frames)):
+                label = batch["label"][i]
+                for name, value in (("audio", logits["audio"][i]), ("visual", logits["visual"][i]),
+                                    ("both", logits["audio"][i] + logits["visual"][i])):
+                    add(f"word_accuracy_{name}", float(value.argmax() == label))
+                real = to_uint8(frames[i] * 2 - 1)
+                from_audio = self.talk(nets, frames[i, :1], self.audio_embeddings(nets, batch["mfcc"][i]))
+                from_video = self.talk(nets, frames[i, :1], self.video_embeddings(nets, frames[i]))
+                real_points = landmarks68(real)
+                add("identity_similarity_real", identity_similarity(real[1:], np.repeat(real[:1], len(real) - 1, 0)))
+                for suffix, made in (("", from_audio), ("_from_video", from_video)):
+                    fake = to_uint8(made * 2 - 1)
+                    add("ssim" + suffix, ssim(real, fake))
+                    add("psnr" + suffix, psnr(real, fake))
+                    add("lmd" + suffix, lmd(real_points, landmarks68(fake)))
+                    add("identity_similarity" + suffix, identity_similarity(fake, np.repeat(real[:1], len(fake), 0)))
+                if "audio" in batch:
+                    audio, fps = batch["audio"][i].cpu().numpy(), float(batch["fps"][i])
+                    for name, clip in (("sync", to_uint8(from_audio * 2 - 1)), ("sync_real", real)):
+                        offset, confidence = sync_offset(clip, audio, fps, SYNC_MAX_LAG)
+                        add(f"{name}_abs_offset_frames", abs(offset))
+                        add(f"{name}_confidence", confidence)
+                    if len(videos) < 3:
+                        videos.append((batch["key"][i], real, to_uint8(from_audio * 2 - 1), audio))
+                if not rows:
+                    rows = [frames[i, :8] * 2 - 1, from_audio[:8] * 2 - 1, from_video[:8] * 2 - 1]
+                seen += 1
+                if limit is not None and seen >= limit:
+                    break
+            if limit is not None and seen >= limit:
+                break
+        if not seen:
+            raise ValueError(f"{data}: the {split} split has no samples")
+        metrics = {"split": split, "samples": seen, "word_accuracy_chance": 1 / self.words,
+                   **{name: float(np.nanmean(values)) for name, values in sorted(sums.items())}}
+        return Evaluation(metrics, rows, videos)
+
+
+def _per_frame(encoder: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """An encoder over (B, T, ...) frames -> (B, T, 256)."""
+    return encoder(inputs.flatten(0, 1)).unflatten(0, inputs.shape[:2])
+
+
+def _stacked(frames: torch.Tensor) -> torch.Tensor:
+    """(B, T, 3, H, W) -> (B, 3T, H, W): the sequence discriminator's input."""
+    return frames.flatten(1, 2)
+
+
+def _l1_255(fake: torch.Tensor, real: torch.Tensor, mouth_only: bool = False) -> torch.Tensor:
+    """The official L1 on the 0-255 scale; ``mouth_only``: of the frames times the mouth mask (a mean over the
+    whole frame, as the official, so the mask's share of the frame scales it)."""
+    difference = (fake.float() - real).abs() * 255
+    if mouth_only:
+        mask = torch.zeros_like(difference[:1])
+        mask[..., MOUTH[0], MOUTH[1]] = 1
+        difference = difference * mask
+    return difference.mean()
+
+
+def _smoothness(from_audio: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Sum over the generated frames of the L1 outside the mouth between each frame and the one before it (the
+    reference before the first; earlier frames held fixed), as the official ``G_x_loss``."""
+    before = torch.cat([reference[:, None], from_audio[:, :-1].detach()], dim=1)
+    outside = torch.ones_like(from_audio[:1, :1])
+    outside[..., MOUTH[0], MOUTH[1]] = 0
+    return ((from_audio.float() - before).abs() * outside).mean(dim=(0, 2, 3, 4)).sum()
+
+
+def _contrastive(fixed: torch.Tensor, trained: torch.Tensor, margin: float) -> torch.Tensor:
+    """The official L2 contrastive loss between unit-length (B, 12 x 256) embeddings: matching pairs pulled
+    together (squared distance), other pairs pushed to at least ``margin`` apart, over 2B."""
+    a, b = F.normalize(fixed.flatten(1).float(), dim=1), F.normalize(trained.flatten(1).float(), dim=1)
+    distances = ((a[:, None] - b[None]).pow(2).sum(-1) + 1e-12).sqrt()
+    apart = (margin - distances).clamp(min=0).pow(2)
+    apart = apart - torch.diag(torch.diag(apart))
+    return (apart.sum() + torch.diag(distances).pow(2).sum()) / (2 * len(a))
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(dim=1) == labels).float().mean())

@@ -20,6 +20,11 @@ the official architecture. Parameter counts at the defaults, asserted by the tes
 
 Left-out layers are never called by the official forward passes; keeping them would break DDP (parameters
 without gradients), so the README table gives both numbers.
+
+``width`` scales the convolutional channels of the image networks (person-id encoder, visual encoder, decoder,
+identity and sequence discriminators) for small runs: tests and CPU quick starts train at ``width = 0.125`` on the
+same 256 px frames, where the official mouth mask and discriminator crops keep their meaning. The embeddings stay
+256-d and the audio networks keep their size.
 """
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ from torch import nn
 
 WORDS = 500
 EMBEDDING = 256
+
+
+def scaled(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
 
 
 class MaxFeatureMap(nn.Module):
@@ -45,17 +54,20 @@ class MaxFeatureMap(nn.Module):
 
 class PersonIdEncoder(nn.Module):
     """256 x 256 face -> (256-d identity, and the feature maps the decoder and the identity discriminator read:
-    256 @ 8, 320 @ 16, 160 @ 32, 64 @ 64)."""
+    256 @ 8, 320 @ 16, 160 @ 32, 64 @ 64; channels x ``width``)."""
 
-    def __init__(self):
+    def __init__(self, width: float = 1.0):
         super().__init__()
-        self.stem = MaxFeatureMap(3, 32, 7, 2, 3)
-        self.group1 = nn.Sequential(MaxFeatureMap(32, 32), MaxFeatureMap(32, 32), MaxFeatureMap(32, 64),
-                                    MaxFeatureMap(64, 64))
-        self.group2 = nn.Sequential(MaxFeatureMap(64, 96), MaxFeatureMap(96, 96), MaxFeatureMap(96, 128),
-                                    MaxFeatureMap(128, 128), MaxFeatureMap(128, 160), MaxFeatureMap(160, 160))
-        self.group3 = nn.Sequential(MaxFeatureMap(160, 320), *[MaxFeatureMap(320, 320) for _ in range(3)])
-        self.group4 = nn.Sequential(MaxFeatureMap(320, 256, 5, 1, 2), MaxFeatureMap(256, 256, 5, 1, 2))
+
+        def chain(*channels: int, kernel: int = 3, padding: int = 1) -> list[MaxFeatureMap]:
+            sizes = [scaled(c, width) for c in channels]
+            return [MaxFeatureMap(a, b, kernel, 1, padding) for a, b in zip(sizes, sizes[1:])]
+
+        self.stem = MaxFeatureMap(3, scaled(32, width), 7, 2, 3)
+        self.group1 = nn.Sequential(*chain(32, 32, 32, 64, 64))
+        self.group2 = nn.Sequential(*chain(64, 96, 96, 128, 128, 160, 160))
+        self.group3 = nn.Sequential(*chain(160, 320, 320, 320, 320))
+        self.group4 = nn.Sequential(*chain(320, 256, 256, kernel=5, padding=2))
 
     def forward(self, face: torch.Tensor) -> list[torch.Tensor]:
         net1 = self.group1(F.max_pool2d(self.stem(face), 2))
@@ -87,13 +99,13 @@ class FanBlock(nn.Module):
 class HourGlass(nn.Module):
     """FAN's hourglass of ``depth`` levels at 256 channels, dropout 0.5 on the upper branches."""
 
-    def __init__(self, depth: int = 4):
+    def __init__(self, depth: int = 4, channels: int = 256):
         super().__init__()
         self.depth = depth
-        self.upper = nn.ModuleList(FanBlock(256, 256) for _ in range(depth))
-        self.lower = nn.ModuleList(FanBlock(256, 256) for _ in range(depth))
-        self.after = nn.ModuleList(FanBlock(256, 256) for _ in range(depth))
-        self.bottom = FanBlock(256, 256)
+        self.upper = nn.ModuleList(FanBlock(channels, channels) for _ in range(depth))
+        self.lower = nn.ModuleList(FanBlock(channels, channels) for _ in range(depth))
+        self.after = nn.ModuleList(FanBlock(channels, channels) for _ in range(depth))
+        self.bottom = FanBlock(channels, channels)
         self.dropout = nn.Dropout(0.5)
 
     def _level(self, level: int, x: torch.Tensor) -> torch.Tensor:
@@ -111,14 +123,15 @@ class VisualWordEncoder(nn.Module):
     """256 x 256 face -> 256-d word embedding: FAN's stem, one hourglass, 68 heatmaps at 64 x 64, then batch norm,
     ReLU, a stride-2 convolution to one 32 x 32 map and a linear layer."""
 
-    def __init__(self):
+    def __init__(self, width: float = 1.0):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3), nn.BatchNorm2d(64), nn.ReLU(True))
-        self.block2, self.block3, self.block4 = FanBlock(64, 128), FanBlock(128, 128), FanBlock(128, 256)
-        self.hourglass = HourGlass(4)
-        self.top = FanBlock(256, 256)
-        self.last = nn.Sequential(nn.Conv2d(256, 256, 1), nn.BatchNorm2d(256), nn.ReLU(True))
-        self.heatmaps = nn.Conv2d(256, 68, 1)
+        c64, c128, c256 = (scaled(c, width) for c in (64, 128, 256))
+        self.stem = nn.Sequential(nn.Conv2d(3, c64, 7, 2, 3), nn.BatchNorm2d(c64), nn.ReLU(True))
+        self.block2, self.block3, self.block4 = FanBlock(c64, c128), FanBlock(c128, c128), FanBlock(c128, c256)
+        self.hourglass = HourGlass(4, c256)
+        self.top = FanBlock(c256, c256)
+        self.last = nn.Sequential(nn.Conv2d(c256, c256, 1), nn.BatchNorm2d(c256), nn.ReLU(True))
+        self.heatmaps = nn.Conv2d(c256, 68, 1)
         self.squeeze = nn.Sequential(nn.BatchNorm2d(68), nn.ReLU(True), nn.Conv2d(68, 1, 3, 2, 1))
         self.fc = nn.Linear(1024, EMBEDDING)
 
@@ -174,14 +187,16 @@ class Decoder(nn.Module):
     """Person-id and word-id embeddings (256 each) -> a 256 x 256 face in [0, 1]; the person-id encoder's 160
     channels at 32 x 32 join before the fourth block."""
 
-    def __init__(self):
+    def __init__(self, width: float = 1.0):
         super().__init__()
-        self.start = nn.Sequential(nn.ConvTranspose2d(512, 512, 4, 1, 0), nn.BatchNorm2d(512), nn.ReLU())
-        self.blocks = nn.ModuleList([_conv_stack(512, 512, 2), _conv_stack(512, 512, 3), _conv_stack(512, 256, 4),
-                                     _conv_stack(256 + 160, 256, 4), _conv_stack(256, 128, 3),
-                                     _conv_stack(128, 64, 2)])
-        self.end = nn.Sequential(nn.ConvTranspose2d(64, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.ReLU(),
-                                 nn.ConvTranspose2d(32, 3, 3, 1, 1), nn.Tanh())
+        c32, c64, c128, c160, c256, c512 = (scaled(c, width) for c in (32, 64, 128, 160, 256, 512))
+        self.start = nn.Sequential(nn.ConvTranspose2d(scaled(256, width) + EMBEDDING, c512, 4, 1, 0),
+                                   nn.BatchNorm2d(c512), nn.ReLU())
+        self.blocks = nn.ModuleList([_conv_stack(c512, c512, 2), _conv_stack(c512, c512, 3), _conv_stack(c512, c256, 4),
+                                     _conv_stack(c256 + c160, c256, 4), _conv_stack(c256, c128, 3),
+                                     _conv_stack(c128, c64, 2)])
+        self.end = nn.Sequential(nn.ConvTranspose2d(c64, c32, 3, 1, 1), nn.BatchNorm2d(c32), nn.ReLU(),
+                                 nn.ConvTranspose2d(c32, 3, 3, 1, 1), nn.Tanh())
 
     def forward(self, person: list[torch.Tensor], word: torch.Tensor) -> torch.Tensor:
         x = self.start(torch.cat([person[0], word], dim=1)[:, :, None, None])
@@ -219,16 +234,16 @@ class IdentityDiscriminator(nn.Module):
     """Word logits from person-id features (64 channels at 64 x 64 per frame, ``frames`` frames): the identity
     branch must not carry the word, so its softmax is pushed towards uniform."""
 
-    def __init__(self, frames: int = 20, words: int = WORDS):
+    def __init__(self, frames: int = 20, words: int = WORDS, width: float = 1.0):
         super().__init__()
-        self.frames = frames
-        self.conv = nn.Conv2d(64, 1, 3, 2, 1)
+        self.frames, self.channels = frames, scaled(64, width)
+        self.conv = nn.Conv2d(self.channels, 1, 3, 2, 1)
         self.fc = nn.Linear(1024, 128)
         self.dropout = nn.Dropout(0.5)
         self.fc2 = nn.Linear(128 * frames, words)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        per_frame = self.fc(F.relu(self.conv(features.reshape(-1, 64, 64, 64))).flatten(1))
+        per_frame = self.fc(F.relu(self.conv(features.reshape(-1, self.channels, 64, 64))).flatten(1))
         return self.fc2(self.dropout(per_frame.reshape(-1, 128 * self.frames)))
 
 
@@ -236,23 +251,24 @@ class SequenceDiscriminator(nn.Module):
     """PatchGAN (n_layers 3, ndf 64) on ``frames`` stacked frames, and a sync head: the mouth region of its last
     map (rows 19:28, cols 11:20 at 256 px) with the frames' MFCC windows -> one logit for audio-visual agreement."""
 
-    def __init__(self, frames: int = 6):
+    def __init__(self, frames: int = 6, width: float = 1.0):
         super().__init__()
         bn = nn.BatchNorm2d
+        c64, c128, c256, c512 = (scaled(c, width) for c in (64, 128, 256, 512))
         self.patch = nn.Sequential(
-            nn.Conv2d(3 * frames, 64, 4, 2, 1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(64, 128, 4, 2, 1, bias=False), bn(128), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(128, 256, 4, 2, 1, bias=False), bn(256), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(256, 512, 4, 1, 1, bias=False), bn(512), nn.LeakyReLU(0.2, True))
-        self.patch_logits = nn.Conv2d(512, 1, 4, 1, 1)
-        self.mouth = nn.Sequential(nn.Conv2d(512, 512, 3, 1, bias=False), bn(512), nn.LeakyReLU(0.2, True),
-                                   nn.Conv2d(512, 512, 7, 1), nn.LeakyReLU(0.2, True))
+            nn.Conv2d(3 * frames, c64, 4, 2, 1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(c64, c128, 4, 2, 1, bias=False), bn(c128), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(c128, c256, 4, 2, 1, bias=False), bn(c256), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(c256, c512, 4, 1, 1, bias=False), bn(c512), nn.LeakyReLU(0.2, True))
+        self.patch_logits = nn.Conv2d(c512, 1, 4, 1, 1)
+        self.mouth = nn.Sequential(nn.Conv2d(c512, c512, 3, 1, bias=False), bn(c512), nn.LeakyReLU(0.2, True),
+                                   nn.Conv2d(c512, c512, 7, 1), nn.LeakyReLU(0.2, True))
         self.audio = nn.Sequential(
             nn.Conv2d(frames, 64, 3, (3, 2), (1, 2), bias=False), bn(64),
             nn.Conv2d(64, 128, 3, 2, 1, bias=False), bn(128),
             nn.Conv2d(128, 256, 3, 1, 0, bias=False), bn(256),
             nn.Conv2d(256, 256, 2, 1, bias=False), bn(256))
-        self.fc, self.fc2 = nn.Linear(256 + 512, 512), nn.Linear(512, 1)
+        self.fc, self.fc2 = nn.Linear(256 + c512, 512), nn.Linear(512, 1)
 
     def forward(self, frames: torch.Tensor, mfcc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``frames`` (B, 3 x frames, 256, 256) and ``mfcc`` (B, frames, 20, 12) -> (patch logits, sync logit)."""
