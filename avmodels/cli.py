@@ -175,15 +175,23 @@ QUICKSTART_TRAINING = {  # (default steps, settings): small models and short sta
         "--set", "model.image_size=64", "--set", "model.width=16", "--set", f"train.sample_every={max(1, steps // 2)}",
         "--set", f"train.stages.at_net.steps={steps}", "--set", "train.stages.at_net.batch_size=4",
         "--set", f"train.stages.vg_net.steps={steps}", "--set", "train.stages.vg_net.batch_size=4"]),
+    "davs": (30, lambda steps: [  # LRW-like: no speaker ids, so no pid_pretrain
+        "--stage", "word_pretrain", "--set", "model.width=0.125", "--set", "train.batch_size=4",
+        "--set", f"train.sample_every={max(1, steps // 2)}", "--set", f"train.stages.word_pretrain.steps={steps}",
+        "--set", f"train.stages.disentangle.steps={steps}"]),
+}
+QUICKSTART_DATA = {  # extra options of `avprep demo` and `avprep shard`: DAVS reads words from an LRW-shaped tree
+    "davs": (("--words", "4", "--speakers", "6", "--seconds", "1.16"), ("--set", "split.by=dataset")),
 }
 
 
 @app.command()
 def quickstart(
     out: Path = typer.Argument(Path("quickstart"), help="Folder for everything the chain writes."),
-    method: str = typer.Option("wav2pix", "--method", "-m", help="wav2pix or atvgnet."),
-    steps: Optional[int] = typer.Option(None, help="Training steps (per stage for ATVGnet; default 300 for "
-                                                   "Wav2Pix, 60 for ATVGnet): small models, minutes on a CPU."),
+    method: str = typer.Option("wav2pix", "--method", "-m", help="wav2pix, atvgnet or davs."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (per stage for ATVGnet and DAVS; default 300 "
+                                                   "for Wav2Pix, 60 for ATVGnet, 30 for DAVS): small models, "
+                                                   "minutes on a CPU."),
     jobs: int = typer.Option(2, help="Parallel videos in extract."),
 ):
     """The whole chain on generated demo media: demo -> extract -> shard -> train -> sample -> eval.
@@ -195,32 +203,38 @@ def quickstart(
     if method not in QUICKSTART_TRAINING:
         _fail(f"--method {method}: the quick start knows {', '.join(QUICKSTART_TRAINING)}")
     default_steps, training = QUICKSTART_TRAINING[method]
+    demo_options, shard_options = QUICKSTART_DATA.get(method, ((), ()))
     steps = steps or default_steps
     prep, shards, run = out / "prep", out / "shards", out / "run"
     steps_run = [
-        ("avprep", "demo", str(out / "demo")),
+        ("avprep", "demo", str(out / "demo"), *demo_options),
         ("avprep", "extract", str(out / "demo"), "-o", str(prep), "-j", str(jobs)),
-        ("avprep", "shard", str(prep), "-o", str(shards), "--recipe", method),
+        ("avprep", "shard", str(prep), "-o", str(shards), "--recipe", method, *shard_options),
         ("avmodels", "train", "--method", method, "--data", str(shards), "--out", str(run),
          "--set", "train.num_workers=1", *training(steps)),
     ]
     for command in steps_run:
         _run_step(command)
-    test_video = next(row["video_id"] for row in pq.read_table(shards / "index.parquet").to_pylist()
-                      if row["split"] == "test")
-    clip = next(row["path"] for row in pq.read_table(prep / "manifest.parquet").to_pylist()
-                if row["video_id"] == test_video)
+    test_videos = list(dict.fromkeys(row["video_id"] for row in pq.read_table(shards / "index.parquet").to_pylist()
+                                     if row["split"] == "test"))
+    path_of = {row["video_id"]: row["path"] for row in pq.read_table(prep / "manifest.parquet").to_pylist()}
+    clip = path_of[test_videos[0]]
     checkpoint = ("--checkpoint", str(run / "checkpoint.pt"), "--audio", str(clip))
     if method == "wav2pix":
         _run_step(("avmodels", "sample", *checkpoint, "--out", str(out / "sample.png")))
         made = f"faces drawn from the audio of {clip}: {out / 'sample.png'}, and a face for every frame"
     else:
         made = f"{clip}'s first frame saying its own speech"
-    _run_step(("avmodels", "sample", *checkpoint, *(("--reference", str(clip)) if method == "atvgnet" else ()),
+    _run_step(("avmodels", "sample", *checkpoint, *(("--reference", str(clip)) if method != "wav2pix" else ()),
                "--out", str(out / "talking.mp4")))
+    if method == "davs":
+        driving = path_of[test_videos[-1]]
+        _run_step(("avmodels", "sample", "--checkpoint", str(run / "checkpoint.pt"), "--reference", str(clip),
+                   "--driving", str(driving), "--out", str(out / "driven.mp4")))
+        made += f", and mouthing {driving}'s lips: {out / 'driven.mp4'}"
     _run_step(("avmodels", "eval", "--method", method, "--data", str(shards), "--checkpoint",
                str(run / "checkpoint.pt"), "--limit", "16", "--out", str(out / "eval.json")))
-    console.print(f"\n[bold green]done[/]: {made}, with sound: {out / 'talking.mp4'}\n"
+    console.print(f"\n[bold green]done[/]: {made}; with sound: {out / 'talking.mp4'}\n"
                   f"  training grids (real above generated): {run / 'samples'}/\n"
                   f"  metrics: {out / 'eval.json'} (real vs generated: {out / 'eval.png'})\n"
                   f"  checkpoint: {run / 'checkpoint.pt'}; losses per step: {run / 'metrics.jsonl'}", highlight=False)

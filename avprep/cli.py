@@ -24,15 +24,23 @@ def demo(
     seconds: float = typer.Option(4.0, min=0.5, help="Length of each clip."),
     fps: float = typer.Option(25.0, min=1.0, help="Frame rate of the clips."),
     seed: int = typer.Option(0, help="Seed for speech and head motion."),
+    words: int = typer.Option(0, min=0, max=16, help="Write an LRW-shaped tree instead (lipread_mp4/<WORD>/<split>/"
+                                                    "<WORD>_NNNNN.mp4, for DAVS): this many words, each said by "
+                                                    "every speaker; give --seconds 1.16 for LRW's 29 frames."),
 ):
     """Write a small corpus of talking-head videos made from real faces, to try the toolkit without data.
 
     Each clip animates a real photo with head motion and a mouth that follows generated speech, muxed as H.264/AAC MP4, with its ground truth (mouth opening, head transform) in <clip>.truth.json.
     """
-    from avprep.synth.catalogue import make_demo_corpus
+    from avprep.synth.catalogue import make_demo_corpus, make_lrw_demo
 
-    with console.status(f"writing {speakers * clips} clips into {out}"):
-        paths = make_demo_corpus(out, speakers=speakers, clips_per_speaker=clips, seconds=seconds, fps=fps, seed=seed)
+    count = words * speakers if words else speakers * clips
+    with console.status(f"writing {count} clips into {out}"):
+        if words:
+            paths = make_lrw_demo(out, words=words, speakers=speakers, seconds=seconds, fps=fps, seed=seed)
+        else:
+            paths = make_demo_corpus(out, speakers=speakers, clips_per_speaker=clips, seconds=seconds, fps=fps,
+                                     seed=seed)
     console.print(f"[green]{len(paths)} clips[/] in {out}; next: [bold]avprep extract {out} -o prep/[/]")
 
 
@@ -81,6 +89,9 @@ def extract(
     asr_model: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="ONNX acoustic model giving "
                                              "per-frame character posteriors (HeadGAN's audio input); contract in "
                                              "avprep/features/asr.py."),
+    asr: Optional[str] = typer.Option(None, help="Built-in speech recogniser for HeadGAN's character features of "
+                                                 "videos without a timed transcript: 'pocketsphinx' (English, its "
+                                                 "model ships in the wheel)."),
     no_audio_features: bool = typer.Option(False, "--no-audio-features", help="Skip MFCC and HeadGAN audio "
                                                                               "features."),
     morphable_basis: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="3D morphable model "
@@ -98,6 +109,9 @@ def extract(
 
     if backend not in ("loky", "dask"):
         raise typer.BadParameter("use 'loky' or 'dask'", param_hint="--backend")
+    if asr not in (None, "pocketsphinx"):
+        raise typer.BadParameter("the built-in recogniser is 'pocketsphinx' (or give an ONNX model with "
+                                 "--asr-model)", param_hint="--asr")
     if backend == "dask" and not scheduler:
         raise typer.BadParameter("--backend dask needs --scheduler ADDRESS", param_hint="--scheduler")
     try:
@@ -123,9 +137,9 @@ def extract(
                            silence_dbfs=silence_dbfs, face=face,
                            audio_features=not no_audio_features, morphable=not no_morphable,
                            morphable_basis=str(morphable_basis.resolve()) if morphable_basis else None,
-                           asr_model=str(asr_model.resolve()) if asr_model else None)
-    if config.audio_features and not asr_model:
-        console.print("note: no --asr-model, so no ASR character features (asr.npy); recipes that need them "
+                           asr_model=str(asr_model.resolve()) if asr_model else None, asr=asr)
+    if config.audio_features and not asr_model and not asr:
+        console.print("note: no --asr or --asr-model, so no ASR character features; recipes that need them "
                       "(HeadGAN) will use <clip>.transcript.json where present or refuse to shard")
     options = RunOptions(jobs=jobs, backend=backend, scheduler=scheduler, force=force, retry_failed=retry_failed,
                          max_chunk_bytes=chunk_mb << 20, video_timeout_s=video_timeout)
@@ -220,13 +234,15 @@ def shard(
     backend: str = typer.Option("loky", help="'loky' (this machine) or 'dask' (see --scheduler)."),
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address for --backend dask."),
     force: bool = typer.Option(False, help="Replace shards of another plan already in OUT."),
+    set_: List[str] = typer.Option([], "--set", help="Override a recipe value: --set split.by=dataset (LRW's own "
+                                                     "splits) --set data.window=centre --set data.stride_s=0.5"),
 ):
     """Cut a recipe's clip windows from PREP into WebDataset tar shards, split by speaker (or video) from a seed. Re-running skips complete shards; the same inputs give byte-identical tars."""
     from avprep.shard.recipe import RecipeError, load_recipe
     from avprep.shard.run import run_shard
 
     try:
-        chosen = load_recipe(recipe)
+        chosen = load_recipe(recipe, set_)
         with console.status(f"sharding {prep} with recipe {chosen.name}"):
             summary = run_shard(prep, out, chosen, max_count=max_count, max_size=_bytes(max_size), jobs=jobs,
                                 backend=backend, scheduler=scheduler, force=force)

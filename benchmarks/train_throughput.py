@@ -3,8 +3,9 @@
     python benchmarks/train_throughput.py [--device cpu|cuda] [--steps 8] [--out benchmarks/results/train.md]
 
 Real shards (demo corpus -> extract -> shard per method), the real trainer (``avmodels.training.train``) with the
-shipped recipes at their official batch sizes (Wav2Pix 64; ATVGnet's at_net 16, vg_net 10); only the step count
-and, for the second Wav2Pix row, the 64 px model are changed. The first two steps (worker start-up, allocator
+shipped recipes at their official batch sizes (Wav2Pix 64; ATVGnet's at_net 16, vg_net 10; DAVS 16, on an
+LRW-shaped demo tree for its word labels); only the step count and, for the rows that say so, the model size are
+changed. The first two steps (worker start-up, allocator
 warm-up) are left out; the rest are averaged. On CUDA the recipe's default precision applies (bf16 autocast).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from avprep.pipeline.inputs import discover
 from avprep.pipeline.runner import RunOptions, run_extract
 from avprep.shard.recipe import load_recipe
 from avprep.shard.run import run_shard
-from avprep.synth.catalogue import make_demo_corpus
+from avprep.synth.catalogue import make_demo_corpus, make_lrw_demo
 
 
 def build(tmp: Path) -> dict[str, Path]:
@@ -32,7 +33,10 @@ def build(tmp: Path) -> dict[str, Path]:
     run_extract(discover([tmp / "videos"]), tmp / "prep", ExtractConfig(morphable=False), RunOptions(jobs=2))
     for method in ("wav2pix", "atvgnet"):
         run_shard(tmp / "prep", tmp / method, load_recipe(method), max_count=16, jobs=2)
-    return {method: tmp / method for method in ("wav2pix", "atvgnet")}
+    make_lrw_demo(tmp / "lrw", words=8, speakers=6, size=(640, 360))
+    run_extract(discover([tmp / "lrw"]), tmp / "lrw-prep", ExtractConfig(morphable=False), RunOptions(jobs=2))
+    run_shard(tmp / "lrw-prep", tmp / "davs", load_recipe("davs", ["split.by=dataset"]), max_count=16, jobs=2)
+    return {method: tmp / method for method in ("wav2pix", "atvgnet", "davs")}
 
 
 def measure(shards: Path, out: Path, method: str, overrides: list[str], steps: int, workers: int, device: str,
@@ -54,6 +58,9 @@ CASES = [  # (label, method, overrides, stage)
     ("Wav2Pix 64 px", "wav2pix", ["train.batch_size=64", "model.image_size=64"], None),
     ("ATVGnet at_net (official)", "atvgnet", [], "at_net"),
     ("ATVGnet vg_net, 128 px (official)", "atvgnet", [], "vg_net"),
+    ("DAVS word_pretrain (official)", "davs", [], "word_pretrain"),
+    ("DAVS disentangle (official)", "davs", [], "disentangle"),
+    ("DAVS disentangle, width 0.125 (quick start)", "davs", ["model.width=0.125"], "disentangle"),
 ]
 
 
@@ -63,14 +70,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.md")
+    parser.add_argument("--only", nargs="*", help="Rows whose label starts with one of these (e.g. DAVS).")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         shards = build(Path(tmp))
         where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         rows = [f"The shipped recipes on {where}, {args.workers} loader worker(s), mean of steps 3-{args.steps}; "
-                "ATVGnet's samples are 16-frame clips.", "",
+                "ATVGnet's samples are 16-frame clips, DAVS's 25-frame clips (12 classified, 6 generated, 20 for the "
+                "identity discriminator).", "",
                 "| method, stage | batch | samples/s | s/step | data wait |", "|---|---:|---:|---:|---:|"]
         for i, (label, method, overrides, stage) in enumerate(CASES):
+            if args.only and not label.startswith(tuple(args.only)):
+                continue
             result = measure(shards[method], Path(tmp) / f"run{i}", method, overrides, args.steps, args.workers,
                              args.device, stage)
             rows.append(f"| {label} | {result['batch']} | {result['samples_per_s']:.1f} | {result['step_s']:.2f} | "

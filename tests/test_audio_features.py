@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -10,8 +11,17 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from avprep.features import (DEFAULT_ALPHABET, HEADGAN_COLUMNS, asr_logits, atvgnet_mfcc, earsr_spectrogram,
-                             headgan_asr_window, headgan_lowlevel, syncnet_mfcc, transcript_onehot)
+from avprep.features import (
+    DEFAULT_ALPHABET,
+    HEADGAN_COLUMNS,
+    asr_logits,
+    atvgnet_mfcc,
+    earsr_spectrogram,
+    headgan_asr_window,
+    headgan_lowlevel,
+    syncnet_mfcc,
+    transcript_onehot,
+)
 
 SR = 16000
 FPS = (24.0, 25.0, 30000 / 1001, 30.0, 60.0)
@@ -297,8 +307,9 @@ def test_features_do_not_import_torch():
 
 def test_extract_stores_every_feature_on_the_video_clock(corpus, tmp_path):
     """End to end: extract writes each feature with its time base; ASR and transcripts when given."""
-    from avprep.pipeline.store import PrepDir
     from conftest import run_cli
+
+    from avprep.pipeline.store import PrepDir
 
     clip = sorted(corpus.glob("*/clip00.mp4"))[0]
     clip.with_suffix(".transcript.json").write_text(json.dumps([{"start": 0.2, "end": 0.9, "text": "hello"}]))
@@ -318,3 +329,46 @@ def test_extract_stores_every_feature_on_the_video_clock(corpus, tmp_path):
         assert entry["rate_hz"] in (100.0, fps) and entry["start_s"] == 0.0
     transcript = np.load(tmp_path / "prep" / "videos" / record["video_id"] / "transcript.npy")
     assert transcript[int(0.5 * fps)].argmax() != 0 and transcript[int(1.5 * fps)].argmax() == 0
+
+
+def test_pocketsphinx_spells_the_words_it_hears_across_their_times():
+    """The built-in recogniser: real words (no fillers, no pronunciation variants) inside the audio, on its
+    speech, and each frame inside a word's span takes one of the word's letters, every other frame silence."""
+    from avprep.features.asr import pocketsphinx_words
+    from avprep.synth.speech import synth_speech
+
+    audio, envelope = synth_speech(4.0, SR, seed=3)
+    words = pocketsphinx_words(audio)
+    assert words and all(0 <= start < end <= 4.02 for start, end, _ in words)
+    assert all(re.fullmatch(r"[a-z']+", word) for *_, word in words), words
+    fps, n = 25.0, 100
+    classes = transcript_onehot(words, DEFAULT_ALPHABET, fps, n).values.argmax(axis=1)
+    spoken = np.zeros(n, bool)
+    for start, end, word in words:
+        inside = [k for k in range(n) if start <= k / fps < end]
+        assert {DEFAULT_ALPHABET[c] for c in classes[inside]} <= set(word), word
+        spoken[inside] = True
+    assert (classes[~spoken] == 0).all() and (classes[spoken] != 0).all()
+    loudness = np.array([np.abs(envelope[int(k / fps * SR):int((k + 1) / fps * SR)]).mean() for k in range(n)])
+    assert (loudness[spoken] > 0.05).mean() > 0.75  # the words sit on the speech (the rest: fillers and silence)
+
+
+def test_extract_with_pocketsphinx_gives_headgan_its_characters(corpus, tmp_path):
+    from conftest import run_cli
+
+    from avprep.pipeline.config import ExtractConfig
+    from avprep.pipeline.store import PrepDir
+    from avprep.shard.recipe import load_recipe
+    from avprep.shard.run import run_shard
+
+    clip = sorted(corpus.glob("*/clip01.mp4"))[0]
+    run_cli("extract", str(clip), "-o", str(tmp_path / "prep"), "--asr", "pocketsphinx")
+    record = PrepDir(tmp_path / "prep").records()[0]
+    assert record["status"] == "ok" and record["transcript_source"] == "pocketsphinx"
+    characters = np.load(tmp_path / "prep" / "videos" / record["video_id"] / "transcript.npy")
+    assert characters.shape == (record["n_frames"], 27)
+    assert (characters.argmax(axis=1) != 0).any() == bool(record["transcript_words"])
+    assert sum(run_shard(tmp_path / "prep", tmp_path / "shards", load_recipe("headgan"), max_count=2).samples.values())
+    assert ExtractConfig(asr="pocketsphinx").hash() != ExtractConfig().hash()
+    wrong = run_cli("extract", str(clip), "-o", str(tmp_path / "other"), "--asr", "whisper", check=False)
+    assert wrong.returncode == 2 and "pocketsphinx" in wrong.stderr + wrong.stdout

@@ -16,6 +16,7 @@ from avprep.pipeline.store import PrepDir
 from avprep.shard.plan import plan_samples
 from avprep.shard.recipe import RecipeError, load_recipe, parse_recipe, read_recipe
 from avprep.shard.run import run_shard
+from avprep.synth.catalogue import make_lrw_demo
 from conftest import WORDS, run_cli
 
 @pytest.fixture(scope="session")
@@ -122,3 +123,24 @@ def test_a_speaker_plus_video_split_holds_out_speakers_and_videos_of_training_sp
     videos = {split: {s.video_id for s in samples if s.split == split} for split in speakers}
     assert all(speakers.values()) and not speakers["test_open"] & speakers["train"]
     assert speakers["test_closed"] <= speakers["train"] and not videos["test_closed"] & videos["train"]
+
+
+def test_shard_overrides_recipe_values_from_the_command_line(lrw_prep, tmp_path):
+    """`avprep shard --set`: LRW's own splits and the centred window without writing a recipe file."""
+    run_cli("shard", str(lrw_prep), "-o", str(tmp_path), "--recipe", "davs", "--set", "split.by=dataset",
+            "--set", "data.window=centre")
+    rows = pq.read_table(tmp_path / "index.parquet").to_pylist()
+    assert all(r["video_id"].split("-")[1] == r["split"] for r in rows) and {r["start_frame"] for r in rows} == {12}
+    wrong = run_cli("shard", str(lrw_prep), "-o", str(tmp_path / "x"), "--recipe", "davs", "--set", "split.by=word",
+                    check=False)
+    assert wrong.returncode == 1 and "split.by must be one of" in wrong.stderr
+
+
+def test_the_lrw_shaped_demo_tree_has_words_splits_and_one_utterance_per_word(tmp_path):
+    paths = make_lrw_demo(tmp_path, words=2, speakers=3, seconds=1.16)
+    facts = {Path(s.path).relative_to(tmp_path).as_posix(): s for s in discover([tmp_path])}
+    assert len(facts) == 6 and {(s.label, s.dataset_split) for s in facts.values()} == {
+        (word, split) for word in ("ABOUT", "AFTER") for split in ("train", "val", "test")}
+    truths = [json.loads(p.with_suffix(".truth.json").read_text()) for p in paths]
+    assert [t["seed"] for t in truths] == [0, 0, 0, 1, 1, 1] and len({t["identity"] for t in truths}) == 3
+    assert all(abs(t["seconds"] - 1.16) < 0.02 for t in truths)

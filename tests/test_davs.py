@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -259,3 +260,17 @@ def test_eval_reports_word_accuracy_and_the_generation_measures(trained, shards,
     for name in ("psnr", "psnr_from_video"):
         assert 0 < scores[name] < 100, name
     assert len(list((tmp_path / "eval").glob("*.mp4"))) == 2 and (tmp_path / "eval.png").is_file()
+
+
+def test_two_ddp_ranks_train_the_three_stages_and_agree(shards, tmp_path):
+    """Every network is called once per backward (DDP's rule): two CPU ranks end with the same weights."""
+    run = tmp_path / "ddp"
+    settings = [arg for setting in SMALL for arg in ("--set", setting)]
+    result = run_avmodels("train", "-m", "davs", "-d", str(shards), "-o", str(run), "--device", "cpu", *settings,
+                          "--set", "train.batch_size=1",
+                          wrapper=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                   "--master_port", "29543"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 5
+    assert len(set(summary["weights_sha1_per_rank"])) == 1

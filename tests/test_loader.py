@@ -22,6 +22,7 @@ from avmodels.views import EncodedImages
 
 T = 2  # frames per clip: small, the views do not care
 ATVGNET_CLIP = 24  # ATVGnet draws an example frame in [3, 7] and the 16 frames after it
+DAVS_CLIP = 25  # DAVS classifies every other frame of 24 and reads 20 consecutive ones (small images: cheap tars)
 SPEAKERS = ["spk_a", "spk_b", "spk_c"]
 SAMPLES_PER_SHARD = {"train": [3, 3, 3, 3, 3, 2], "val": [2, 2]}
 
@@ -57,7 +58,8 @@ MEMBERS = {  # method -> (rng -> members after meta.json, frames per sample)
     "atvgnet": (lambda rng: {**_clip(rng, "f", "jpg", 128, ATVGNET_CLIP),
                              "landmarks.npy": _npy(rng.uniform(0, 128, (ATVGNET_CLIP, 68, 2))),
                              "mfcc.npy": _npy(rng.normal(size=(ATVGNET_CLIP, 28, 12)))}, ATVGNET_CLIP),
-    "davs": (lambda rng: {**_clip(rng, "f", "jpg", 256), "mfcc.npy": _npy(rng.normal(size=(T, 20, 12)))}, T),
+    "davs": (lambda rng: {**_clip(rng, "f", "jpg", 32, DAVS_CLIP),
+                          "mfcc.npy": _npy(rng.normal(size=(DAVS_CLIP, 20, 12)))}, DAVS_CLIP),
     "headgan": (lambda rng: {**_clip(rng, "f", "jpg", 256), **_clip(rng, "nmfc", "png", 256),
                              "ref.jpg": _jpg(rng, 256), "audio_features.npy": _npy(rng.normal(size=(T, 300)))}, T),
     "ear_sr": (lambda rng: {"image.jpg": _jpg(rng, 128), "lr.png": _png(rng, 8), "audio.flac": _flac(rng, 4.0)}, 1),
@@ -69,7 +71,9 @@ SHAPES = {  # view key -> (dtype, shape of one sample)
     "atvgnet": {"frames": (torch.uint8, (16, 3, 128, 128)), "reference": (torch.uint8, (3, 128, 128)),
                 "landmarks": (torch.float32, (16, 68, 2)), "example_landmarks": (torch.float32, (68, 2)),
                 "mfcc": (torch.float32, (16, 28, 12))},
-    "davs": {"frames": (torch.uint8, (T, 3, 256, 256)), "mfcc": (torch.float32, (T, 20, 12))},
+    "davs": {"frames": (torch.uint8, (DAVS_CLIP, 3, 32, 32)), "mfcc": (torch.float32, (DAVS_CLIP, 20, 12)),
+             "label": (torch.int64, ()), "classified": (torch.int64, (12,)), "generated": (torch.int64, ()),
+             "identity_start": (torch.int64, ()), "reference_index": (torch.int64, ())},
     "headgan": {"frames": (torch.uint8, (T, 3, 256, 256)), "nmfc": (torch.uint8, (T, 3, 256, 256)),
                 "reference": (torch.uint8, (3, 256, 256)), "audio_features": (torch.float32, (T, 300))},
     "ear_sr": {"hr": (torch.uint8, (3, 128, 128)), "lr": (torch.uint8, (3, 8, 8)),
@@ -100,8 +104,8 @@ def write_shards(folder: Path, method: str, seed: int = 0) -> Path:
                 speaker = len(index) % len(SPEAKERS)
                 row = dict(key=key, shard=name, split=split, speaker=SPEAKERS[speaker], video_id=f"vid{speaker}",
                            track=0, start_frame=len(index) * 10, n_frames=n_frames)
-                meta = {**row, "speaker_index": speaker, "fps": 25.0, "sample_rate": 16000, "audio_start_s": -0.25,
-                        "av_offset_frames": 0}
+                meta = {**row, "speaker_index": speaker, "label_index": speaker, "fps": 25.0, "sample_rate": 16000,
+                        "audio_start_s": -0.25, "av_offset_frames": 0}
                 del meta["shard"], meta["split"]
                 samples.append((key, {"meta.json": json.dumps(meta).encode(), **members(rng)}))
                 index.append(row)

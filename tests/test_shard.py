@@ -58,7 +58,7 @@ def test_sample_shapes_per_recipe(shards):
                 "ear_sr": {"image.jpg", "lr.png", "audio.flac", "meta.json"},
                 "atvgnet": {"landmarks.npy", "mfcc.npy", "audio.flac", "meta.json"}
                 | {f"f{i:03d}.jpg" for i in range(24)},
-                "davs": {"mfcc.npy", "meta.json"} | {f"f{i:03d}.jpg" for i in range(25)},
+                "davs": {"mfcc.npy", "audio.flac", "meta.json"} | {f"f{i:03d}.jpg" for i in range(25)},
                 "headgan": {"audio_features.npy", "ref.jpg", "meta.json"} | {f"f{i:03d}.jpg" for i in range(6)}
                 | {f"nmfc{i:03d}.png" for i in range(6)}}
     for name, fields in expected.items():
@@ -165,7 +165,7 @@ def test_recipe_errors_are_clear(prep, tmp_path):
     assert result.returncode == 1 and "fields must be some of" in result.stderr
 
 
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", [r for r in RECIPES if r != "davs"])  # DAVS needs word labels: test_davs.py
 def test_real_shards_load_into_tensors_through_each_view(shards, name):
     """Round trip: extract -> shard -> avmodels.data view -> batches, with the documented shapes."""
     import torch
@@ -179,7 +179,6 @@ def test_real_shards_load_into_tensors_through_each_view(shards, name):
     expected = {"wav2pix": {"image": (n, 3, 128, 128), "wrong": (n, 3, 128, 128), "audio": (n, 16000)},
                 "atvgnet": {"frames": (n, 16, 3, 128, 128), "reference": (n, 3, 128, 128),
                             "landmarks": (n, 16, 68, 2), "mfcc": (n, 16, 28, 12), "audio": (n, 16 * 640)},
-                "davs": {"frames": (n, t, 3, 256, 256), "mfcc": (n, t, 20, 12)},
                 "headgan": {"frames": (n, t, 3, 256, 256), "nmfc": (n, t, 3, 256, 256),
                             "reference": (n, 3, 256, 256), "audio_features": (n, t, 300)},
                 "ear_sr": {"hr": (n, 3, 128, 128), "lr": (n, 3, 8, 8), "spectrogram": (n, 1, 257, 257)}}[name]

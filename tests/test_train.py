@@ -257,15 +257,17 @@ def test_overrides_reach_stages_and_optimisers():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, steps", [("wav2pix", 4), ("atvgnet", 8)])
+@pytest.mark.parametrize("method, steps", [("wav2pix", 4), ("atvgnet", 8), ("davs", 4)])
 def test_quickstart_runs_the_whole_chain(tmp_path, method, steps):
     """`avmodels quickstart`: demo media -> extract -> shard -> train -> sample -> eval, every output there."""
     result = run_avmodels("quickstart", str(tmp_path / "qs"), "--method", method, "--steps", str(steps))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for path in ("talking.mp4", "eval.json", "eval.png", "run/checkpoint.pt", "run/metrics.jsonl",
-                 "shards/dataset.json", *(("sample.png",) if method == "wav2pix" else ("eval/",))):
+                 "shards/dataset.json", *(("sample.png",) if method == "wav2pix" else ("eval/",)),
+                 *(("driven.mp4", "demo/lipread_mp4/ABOUT/test/ABOUT_00001.mp4") if method == "davs" else ())):
         assert (tmp_path / "qs" / path).exists(), path
-    assert json.loads((tmp_path / "qs" / "eval.json").read_text())["step"] == steps * (2 if method == "atvgnet" else 1)
+    stages = {"wav2pix": 1, "atvgnet": 2, "davs": 2}[method]  # DAVS skips pid_pretrain: the demo has no speakers
+    assert json.loads((tmp_path / "qs" / "eval.json").read_text())["step"] == steps * stages
 
 
 def test_list_names_methods_stages_and_recipes():
@@ -276,6 +278,8 @@ def test_list_names_methods_stages_and_recipes():
     assert counts["atvgnet"] == {"at_net": 30_071_750, "vg_net": 58_355_781, "discriminator": 20_896_905,
                                  "landmark_pca": 0}
     assert counts["wav2pix"]["generator"] == 13_241_344
+    assert counts["davs"]["decoder"] == 22_404_547 and counts["davs"]["word_classifier"] == 1_829_876  # 500 words
+    assert "--reference + --audio or --driving -> video" in result.stdout
 
 
 def test_a_network_starts_from_a_user_file_and_pickled_objects_are_refused(shards, tmp_path):

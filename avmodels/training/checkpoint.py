@@ -77,20 +77,20 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_user_weights(path: str | Path, network: str, strip_prefix: str = "") -> dict:
-    """A state dict a user gives for ``network`` (``train.init``): loaded with ``weights_only=True`` (tensors and
-    plain containers, never code), optionally under a ``state_dict`` key, with ``strip_prefix`` taken off its keys
-    (``module.`` from DataParallel)."""
+def load_user_weights(path: str | Path, setting: str, strip_prefix: str = "") -> dict:
+    """A state dict a user gives (``setting`` names where, e.g. ``train.init.decoder``, for the errors): loaded with
+    ``weights_only=True`` (tensors and plain containers, never code), optionally under a ``state_dict`` key, with
+    ``strip_prefix`` taken off its keys (``module.`` from DataParallel)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"train.init.{network}: no file at {path}")
+        raise FileNotFoundError(f"{setting}: no file at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle's refusal of an object, or a file that is no torch save at all
-        raise ValueError(f"train.init.{network}: {path} is not a plain state dict of tensors (loaded with "
+        raise ValueError(f"{setting}: {path} is not a plain state dict of tensors (loaded with "
                          f"weights_only=True): {str(error).splitlines()[0]}") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"train.init.{network}: {path} does not hold a state dict (name -> tensor)")
+        raise ValueError(f"{setting}: {path} does not hold a state dict (name -> tensor)")
     return {key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key: value
             for key, value in state.items()}

@@ -28,12 +28,7 @@ import copy
 import dataclasses
 import math
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
-from avprep.shard.recipe import RecipeError, read_recipe
+from avprep.shard.recipe import RecipeError, apply_override, read_recipe
 
 SCHEDULES = ("constant", "cosine", "linear")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -105,7 +100,7 @@ def load_train_config(method: str, recipe: str | None = None, overrides: list[st
     _, document = read_recipe(recipe or method)
     document = copy.deepcopy(document)
     for override in overrides:
-        _apply_override(document, override)
+        apply_override(document, override)
     return parse_train_config(method, document)
 
 
@@ -169,27 +164,3 @@ def _check(config: TrainConfig) -> None:
             problems.append(f"train.init.{network} must be {{ file = \"...\", strip_prefix = \"...\" (optional) }}")
     if problems:
         raise RecipeError(f"recipe for {config.method}: " + "; ".join(problems))
-
-
-def _apply_override(document: dict, override: str) -> None:
-    """``a.b.c=value`` into the document; inside ``train.stages`` the next part names a stage."""
-    path, separator, text = override.partition("=")
-    if not separator or not path:
-        raise RecipeError(f"override {override!r}: write key=value, e.g. train.batch_size=8")
-    try:
-        value = tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
-        value = text  # a bare word: a string
-    keys = path.strip().split(".")
-    node = document
-    for key in keys[:-1]:
-        if isinstance(node, list):
-            matches = [item for item in node if item.get("name") == key]
-            if not matches:
-                raise RecipeError(f"override {override!r}: no stage named {key!r}")
-            node = matches[0]
-        else:
-            node = node.setdefault(key, {})
-    node[keys[-1]] = value
-    if keys[-1] in ("steps", "epochs") and "name" in node:  # a stage's length: the one given replaces the other
-        node.pop("epochs" if keys[-1] == "steps" else "steps", None)

@@ -76,7 +76,8 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
     for name, spec in config.init.items():  # user weights first: a resumed run or a stage's init_from replaces them
         if name not in nets:
             raise KeyError(f"train.init.{name}: {config.method} has no network {name!r}; it has {sorted(nets)}")
-        nets[name].load_state_dict(checkpoints.load_user_weights(spec["file"], name, spec.get("strip_prefix", "")))
+        nets[name].load_state_dict(checkpoints.load_user_weights(spec["file"], f"train.init.{name}",
+                                                                  spec.get("strip_prefix", "")))
     if resume:
         saved = checkpoints.load(out / "checkpoint.pt")
         if saved["method"] != config.method:

@@ -1,4 +1,10 @@
-"""Character posteriors per video frame from a pluggable ASR acoustic model (ONNX, run on CPU).
+"""Character features per video frame for HeadGAN: posteriors from a pluggable ASR acoustic model (ONNX, run on
+CPU), or words recognised by pocketsphinx's bundled English model and spelt across their times.
+
+pocketsphinx (``avprep extract --asr pocketsphinx``): the wheel ships a real English acoustic model, dictionary
+and language model; ``Decoder.seg()`` gives each recognised word with its first and last 10 ms frame. Fillers
+(``<s>``, ``<sil>``, ``[NOISE]``, ...) are left out and alternative pronunciations (``word(2)``) read as the word;
+``transcript_onehot`` then spreads each word's letters evenly over its span, as for a timed transcript.
 
 I/O contract. A model is one ``.onnx`` file with one input and one output:
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import string
 from pathlib import Path
 
@@ -33,7 +40,12 @@ import onnxruntime
 
 from avprep.features.mfcc import RATE_HZ as MFCC_RATE_HZ
 from avprep.features.mfcc import atvgnet_mfcc
-from avprep.features.timebase import SAMPLE_RATE, TimedFeature, fit_length, rows_for_video
+from avprep.features.timebase import (
+    SAMPLE_RATE,
+    TimedFeature,
+    fit_length,
+    rows_for_video,
+)
 
 DEFAULT_ALPHABET = (" ", *string.ascii_lowercase)  # 27 classes: space/blank, a-z
 INPUT_RATES_HZ = {"waveform": float(SAMPLE_RATE), "mfcc": MFCC_RATE_HZ}
@@ -56,6 +68,29 @@ def asr_logits(model_path: str | Path, audio: np.ndarray, fps: float, n_frames: 
     probabilities = _interpolate(_softmax(logits[0].astype(np.float64)), positions)
     log_probabilities = np.log(np.maximum(probabilities, np.finfo(np.float64).tiny))
     return TimedFeature(log_probabilities.astype(np.float32), fps, 0.0, step_s, 1.0 / fps)
+
+
+def pocketsphinx_words(audio: np.ndarray) -> list[tuple[float, float, str]]:
+    """``(start_s, end_s, word)`` of the words pocketsphinx's English model hears in 16 kHz mono ``audio``."""
+    decoder = _pocketsphinx_decoder()
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+    words = []
+    for segment in decoder.seg():
+        if segment.word.startswith(("<", "[")):
+            continue
+        words.append((segment.start_frame / 100, (segment.end_frame + 1) / 100, re.sub(r"\(\d+\)$", "", segment.word)))
+    return words
+
+
+@functools.lru_cache(maxsize=1)
+def _pocketsphinx_decoder():
+    """One decoder per process: loading the model takes about a second."""
+    from pocketsphinx import Decoder
+
+    return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
 
 
 def headgan_asr_window(per_frame: TimedFeature, window: int = 8) -> TimedFeature:

@@ -6,8 +6,9 @@ Written per video, each described in ``record.json`` ``arrays`` with its rate, s
     mfcc_atvgnet.npy      (round(N/fps*100), 12)  ATVGnet MFCC (python_speech_features conventions) at 100 Hz
     headgan_audio.npy     (N, 84)                 HeadGAN low-level mid-term statistics, one row per video frame
     asr.npy               (N, classes)            ASR log-probabilities per video frame, with --asr-model only
-    transcript.npy        (N, 27)                 one-hot characters from the video's timed words, when it has a side
-                                                  file (<clip>.transcript.json, GRID .align, LRW .txt)
+    transcript.npy        (N, 27)                 one-hot characters from the video's timed words: its side file
+                                                  (<clip>.transcript.json, GRID .align, LRW .txt) where it has one,
+                                                  else with --asr pocketsphinx the words pocketsphinx recognises
 
 The Ear-SR spectrogram is cut at shard time from ``audio.flac`` (``avprep.features.earsr_spectrogram``): it
 depends on where the 4 s clip starts, which only the recipe knows.
@@ -18,7 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from avprep.features.asr import DEFAULT_ALPHABET, asr_logits, transcript_onehot
+from avprep.features.asr import (
+    DEFAULT_ALPHABET,
+    asr_logits,
+    pocketsphinx_words,
+    transcript_onehot,
+)
 from avprep.features.headgan import headgan_lowlevel
 from avprep.features.mfcc import atvgnet_mfcc, syncnet_mfcc
 from avprep.features.timebase import TimedFeature
@@ -41,8 +47,15 @@ class AudioFeatureStage(Stage):
             features["asr"] = asr_logits(video.config.asr_model, audio, fps, n_frames)
         if video.source.transcript:
             words = _timed_words(video.source.transcript, n_frames / fps)
+            video.record.update(transcript_source="file", transcript_file=video.source.transcript)
+        elif video.config.asr == "pocketsphinx":
+            words = pocketsphinx_words(audio)
+            video.record.update(transcript_source="pocketsphinx",
+                                transcript_words=" ".join(word for _, _, word in words))
+        else:
+            words = None
+        if words is not None:
             features["transcript"] = transcript_onehot(words, DEFAULT_ALPHABET, fps, n_frames)
-            video.record["transcript_file"] = video.source.transcript
         for name, feature in features.items():
             _save(video, name, feature)
 

@@ -44,8 +44,12 @@ class ExtractConfig:
     morphable_basis: str | None = None  # a basis .npz (avprep.morphable.model); None: the shipped default
     audio_features: bool = True  # MFCC variants and HeadGAN audio statistics (avprep.features)
     asr_model: str | None = None  # ONNX acoustic model for per-frame character posteriors (avprep.features.asr)
+    asr: str | None = None  # "pocketsphinx": timed words of videos without a transcript file (avprep.features.asr)
 
     def hash(self) -> str:
         """Short stable digest stored with every record; a re-run with another hash redoes the video."""
-        payload = json.dumps({"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        settings = dataclasses.asdict(self)
+        if settings["asr"] is None:  # left out when off: preps made before the option keep their hash
+            del settings["asr"]
+        payload = json.dumps({"schema_version": SCHEMA_VERSION, **settings}, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]

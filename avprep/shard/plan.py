@@ -69,8 +69,9 @@ def _check_inputs(records: list[dict], recipe: Recipe) -> None:
         missing = [r["video_id"] for r in records if not ({"asr", "transcript"} & r["arrays"].keys())]
         if missing:
             raise RecipeError(f"recipe {recipe.name} needs ASR character features, which {len(missing)} videos lack "
-                              f"(e.g. {missing[0]}): run avprep extract --asr-model MODEL.onnx, or put timed "
-                              "transcripts (<clip>.transcript.json) beside the videos and extract again")
+                              f"(e.g. {missing[0]}): run avprep extract --asr pocketsphinx (English) or --asr-model "
+                              "MODEL.onnx, or put timed transcripts (<clip>.transcript.json) beside the videos and "
+                              "extract again")
 
 
 def _windows(folder: Path, record: dict, recipe: Recipe):

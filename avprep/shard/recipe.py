@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 from pathlib import Path
+from typing import Sequence
 
 try:
     import tomllib
@@ -69,9 +70,13 @@ class Recipe:
         return record["av_offset_frames"] / record["fps"] if trusted else 0.0
 
 
-def load_recipe(name_or_path: str) -> Recipe:
-    """A recipe by name (``wav2pix``, shipped in ``pipelines/``) or by the path of a TOML file."""
-    return parse_recipe(*read_recipe(name_or_path))
+def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
+    """A recipe by name (``wav2pix``, shipped in ``pipelines/``) or by the path of a TOML file, with ``key=value``
+    overrides (``apply_override``)."""
+    name, document = read_recipe(name_or_path)
+    for override in overrides:
+        apply_override(document, override)
+    return parse_recipe(name, document)
 
 
 def read_recipe(name_or_path: str) -> tuple[str, dict]:
@@ -90,6 +95,31 @@ def read_recipe(name_or_path: str) -> tuple[str, dict]:
         return name, tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise RecipeError(f"recipe {name}: not valid TOML: {error}") from None
+
+
+def apply_override(document: dict, override: str) -> None:
+    """``a.b.c=value`` (the value read as TOML, else a bare string) into a recipe document, e.g.
+    ``split.by=dataset`` or ``train.batch_size=8``; inside ``train.stages`` the next part names a stage."""
+    path, separator, text = override.partition("=")
+    if not separator or not path:
+        raise RecipeError(f"override {override!r}: write key=value, e.g. train.batch_size=8")
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word: a string
+    keys = path.strip().split(".")
+    node = document
+    for key in keys[:-1]:
+        if isinstance(node, list):
+            matches = [item for item in node if item.get("name") == key]
+            if not matches:
+                raise RecipeError(f"override {override!r}: no stage named {key!r}")
+            node = matches[0]
+        else:
+            node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    if keys[-1] in ("steps", "epochs") and "name" in node:  # a stage's length: the one given replaces the other
+        node.pop("epochs" if keys[-1] == "steps" else "steps", None)
 
 
 def shipped_recipes() -> list[str]:

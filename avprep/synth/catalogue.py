@@ -53,6 +53,45 @@ def make_demo_corpus(
     return paths
 
 
+# Words of an LRW-shaped demo tree (LRW's own vocabulary begins ABOUT, ABSOLUTELY, ABUSE, ACCESS, ...).
+DEMO_WORDS = ("ABOUT", "AFTER", "AGAIN", "BEFORE", "COULD", "EVERY", "GREAT", "HOUSE", "MONEY", "NEVER", "PEOPLE",
+              "RIGHT", "SPEND", "THINK", "WORLD", "YEARS")
+LRW_SECONDS = 1.16  # LRW's clips: 29 frames at 25 fps
+
+
+def make_lrw_demo(
+    out_dir: str | os.PathLike,
+    *,
+    words: int = 4,
+    speakers: int = 4,
+    seconds: float = LRW_SECONDS,
+    fps: float | str = 25,
+    size: tuple[int, int] = (320, 240),
+    seed: int = 0,
+) -> list[Path]:
+    """Write an LRW-shaped tree, ``out_dir/lipread_mp4/<WORD>/<split>/<WORD>_NNNNN.mp4``: every word said by
+    every speaker, the same generated utterance (one speech seed per word, in each speaker's voice), so a word
+    classifier can learn it. The last speaker's clips are the test split, the one before it the validation
+    split (with 3 speakers or more), the rest train. LRW publishes no speaker ids; neither does this tree."""
+    if not 1 <= words <= len(DEMO_WORDS):
+        raise ValueError(f"words: 1 to {len(DEMO_WORDS)}")
+    paths = []
+    for w, word in enumerate(DEMO_WORDS[:words]):
+        numbers: dict[str, int] = {}
+        for s in range(speakers):
+            split = "test" if s == speakers - 1 and speakers > 1 else "val" if s == speakers - 2 and speakers > 2 \
+                else "train"
+            numbers[split] = numbers.get(split, 0) + 1
+            path = Path(out_dir) / "lipread_mp4" / word / split / f"{word}_{numbers[split]:05d}.mp4"
+            wanted = dict(identity=IDENTITIES[s % len(IDENTITIES)], seconds=seconds, fps=fps, size=size,
+                          seed=seed + w)
+            if not _is_current(path, wanted):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                make_talking_head(path, **wanted)
+            paths.append(path)
+    return paths
+
+
 def _is_current(path: Path, wanted: dict) -> bool:
     """Whether ``path`` and its ground truth exist and were made with the ``wanted`` arguments."""
     truth_path = path.with_suffix(".truth.json")

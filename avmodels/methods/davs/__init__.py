@@ -110,14 +110,16 @@ class DAVS:
         window = batch["generated"][:, None] + torch.arange(DAVS_GENERATED, device=frames.device)
         identity_frames = frames[rows, batch["identity_start"][:, None] + torch.arange(DAVS_IDENTITY,
                                                                                        device=frames.device)]
-        person = nets["person_encoder"](reference)
+        # One pass of the person-id encoder over the references and the identity frames (DDP takes one forward
+        # per backward): the references' features drive the decoder, the others feed the identity discriminator.
+        person = nets["person_encoder"](torch.cat([reference, identity_frames.flatten(0, 1)]))
+        references = [feature[:len(frames)] for feature in person]
         words = torch.cat([out["audio"][rows, window].flatten(0, 1), out["visual"][rows, window].flatten(0, 1)])
         both = [feature.repeat_interleave(DAVS_GENERATED, 0).repeat(2, *[1] * (feature.dim() - 1))
-                for feature in person]
+                for feature in references]
         fakes = nets["decoder"](both, words).unflatten(0, (2, len(frames), DAVS_GENERATED))
         return {**out, "reference": reference, "targets": classified[rows, window], "sync_mfcc": mfcc[rows, window],
-                "from_audio": fakes[0], "from_video": fakes[1],
-                "person_sequence": nets["person_encoder"](identity_frames.flatten(0, 1))[4]}
+                "from_audio": fakes[0], "from_video": fakes[1], "person_sequence": person[4][len(frames):]}
 
     @staticmethod
     def word_embeddings(nets: dict[str, nn.Module], frames: torch.Tensor, batch: dict) -> dict:
@@ -139,7 +141,7 @@ class DAVS:
             error = self._modality_discriminator(nets, out)
             return error, {"d_modality": error.item()}
         if optimizer == "word_encoders":
-            audio_logits, visual_logits = (nets["word_classifier"](out[m]) for m in ("audio", "visual"))
+            audio_logits, visual_logits = _both(nets["word_classifier"], out["audio"], out["visual"])
             terms = {"words_audio": F.cross_entropy(audio_logits.float(), labels),
                      "words_visual": F.cross_entropy(visual_logits.float(), labels),
                      "contrastive": (_contrastive(out["visual"].detach(), out["audio"], self.margin)
@@ -167,7 +169,7 @@ class DAVS:
         if optimizer == "generator":
             patch, sync = nets["sequence_discriminator"](
                 _stacked(torch.cat([out["from_audio"], out["from_video"]])), out["sync_mfcc"].repeat(2, 1, 1, 1))
-            audio_logits, visual_logits = (nets["word_classifier"](out[m]) for m in ("audio", "visual"))
+            audio_logits, visual_logits = _both(nets["word_classifier"], out["audio"], out["visual"])
             terms = {"adversarial": bce(patch, 1.0), "sync": bce(sync, 1.0),
                      "frame": _l1_255(out["from_audio"], out["targets"]) + _l1_255(out["from_video"], out["targets"]),
                      "mouth": (_l1_255(out["from_audio"], out["targets"], mouth_only=True)
@@ -187,13 +189,13 @@ class DAVS:
 
     def _modality_discriminator(self, nets, out: dict) -> torch.Tensor:
         """The embedding discriminator learns audio embeddings as 1, visual ones as 0 (official ``dis_R_loss``)."""
-        discriminator = nets["embedding_discriminator"]
-        return 0.5 * (bce(discriminator(out["audio"].detach()), 1.0) + bce(discriminator(out["visual"].detach()), 0.0))
+        audio, visual = _both(nets["embedding_discriminator"], out["audio"].detach(), out["visual"].detach())
+        return 0.5 * (bce(audio, 1.0) + bce(visual, 0.0))
 
     def _modality_fooled(self, nets, out: dict) -> torch.Tensor:
         """The encoders make audio embeddings pass as visual and visual ones as audio."""
-        discriminator = nets["embedding_discriminator"]
-        return bce(discriminator(out["audio"]), 0.0) + bce(discriminator(out["visual"]), 1.0)
+        audio, visual = _both(nets["embedding_discriminator"], out["audio"], out["visual"])
+        return bce(audio, 0.0) + bce(visual, 1.0)
 
     def _identity_uniform(self, nets, person_sequence: torch.Tensor) -> torch.Tensor:
         """MSE between the identity discriminator's word softmax and uniform, in float32: weighted 1e6, bf16's
@@ -335,6 +337,12 @@ class DAVS:
         metrics = {"split": split, "samples": seen, "word_accuracy_chance": 1 / self.words,
                    **{name: float(np.nanmean(values)) for name, values in sorted(sums.items())}}
         return Evaluation(metrics, rows, videos)
+
+
+def _both(network: nn.Module, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``network`` on the audio and the visual embeddings in one pass (DDP takes one forward per backward)."""
+    out = network(torch.cat([audio, visual]))
+    return out[:len(out) // 2], out[len(out) // 2:]
 
 
 def _per_frame(encoder: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
