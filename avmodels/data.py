@@ -29,11 +29,17 @@ view also has ``key`` (str) and ``speaker`` (int64, index into dataset.json ``sp
              landmarks       float32  16x68x2        landmarks.npy of the targets
              mfcc            float32  16x28x12       mfcc.npy of the targets
              audio, fps      float32  16/fps s       with audio.flac: the audio from the first target's time
-    davs     frames          uint8    Tx3x256x256
+    davs     frames          uint8    Tx3x256x256    the clip (T = 25)
              mfcc            float32  Tx20x12
+             label           int64                   the word (dataset.json labels)
+             classified      int64    12             the frames the word classifier reads (every other one)
+             generated, identity_start, reference_index  int64  the training draws (all 0 in evaluation)
+             audio, fps      float32  T/fps s        with audio.flac: the clip's audio from its first frame
     headgan  frames          uint8    Tx3x256x256
              nmfc            uint8    Tx3x256x256    nmfc000.png ...
              reference       uint8    3x256x256      ref.jpg, another frame of the same track
+             reference_nmfc  uint8    3x256x256      ref_nmfc.png, its NMFC render (shards that hold it)
+             mouth           float32  Tx2            mouth.npy, crop pixels (shards that hold it)
              audio_features  float32  Tx300          84 statistics + 8 x 27 characters
     ear_sr   hr              uint8    3x128x128      image.jpg
              lr              uint8    3x8x8          lr.png
@@ -71,7 +77,7 @@ from avprep.media.audio import SAMPLE_RATE
 __all__ = ["VIEWS", "IMAGE_KEYS", "UnsafeMemberError", "shard_urls", "make_dataset", "make_loader", "Prefetcher"]
 
 PICKLE_LIKE = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})
-IMAGE_KEYS = frozenset({"image", "wrong", "frames", "nmfc", "reference", "hr", "lr"})
+IMAGE_KEYS = frozenset({"image", "wrong", "frames", "nmfc", "reference", "reference_nmfc", "hr", "lr"})
 
 
 class UnsafeMemberError(ValueError):

@@ -99,8 +99,15 @@ def davs(sample: dict, rng: np.random.Generator | None) -> dict:
 
 
 def headgan(sample: dict, rng: np.random.Generator | None) -> dict:
-    return {**_identity(sample), "frames": _clip(sample, "f", "jpg"), "nmfc": _clip(sample, "nmfc", "png"),
-            "reference": _image(sample["ref.jpg"]), "audio_features": _array(sample["audio_features.npy"])}
+    """HeadGAN's clip: frames, their NMFC renders and audio features, the reference and (in shards that hold
+    them) its NMFC render (``reference_nmfc``) and the mouth centres in crop pixels (``mouth``, T x 2)."""
+    out = {**_identity(sample), "frames": _clip(sample, "f", "jpg"), "nmfc": _clip(sample, "nmfc", "png"),
+           "reference": _image(sample["ref.jpg"]), "audio_features": _array(sample["audio_features.npy"])}
+    if "ref_nmfc.png" in sample:
+        out["reference_nmfc"] = _image(sample["ref_nmfc.png"])
+    if "mouth.npy" in sample:
+        out["mouth"] = _array(sample["mouth.npy"])
+    return out
 
 
 def ear_sr(sample: dict, rng: np.random.Generator | None) -> dict:

@@ -8,6 +8,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -59,7 +60,8 @@ def test_sample_shapes_per_recipe(shards):
                 "atvgnet": {"landmarks.npy", "mfcc.npy", "audio.flac", "meta.json"}
                 | {f"f{i:03d}.jpg" for i in range(24)},
                 "davs": {"mfcc.npy", "audio.flac", "meta.json"} | {f"f{i:03d}.jpg" for i in range(25)},
-                "headgan": {"audio_features.npy", "ref.jpg", "meta.json"} | {f"f{i:03d}.jpg" for i in range(6)}
+                "headgan": {"audio_features.npy", "ref.jpg", "ref_nmfc.png", "mouth.npy", "meta.json"}
+                | {f"f{i:03d}.jpg" for i in range(6)}
                 | {f"nmfc{i:03d}.png" for i in range(6)}}
     for name, fields in expected.items():
         assert set(json.loads((shards[name] / "dataset.json").read_text())["fields"]) == fields, name
@@ -179,7 +181,8 @@ def test_real_shards_load_into_tensors_through_each_view(shards, name):
     expected = {"wav2pix": {"image": (n, 3, 128, 128), "wrong": (n, 3, 128, 128), "audio": (n, 16000)},
                 "atvgnet": {"frames": (n, 16, 3, 128, 128), "reference": (n, 3, 128, 128),
                             "landmarks": (n, 16, 68, 2), "mfcc": (n, 16, 28, 12), "audio": (n, 16 * 640)},
-                "headgan": {"frames": (n, t, 3, 256, 256), "nmfc": (n, t, 3, 256, 256),
+                "headgan": {"frames": (n, t, 3, 256, 256), "nmfc": (n, t, 3, 256, 256), "mouth": (n, t, 2),
+                            "reference_nmfc": (n, 3, 256, 256),
                             "reference": (n, 3, 256, 256), "audio_features": (n, t, 300)},
                 "ear_sr": {"hr": (n, 3, 128, 128), "lr": (n, 3, 8, 8), "spectrogram": (n, 1, 257, 257)}}[name]
     for key, shape in expected.items():
@@ -237,3 +240,51 @@ def test_the_davs_window_puts_the_official_mouth_mask_on_the_mouth(prep):
             assert abs(points[:, 1].mean() - (top + bottom) / 2) < 0.3 * (bottom - top)  # not at the mask's edge
             checked += 1
     assert checked > 10
+
+
+def test_headgan_clip_crop_mouth_centres_and_reference_nmfc(prep, shards, tmp_path):
+    """crop_mode = "clip" (the official HeadGAN crop): one square for the whole clip, in which the moving head's
+    eyes move, where "frame" keeps them still; mouth.npy is the median of the lip points in crop pixels;
+    ref_nmfc.png is the reference frame's render."""
+    from avprep.face import align
+    from avprep.pipeline.store import PrepDir
+    from avprep.shard.recipe import parse_recipe, read_recipe
+    from avprep.shard.sample import PrepVideo, placements
+
+    _, document = read_recipe("headgan")
+    document["data"]["crop_mode"] = "clip"
+    clip, aligned = parse_recipe("headgan", document), load_recipe("headgan")
+    record = PrepDir(prep).records()[0]
+    video = PrepVideo(prep, record["video_id"])
+    truth = json.loads(Path(record["path"]).with_suffix(".truth.json").read_text())
+    frames = range(0, 48)
+    eyes = np.array(truth["landmarks"])[:, :2]
+    fixed, own = placements(video, frames, clip), placements(video, frames, aligned)
+    assert all(np.array_equal(p, fixed[0]) for p in fixed)
+    in_clip = np.stack([align.apply(fixed[0], eyes[f]) for f in frames])
+    in_frame = np.stack([align.apply(p, eyes[f]) for f, p in zip(frames, own)])
+    assert in_clip.std(axis=0).mean() > 3 * in_frame.std(axis=0).mean()  # the head moves in the fixed square
+    assert np.abs(np.median(in_clip, axis=0) - np.median(in_frame, axis=0)).max() < 4  # centred as the windows
+    run_shard(prep, tmp_path, clip, max_count=4)
+    assert json.loads((tmp_path / "dataset.json").read_text())["recipe"]["crop_mode"] == "clip"
+
+    sample = members(sorted(shards["headgan"].glob("train-*.tar"))[0])
+    key = next(name[:-len(".mouth.npy")] for name in sample if name.endswith(".mouth.npy"))
+    meta = json.loads(sample[f"{key}.meta.json"])
+    mouth = np.load(io.BytesIO(sample[f"{key}.mouth.npy"]))
+    video = PrepVideo(prep, meta["video_id"])
+    lips = np.array(truth_of(prep, meta["video_id"])["landmarks"])[:, 2:]  # corners and inner lips, frame pixels
+    window = range(meta["start_frame"], meta["start_frame"] + meta["n_frames"])
+    true_centres = np.stack([align.apply(p, lips[f]).mean(axis=0)
+                             for f, p in zip(window, placements(video, window, aligned))])
+    assert mouth.shape == (6, 2) and np.abs(mouth - true_centres).max() < 6  # pixels of a 256 px crop
+    reference_nmfc = cv2.imdecode(np.frombuffer(sample[f"{key}.ref_nmfc.png"], np.uint8), cv2.IMREAD_COLOR)
+    covered = reference_nmfc.sum(axis=2) > 3
+    assert 0.15 < covered.mean() < 0.8 and covered[128, 128]  # a face render around the crop's centre
+
+
+def truth_of(prep: Path, video_id: str) -> dict:
+    from avprep.pipeline.store import PrepDir
+
+    record = PrepDir(prep).read_record(video_id)
+    return json.loads(Path(record["path"]).with_suffix(".truth.json").read_text())

@@ -15,7 +15,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-FIELDS = {"frames", "lr", "landmarks", "mfcc", "audio", "audio_features", "nmfc", "reference", "wrong"}
+FIELDS = {"frames", "lr", "landmarks", "mfcc", "audio", "audio_features", "nmfc", "reference", "wrong", "mouth"}
+CROP_MODES = ("frame", "clip")
 SPLIT_BY = ("speaker", "video", "dataset", "speaker+video")
 AUDIO_FIELDS = {"mfcc", "audio", "audio_features"}  # a window with one of these needs real audio on every frame
 
@@ -43,6 +44,7 @@ class Recipe:
     window: str = "start"  # windows every stride_s from the start of each run of good frames, or one "centre"d
     window_offset: int = 0  # frames to move the windows by (LRW: "centre" puts 25 of 29 frames at frames 2-26)
     crop: str = "ffhq"
+    crop_mode: str = "frame"  # each frame's aligned window, or "clip": one fixed square for the clip (HeadGAN's)
     image_size: int = 128
     lr_size: int | None = None
     lr_filter: str = "bicubic"
@@ -151,8 +153,8 @@ def _check(recipe: Recipe) -> None:
     problems = []
     if not recipe.fields or set(recipe.fields) - FIELDS:
         problems.append(f"fields must be some of {sorted(FIELDS)}")
-    if recipe.crop not in CROPS:
-        problems.append(f"crop must be one of {sorted(CROPS)}")
+    if recipe.crop not in CROPS or recipe.crop_mode not in CROP_MODES:
+        problems.append(f"crop must be one of {sorted(CROPS)} and crop_mode one of {', '.join(CROP_MODES)}")
     if "mfcc" in recipe.fields and recipe.mfcc not in ("syncnet", "atvgnet"):
         problems.append("mfcc must be 'syncnet' or 'atvgnet'")
     if "audio" in recipe.fields and not recipe.audio_s:

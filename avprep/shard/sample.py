@@ -99,11 +99,13 @@ def still_crop(image: np.ndarray, points: np.ndarray, recipe: Recipe) -> tuple[n
             align.apply(to_recipe, still.landmarks68(points).astype(np.float64)).astype(np.float32))
 
 
-def recipe_crop(video: PrepVideo, frame: int, recipe: Recipe) -> np.ndarray:
-    """The recipe's square face crop of ``frame``, resampled once from the canonical crop."""
+def recipe_crop(video: PrepVideo, frame: int, recipe: Recipe, placement: np.ndarray | None = None) -> np.ndarray:
+    """The recipe's square face crop of ``frame``, resampled once from the canonical crop: the frame's aligned
+    window, or where ``placement`` (original-frame pixels -> crop pixels, ``placements``) puts it."""
     canonical = video.canonical_crop(frame)
-    to_recipe = crop_transform(recipe, video.canonical)
-    factor = to_recipe[0, 0]
+    to_recipe = crop_transform(recipe, video.canonical) if placement is None else (
+        np.vstack([placement, [0, 0, 1]]) @ np.linalg.inv(_to_canonical(video, frame)))[:2]
+    factor = np.hypot(to_recipe[0, 0], to_recipe[1, 0])  # the scale of the similarity
     if factor < 1:  # shrinking: area-average first so the crop does not alias; then only a sub-pixel shift is left
         canonical = cv2.resize(canonical, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         to_recipe = np.hstack([to_recipe[:, :2] / factor, to_recipe[:, 2:]])
@@ -112,9 +114,29 @@ def recipe_crop(video: PrepVideo, frame: int, recipe: Recipe) -> np.ndarray:
 
 
 def frame_to_recipe(video: PrepVideo, frame: int, recipe: Recipe) -> np.ndarray:
-    """2x3 affine from original-frame pixels to recipe-crop pixels."""
-    to_canonical = np.vstack([np.asarray(video.align[frame], np.float64), [0, 0, 1]])
-    return crop_transform(recipe, video.canonical) @ to_canonical
+    """2x3 affine from original-frame pixels to the frame's aligned recipe crop."""
+    return crop_transform(recipe, video.canonical) @ _to_canonical(video, frame)
+
+
+def _to_canonical(video: PrepVideo, frame: int) -> np.ndarray:
+    return np.vstack([np.asarray(video.align[frame], np.float64), [0, 0, 1]])
+
+
+def placements(video: PrepVideo, frames: range, recipe: Recipe) -> list[np.ndarray]:
+    """Each frame's 2x3 affine from original-frame pixels to crop pixels. ``crop_mode = "frame"``: the frame's
+    own aligned window (levelled eyes, the head still in the crop). ``"clip"``: HeadGAN's official crop, one
+    axis-aligned square for the whole clip, the median of the frames' windows (centre and side), so the head
+    moves and turns inside it; where it leaves the stored canonical crop (5 inter-ocular distances wide) the
+    edge pixels are repeated."""
+    own = [frame_to_recipe(video, f, recipe) for f in frames]
+    if recipe.crop_mode == "frame":
+        return own
+    size = recipe.image_size
+    centres = np.array([np.linalg.solve(m[:, :2], np.full(2, size / 2) - m[:, 2]) for m in own])
+    sides = np.array([size / np.sqrt(abs(np.linalg.det(m[:, :2]))) for m in own])
+    (cx, cy), scale = np.median(centres, axis=0), size / np.median(sides)
+    fixed = np.array([[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]])
+    return [fixed] * len(own)
 
 
 def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "OtherFaces") -> dict[str, bytes]:
@@ -122,16 +144,21 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
     frames = range(sample.start_frame, sample.start_frame + sample.n_frames)
     shift = recipe.audio_shift_s(video.record)
     members: dict[str, bytes] = {}
-    crops = [recipe_crop(video, f, recipe) for f in frames]
+    placed = placements(video, frames, recipe)
+    fixed = recipe.crop_mode == "clip"
+    crops = [recipe_crop(video, f, recipe, p if fixed else None) for f, p in zip(frames, placed)]
     if "frames" in recipe.fields:
         members.update({name: jpeg(crop, JPEG_QUALITY) for name, crop in zip(frame_names(recipe), crops)})
     if "lr" in recipe.fields:
         interpolation = cv2.INTER_CUBIC if recipe.lr_filter == "bicubic" else cv2.INTER_AREA
         members["lr.png"] = png(cv2.resize(crops[0], (recipe.lr_size, recipe.lr_size), interpolation=interpolation))
-    if "landmarks" in recipe.fields:
-        points = np.stack([align.apply(frame_to_recipe(video, f, recipe), np.asarray(video.array("landmarks68")[f],
-                                                                                        np.float64)) for f in frames])
-        members["landmarks.npy"] = npy(points.astype(np.float32))
+    if {"landmarks", "mouth"} & set(recipe.fields):
+        points = np.stack([align.apply(p, np.asarray(video.array("landmarks68")[f], np.float64))
+                           for f, p in zip(frames, placed)]).astype(np.float32)
+        if "landmarks" in recipe.fields:
+            members["landmarks.npy"] = npy(points)
+        if "mouth" in recipe.fields:  # HeadGAN's mouth discriminator crops around the median of the lip points
+            members["mouth.npy"] = npy(np.median(points[:, 48:68], axis=1))
     if "mfcc" in recipe.fields:
         members["mfcc.npy"] = npy(_mfcc_windows(video, recipe, frames, shift))
     audio_start = None
@@ -142,9 +169,13 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
     if "audio_features" in recipe.fields:
         members["audio_features.npy"] = npy(_headgan_audio(video, frames, shift))
     if "nmfc" in recipe.fields:
-        members.update({f"nmfc{i:03d}.png": png(image) for i, image in enumerate(_nmfc(video, recipe, frames))})
-    if "reference" in recipe.fields:
-        members["ref.jpg"] = jpeg(recipe_crop(video, _reference_frame(video, sample, recipe), recipe), JPEG_QUALITY)
+        members.update({f"nmfc{i:03d}.png": png(image) for i, image in enumerate(_nmfc(video, recipe, frames, placed))})
+    if "reference" in recipe.fields:  # the reference in its own frame's window (its own clip's, for "clip")
+        reference = _reference_frame(video, sample, recipe)
+        members["ref.jpg"] = jpeg(recipe_crop(video, reference, recipe), JPEG_QUALITY)
+        if "nmfc" in recipe.fields:
+            [members["ref_nmfc.png"]] = [png(image) for image in _nmfc(video, recipe, [reference],
+                                                                        [frame_to_recipe(video, reference, recipe)])]
     if "wrong" in recipe.fields:
         members["wrong.jpg"] = jpeg(other.face_for(sample, recipe), JPEG_QUALITY)
     meta = dict(key=sample.key, video_id=sample.video_id, speaker=sample.speaker,
@@ -169,7 +200,7 @@ def _headgan_audio(video: PrepVideo, frames: range, shift: float) -> np.ndarray:
     return np.concatenate([video.array("headgan_audio")[moved], video.characters[moved]], axis=1).astype(np.float32)
 
 
-def _nmfc(video: PrepVideo, recipe: Recipe, frames: range) -> list[np.ndarray]:
+def _nmfc(video: PrepVideo, recipe: Recipe, frames, placed: list[np.ndarray]) -> list[np.ndarray]:
     from avprep.morphable import nmfc_colours, posed_vertices, render_nmfc
     from avprep.morphable.stage import basis
 
@@ -178,10 +209,10 @@ def _nmfc(video: PrepVideo, recipe: Recipe, frames: range) -> list[np.ndarray]:
     identity = video.array("morphable_identity")[track]
     colours = nmfc_colours(model)
     images = []
-    for f in frames:
+    for f, placement in zip(frames, placed):
         vertices = posed_vertices(model, identity, video.array("morphable_expression")[f],
                                   video.array("morphable_camera")[f])
-        moved = np.concatenate([align.apply(frame_to_recipe(video, f, recipe), vertices[:, :2]), vertices[:, 2:]], 1)
+        moved = np.concatenate([align.apply(placement, vertices[:, :2]), vertices[:, 2:]], 1)
         image = render_nmfc(moved, model.triangles, colours, size=recipe.image_size)
         images.append((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
     return images

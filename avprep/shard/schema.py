@@ -33,8 +33,13 @@ def member_schema(recipe: Recipe) -> dict[str, dict]:
                                         "time_base": clip + "; 84 HeadGAN statistics + 8 x 27 characters"}
     if "nmfc" in recipe.fields:
         schema.update({f"nmfc{i:03d}.png": {**image, "time_base": clip} for i in range(t)})
+    if "mouth" in recipe.fields:
+        schema["mouth.npy"] = {"dtype": "float32", "shape": [t, 2],
+                               "time_base": clip + "; crop pixels, median of the lip points 48-67"}
     if "reference" in recipe.fields:
         schema["ref.jpg"] = {**image, "time_base": "another frame of the same track"}
+        if "nmfc" in recipe.fields:
+            schema["ref_nmfc.png"] = {**image, "time_base": "the reference frame's NMFC render"}
     if "wrong" in recipe.fields:
         schema["wrong.jpg"] = {**image, "time_base": "a frame of another speaker"}
     return schema
