@@ -95,6 +95,8 @@ def sample(
         method, nets, saved = load_trained(checkpoint, _device(device))
     except (FileNotFoundError, KeyError) as error:
         _fail(str(error))
+    if not hasattr(method, "sample"):
+        _fail(f"{method.name} trains, but its sampling is not built yet (README, its method section)")
     if output not in method.outputs:
         _fail(f"{method.name} makes {' and '.join(method.outputs)} outputs: use -o "
               f"{' or -o '.join('out.png' if o == 'image' else 'out.mp4' for o in method.outputs)}")
@@ -150,6 +152,8 @@ def evaluate(
         trained, nets, saved = load_trained(checkpoint, _device(device))
         if saved["method"] != method:
             _fail(f"{checkpoint} holds a {saved['method']} model, not {method}")
+        if not hasattr(trained, "evaluate"):
+            _fail(f"{method} trains, but its evaluation is not built yet (README, its method section)")
         result = trained.evaluate(nets, data, split, _device(device), limit=limit)
     except (FileNotFoundError, KeyError, ValueError) as error:
         _fail(str(error).strip("'\""))

@@ -4,8 +4,9 @@
 
 Real shards (demo corpus -> extract -> shard per method), the real trainer (``avmodels.training.train``) with the
 shipped recipes at their official batch sizes (Wav2Pix 64; ATVGnet's at_net 16, vg_net 10; DAVS 16, on an
-LRW-shaped demo tree for its word labels); only the step count and, for the rows that say so, the model size are
-changed. The first two steps (worker start-up, allocator
+LRW-shaped demo tree for its word labels; HeadGAN 6, characters from pocketsphinx, without the VGG terms, whose
+weights cannot be had here); only the step count and, for the rows that say so, the model size are changed. Rows
+marked CUDA-only (full-size DAVS disentangle and HeadGAN: minutes per step on two cores) run with --device cuda. The first two steps (worker start-up, allocator
 warm-up) are left out; the rest are averaged. On CUDA the recipe's default precision applies (bf16 autocast).
 """
 from __future__ import annotations
@@ -27,6 +28,8 @@ from avprep.shard.recipe import load_recipe
 from avprep.shard.run import run_shard
 from avprep.synth.catalogue import make_demo_corpus, make_lrw_demo
 
+HEADGAN_CLIPS_S = 4.0
+
 
 def build(tmp: Path) -> dict[str, Path]:
     make_demo_corpus(tmp / "videos", speakers=4, clips_per_speaker=3, seconds=8.0, size=(640, 360))
@@ -36,7 +39,10 @@ def build(tmp: Path) -> dict[str, Path]:
     make_lrw_demo(tmp / "lrw", words=8, speakers=6, size=(640, 360))
     run_extract(discover([tmp / "lrw"]), tmp / "lrw-prep", ExtractConfig(morphable=False), RunOptions(jobs=2))
     run_shard(tmp / "lrw-prep", tmp / "davs", load_recipe("davs", ["split.by=dataset"]), max_count=16, jobs=2)
-    return {method: tmp / method for method in ("wav2pix", "atvgnet", "davs")}
+    make_demo_corpus(tmp / "heads", speakers=2, clips_per_speaker=2, seconds=HEADGAN_CLIPS_S, size=(640, 360))
+    run_extract(discover([tmp / "heads"]), tmp / "heads-prep", ExtractConfig(asr="pocketsphinx"), RunOptions(jobs=2))
+    run_shard(tmp / "heads-prep", tmp / "headgan", load_recipe("headgan", ["split.by=video"]), max_count=16, jobs=2)
+    return {method: tmp / method for method in ("wav2pix", "atvgnet", "davs", "headgan")}
 
 
 def measure(shards: Path, out: Path, method: str, overrides: list[str], steps: int, workers: int, device: str,
@@ -53,14 +59,16 @@ def measure(shards: Path, out: Path, method: str, overrides: list[str], steps: i
             "data_wait": waited / seconds}
 
 
-CASES = [  # (label, method, overrides, stage)
-    ("Wav2Pix 128 px (official)", "wav2pix", ["train.batch_size=64"], None),
-    ("Wav2Pix 64 px", "wav2pix", ["train.batch_size=64", "model.image_size=64"], None),
-    ("ATVGnet at_net (official)", "atvgnet", [], "at_net"),
-    ("ATVGnet vg_net, 128 px (official)", "atvgnet", [], "vg_net"),
-    ("DAVS word_pretrain (official)", "davs", [], "word_pretrain"),
-    ("DAVS disentangle (official)", "davs", [], "disentangle"),
-    ("DAVS disentangle, width 0.125 (quick start)", "davs", ["model.width=0.125"], "disentangle"),
+CASES = [  # (label, method, overrides, stage, CUDA only)
+    ("Wav2Pix 128 px (official)", "wav2pix", ["train.batch_size=64"], None, False),
+    ("Wav2Pix 64 px", "wav2pix", ["train.batch_size=64", "model.image_size=64"], None, False),
+    ("ATVGnet at_net (official)", "atvgnet", [], "at_net", False),
+    ("ATVGnet vg_net, 128 px (official)", "atvgnet", [], "vg_net", False),
+    ("DAVS word_pretrain (official)", "davs", [], "word_pretrain", False),
+    ("DAVS disentangle (official)", "davs", [], "disentangle", True),
+    ("DAVS disentangle, width 0.125 (quick start)", "davs", ["model.width=0.125"], "disentangle", False),
+    ("HeadGAN gan (official, no VGG), 6-frame clips = 4 G steps", "headgan", ['model.vgg19=""'], None, True),
+    ("HeadGAN gan, width 0.125, no VGG", "headgan", ['model.vgg19=""', "model.width=0.125"], None, False),
 ]
 
 
@@ -79,8 +87,8 @@ def main() -> None:
                 "ATVGnet's samples are 16-frame clips, DAVS's 25-frame clips (12 classified, 6 generated, 20 for the "
                 "identity discriminator).", "",
                 "| method, stage | batch | samples/s | s/step | data wait |", "|---|---:|---:|---:|---:|"]
-        for i, (label, method, overrides, stage) in enumerate(CASES):
-            if args.only and not label.startswith(tuple(args.only)):
+        for i, (label, method, overrides, stage, cuda_only) in enumerate(CASES):
+            if (args.only and not label.startswith(tuple(args.only))) or (cuda_only and args.device != "cuda"):
                 continue
             result = measure(shards[method], Path(tmp) / f"run{i}", method, overrides, args.steps, args.workers,
                              args.device, stage)

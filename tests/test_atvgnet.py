@@ -121,7 +121,7 @@ def fixed_batch_losses(shards, stage_name: str, steps: int, key: str) -> list[fl
     method = ATVGnet(config.model, {"speakers": ["a", "b", "c"]})
     method.fit(method.networks, shards, "cpu")
     batch = next(split_batches(shards, "train", "atvgnet", "cpu", batch_size=2, **stage.view))
-    optimizers, schedulers = make_optimizers(stage, method.networks, total=steps)
+    optimizers, schedulers = make_optimizers(stage, method.networks)
     for net in method.networks.values():
         net.train()
     values = []

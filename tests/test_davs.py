@@ -137,7 +137,7 @@ def fixed_batch_losses(shards, stage_name: str, steps: int, keys: tuple[str, ...
     torch.manual_seed(0)
     method = DAVS(config.model, json.loads((shards / "dataset.json").read_text()))
     batch = next(split_batches(shards, "train", "davs", "cpu", batch_size=2))
-    optimizers, schedulers = make_optimizers(stage, method.networks, total=steps)
+    optimizers, schedulers = make_optimizers(stage, method.networks)
     for name, net in method.networks.items():
         net.train(name in stage.networks)
     values = []

@@ -1,12 +1,18 @@
-"""HeadGAN's networks: the official parameter counts, the shapes of the official forward passes, the warp, the
-official init, and the VGG19 of the perceptual loss loaded from a torchvision-shaped file."""
+"""HeadGAN: the networks' official parameter counts and forward shapes, the warp, the official init, the VGG19 of
+the perceptual loss loaded from a torchvision-shaped file; then the method's training: one generator step per
+NMFC window, the discriminators every 4, the curriculum, the VGG setting, losses falling, exact resume."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from avmodels.data import split_batches
+from avmodels.methods.headgan import HeadGAN
 from avmodels.methods.headgan.networks import (
     FlowNetwork,
     Generator,
@@ -18,6 +24,11 @@ from avmodels.methods.headgan.networks import (
     perceptual_loss,
     warp,
 )
+from avmodels.training import checkpoint as checkpoints
+from avmodels.training.config import load_train_config
+from avmodels.training.trainer import StepContext, make_optimizers, train, train_step
+from avprep.shard.recipe import load_recipe
+from avprep.shard.run import run_shard
 
 
 def parameters(net: torch.nn.Module) -> int:
@@ -105,3 +116,80 @@ def test_vgg19_loads_from_a_torchvision_state_dict_and_refuses_pickles_and_other
         load_vgg19(str(tmp_path / "other.pth"))
     with pytest.raises(FileNotFoundError, match="model.vgg19: no file at"):
         load_vgg19(str(tmp_path / "absent.pth"))
+
+
+# The method: micro-batches per NMFC window, D once per 4 G steps, the VGG19 setting, losses falling, resume.
+
+SMALL = ["model.width=0.125", 'model.vgg19=""', "train.num_workers=1", "train.log_every=1", "train.sample_every=2",
+         "train.checkpoint_every=2", "train.batch_size=2", "train.stages.gan.steps=3"]
+
+
+@pytest.fixture(scope="module")
+def shards(prep, tmp_path_factory) -> Path:
+    """HeadGAN shards of the test corpus: 6-frame clips with NMFC renders, mouth centres and a reference."""
+    folder = tmp_path_factory.mktemp("headgan_shards")
+    run_shard(prep, folder, dataclasses.replace(load_recipe("headgan"), split_by="video",
+                                                fractions=(("train", 0.5), ("test", 0.5))), max_count=8)
+    return folder
+
+
+def test_the_curriculum_doubles_the_sequences_from_the_third_epoch():
+    method = HeadGAN({"width": 0.125}, {"speakers": ["a"]})
+    assert [method.sequence_length(epoch, 50) for epoch in range(6)] == [6, 6, 12, 24, 48, 48]
+    assert method.sequence_length(4, 6) == 6  # never more than the clip holds
+
+
+def test_each_window_of_three_nmfc_frames_is_a_generator_step_and_d_steps_every_fourth(shards, tmp_path):
+    config = load_train_config("headgan", overrides=SMALL)
+    summary = train(config, shards, tmp_path / "run", device="cpu")
+    saved = checkpoints.load(tmp_path / "run" / "checkpoint.pt")
+    assert summary["steps"] == 3 and saved["micro_step"] == 3 * (6 - 2)  # 4 windows per 6-frame clip
+    adam_steps = lambda name: int(next(iter(saved["optimizers"][name]["state"].values()))["step"])  # noqa: E731
+    assert adam_steps("generator") == 12 and adam_steps("discriminators") == 3  # rounds 0, 4 and 8
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"g_masked_l1", "g_flow_mask", "g_mouth_adversarial", "d_mouth_real"} <= set(rows[0])
+    assert "g_vgg" not in rows[0]  # model.vgg19 = "": the VGG terms are off
+
+
+def test_training_needs_vgg19_weights_or_an_explicit_empty_setting(shards, tmp_path):
+    without = load_train_config("headgan", overrides=[s for s in SMALL if "vgg19" not in s])
+    with pytest.raises(ValueError, match='set model.vgg19 = "vgg19.pth"'):
+        train(without, shards, tmp_path / "refused", device="cpu")
+    torch.save(torchvision_shaped_vgg19(), tmp_path / "vgg19.pth")
+    with_vgg = load_train_config("headgan", overrides=[*SMALL, f'model.vgg19="{tmp_path / "vgg19.pth"}"',
+                                                      "train.stages.gan.steps=1"])
+    train(with_vgg, shards, tmp_path / "vgg", device="cpu")
+    row = json.loads((tmp_path / "vgg" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["g_vgg"] > 0
+    assert not any("vgg" in name for name in checkpoints.load(tmp_path / "vgg" / "checkpoint.pt")["networks"])
+
+
+def test_the_generator_fits_a_fixed_batch(shards):
+    config = load_train_config("headgan", overrides=SMALL)
+    stage = config.stages[0]
+    torch.manual_seed(0)
+    method = HeadGAN(config.model, {"speakers": ["a"]})
+    method.load_auxiliary("cpu")
+    batch = next(split_batches(shards, "train", "headgan", "cpu", batch_size=2))
+    optimizers, schedulers = make_optimizers(stage, method.networks)
+    errors = []
+    for step in range(8):
+        ctx = StepContext(stage.name, step, step, 0, micro_step=4 * step)
+        for i, part in enumerate(method.micro_batches(batch, ctx)):
+            _, losses = train_step(method, method.networks, method.networks, part, stage, optimizers, schedulers,
+                                   dataclasses.replace(ctx, micro_step=4 * step + i))
+            errors.append(losses["g_masked_l1"])
+    assert sum(errors[-4:]) / 4 < 0.7 * sum(errors[:4]) / 4, errors[::4]
+
+
+def test_training_resumes_exactly(shards, tmp_path):
+    config = load_train_config("headgan", overrides=SMALL)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(config, shards, whole, device="cpu")
+    train(config, shards, parts, max_steps=2, device="cpu")
+    train(config, shards, parts, resume=True, device="cpu")
+    saved, resumed = (checkpoints.load(run / "checkpoint.pt") for run in (whole, parts))
+    assert saved["micro_step"] == resumed["micro_step"] == 12
+    for name, state in saved["networks"].items():
+        for key, value in state.items():
+            assert torch.allclose(value.float(), resumed["networks"][name][key].float(), rtol=1e-4, atol=1e-6), key

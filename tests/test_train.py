@@ -90,7 +90,7 @@ def test_a_fixed_batch_is_overfit(shards):
     torch.manual_seed(0)
     method = Wav2Pix(config.model, {"speakers": ["a", "b", "c"]})
     batch = next(split_batches(shards, "train", "wav2pix", "cpu", batch_size=2))
-    optimizers, schedulers = make_optimizers(stage, method.networks, total=200)
+    optimizers, schedulers = make_optimizers(stage, method.networks)
     l1 = []
     for step in range(200):
         ctx = StepContext(stage.name, step, step, 0)
@@ -299,3 +299,21 @@ def test_a_network_starts_from_a_user_file_and_pickled_objects_are_refused(shard
     missing = load_train_config("wav2pix", overrides=[*SMALL, 'train.init.speech_encoder={ file = "nope.pt" }'])
     with pytest.raises(FileNotFoundError, match="train.init.speech_encoder"):
         train(missing, shards, tmp_path / "missing", max_steps=1, device="cpu")
+
+
+def test_a_decay_holds_the_rate_for_its_share_of_the_stage_then_falls_to_zero():
+    """HeadGAN's schedule: 6 of 10 epochs at full rate, then linear to zero; warm-up counts updates."""
+    from avmodels.training.config import OptimizerSpec
+    from avmodels.training.trainer import _schedule
+
+    progress = [0.0]
+    linear = _schedule(OptimizerSpec("g", ("x",), 1.0, schedule="linear", hold=0.6), lambda: progress[0])
+    cosine = _schedule(OptimizerSpec("g", ("x",), 1.0, schedule="cosine", warmup_steps=4), lambda: progress[0])
+    values = []
+    for progress[0] in (0.0, 0.3, 0.6, 0.8, 1.0):
+        values.append((linear(100), cosine(100)))
+    assert [v[0] for v in values] == pytest.approx([1, 1, 1, 0.5, 0])
+    assert [v[1] for v in values] == pytest.approx([1, 0.7939, 0.3455, 0.0955, 0], abs=1e-4)
+    assert cosine(1) == pytest.approx(0.5)  # the second of 4 warm-up updates
+    with pytest.raises(RecipeError, match="0 <= hold < 1"):
+        load_train_config("wav2pix", overrides=["train.stages.gan.optimizers.generator.hold=1.0"])

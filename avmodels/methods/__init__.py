@@ -11,6 +11,8 @@ of the shards' dataset.json: ``speakers`` and ``labels`` lists, which size class
                              the loss that optimiser minimises; ``weights`` is the stage's ``losses`` table
     picture_rows(nets, batch, out) -> list of N x 3 x H x W tensors in [-1, 1], one grid row each
     fit(nets, data, device, split)  optional: statistics computed before training (kept in networks' buffers)
+    load_auxiliary(device) -> notes  optional: frozen helper networks from user files (VGG19), never checkpointed
+    micro_batches(batch, ctx) -> list  optional: several optimiser rounds per loaded batch (HeadGAN's windows)
     inputs, outputs, sample(nets, inputs, output, device, **options), evaluate(nets, data, split, device, limit)
                              what ``avmodels sample`` and ``avmodels eval`` call (avmodels.sampling)
     drivers                  optional: inputs of which the user gives one (DAVS: audio or driving)
@@ -22,9 +24,10 @@ from __future__ import annotations
 
 from avmodels.methods.atvgnet import ATVGnet
 from avmodels.methods.davs import DAVS
+from avmodels.methods.headgan import HeadGAN
 from avmodels.methods.wav2pix import Wav2Pix
 
-METHODS = {"atvgnet": ATVGnet, "davs": DAVS, "wav2pix": Wav2Pix}
+METHODS = {"atvgnet": ATVGnet, "davs": DAVS, "headgan": HeadGAN, "wav2pix": Wav2Pix}
 
 
 def get_method(name: str) -> type:

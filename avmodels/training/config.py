@@ -13,8 +13,9 @@
     networks = ["discriminator"]
     lr = 4e-4
     betas = [0.5, 0.999]
-    every = 1                  # update ratio: step on every k-th training step
-    schedule = "constant"      # or "cosine" / "linear" decay to 0 over the stage, after warmup_steps
+    every = 1                  # update ratio: step on every k-th training step (micro-batch round)
+    schedule = "constant"      # or "cosine" / "linear" decay to 0 by the stage's end, after warmup_steps
+    hold = 0.6                 # with a decay: the share of the stage at full rate first (HeadGAN: 6 of 10 epochs)
 
     [train.init]
     person_encoder = { file = "lightcnn.pt", strip_prefix = "module." }   # a network starts from a user file
@@ -44,6 +45,7 @@ class OptimizerSpec:
     every: int = 1
     schedule: str = "constant"
     warmup_steps: int = 0
+    hold: float = 0.0  # share of the stage at full rate before a cosine or linear decay
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,9 +154,10 @@ def _check(config: TrainConfig) -> None:
         if stage.init_from is not None and stage.init_from not in names[:i]:
             problems.append(f"stage {stage.name}: init_from must name an earlier stage, got {stage.init_from!r}")
         for optimizer in stage.optimizers:
-            if optimizer.schedule not in SCHEDULES or optimizer.every < 1 or optimizer.lr <= 0:
+            if (optimizer.schedule not in SCHEDULES or optimizer.every < 1 or optimizer.lr <= 0
+                    or not 0 <= optimizer.hold < 1):
                 problems.append(f"stage {stage.name}, optimizer {optimizer.name}: schedule one of {SCHEDULES}, "
-                                "every >= 1, lr > 0")
+                                "every >= 1, lr > 0, 0 <= hold < 1")
     if config.precision not in PRECISIONS:
         problems.append(f"precision must be one of {PRECISIONS}")
     if config.batch_size < 1 or config.num_workers < 0:

@@ -1,7 +1,10 @@
 """The generic trainer: stages of optimisers over a method's networks, fed by the shard loader.
 
 One training step: take a batch, run the method's shared forward pass, then for every optimiser of the stage
-that is due (``every``), compute its loss, step it and its LR schedule. Checkpoints every ``checkpoint_every``
+that is due (``every``), compute its loss, step it and its LR schedule. A method with ``micro_batches(batch,
+ctx)`` splits a loaded batch into several such rounds (HeadGAN: one per 3-frame window of a clip); ``every``
+counts rounds. A method with ``load_auxiliary(device)`` loads its frozen helper networks (never checkpointed)
+before the first step. Checkpoints every ``checkpoint_every``
 steps and at the end hold everything needed to continue exactly: on CPU with the same seed a resumed run draws
 the same batches, dropout masks and updates as one that never stopped.
 
@@ -42,6 +45,7 @@ class StepContext:
     epoch: int  # of this stage's data
     rank: int = 0
     world_size: int = 1
+    micro_step: int | None = None  # optimiser rounds in this stage so far (None: stage_step), what ``every`` counts
 
 
 @dataclasses.dataclass
@@ -53,6 +57,7 @@ class Position:
     stage_step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
+    micro_step: int = 0  # optimiser rounds in the stage (more than stage_step when a method splits batches)
 
 
 def train(config: TrainConfig, data: str | Path, out: str | Path, *, max_steps: int | None = None,
@@ -83,7 +88,9 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
         if saved["method"] != config.method:
             raise ValueError(f"{out}/checkpoint.pt is a {saved['method']} run, not {config.method}")
         checkpoints.load_networks(nets, saved)
-        position = Position(**{field: saved[field] for field in Position.__dataclass_fields__})
+        position = Position(**{field: saved[field] for field in Position.__dataclass_fields__ if field in saved})
+        if "micro_step" not in saved:  # a checkpoint from before micro-batches: one round per step
+            position.micro_step = position.stage_step
     elif start_stage is not None:
         position.stage = _stage_index(config, start_stage)
         source = config.stages[position.stage].init_from
@@ -96,6 +103,10 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
                 checkpoints.load_networks(nets, previous)
     if hasattr(method, "fit"):  # statistics some stages need (e.g. a landmark PCA), kept in the networks' buffers
         method.fit(nets, data, node.device, config.split)
+    if hasattr(method, "load_auxiliary"):  # frozen helpers from user files (VGG19): never in checkpoints
+        for note in method.load_auxiliary(node.device):
+            if node.main:
+                print(f"note: {note}")
     torch.manual_seed(config.seed * 1000 + node.rank + 1)  # training randomness differs between ranks
     if saved is not None:
         checkpoints.set_rng_state(saved["rng"][node.rank])
@@ -113,7 +124,8 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
             if batches is not None:
                 batches.close()  # the previous stage's loader and its workers
             batches = _batches(config, method.view, stage, data, node, position, split_samples)
-            optimizers, schedulers = make_optimizers(stage, nets, total)
+            clock = _StageClock(position, total)
+            optimizers, schedulers = make_optimizers(stage, nets, clock.progress)
             if saved is not None and saved["stage"] == stage_index:
                 for name in optimizers:
                     optimizers[name].load_state_dict(saved["optimizers"][name])
@@ -125,16 +137,24 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
                 batch = _channels_last(next(batches)) if config.channels_last else next(batches)
                 waited = time.perf_counter() - started
                 ctx = StepContext(stage.name, position.stage_step, position.step, position.epoch, node.rank,
-                                  node.world_size)
-                out_step, losses = train_step(method, nets, train_nets, batch, stage, optimizers, schedulers,
-                                              ctx, config.grad_clip, autocast)
+                                  node.world_size, position.micro_step)
+                rounds = method.micro_batches(batch, ctx) if hasattr(method, "micro_batches") else [batch]
+                losses: dict[str, list[float]] = {}
+                for part in rounds:
+                    ctx = dataclasses.replace(ctx, micro_step=position.micro_step)
+                    out_step, terms = train_step(method, nets, train_nets, part, stage, optimizers, schedulers,
+                                                 ctx, config.grad_clip, autocast)
+                    position.micro_step += 1
+                    for name, value in terms.items():
+                        losses.setdefault(name, []).append(value)
+                losses = {name: sum(values) / len(values) for name, values in losses.items()}  # mean over rounds
                 position.step += 1
                 position.stage_step += 1
                 log.step(step=position.step, stage=stage.name, epoch=position.epoch,
                          samples=len(batch["key"]) * node.world_size, seconds=time.perf_counter() - started,
                          waited=waited, losses=losses, lrs={n: s.get_last_lr()[0] for n, s in schedulers.items()})
                 if position.step % config.sample_every == 0:
-                    log.picture(grid(method.picture_rows(train_nets, batch, out_step)), position.step)
+                    log.picture(grid(method.picture_rows(train_nets, part, out_step)), position.step)
                 stopped = max_steps is not None and position.step >= max_steps
                 if position.step % config.checkpoint_every == 0 or stopped or position.stage_step == total:
                     _save(out, config, info, nets, optimizers, schedulers, position, node)
@@ -143,7 +163,7 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
             if node.main:
                 checkpoints.save_atomic(checkpoints.weights(config.method, config.document, info, nets),
                                         out / f"stage-{stage.name}.pt")
-            position.stage, position.stage_step = stage_index + 1, 0
+            position.stage, position.stage_step, position.micro_step = stage_index + 1, 0, 0
             position.epoch, position.batches_in_epoch = 0, 0  # the next stage reads its own data from the start
             if stopped:
                 break
@@ -160,7 +180,7 @@ def train_step(method, nets: dict, train_nets: dict, batch: dict, stage: StageSp
     with autocast():
         out = method.forward(train_nets, batch, ctx)
     for spec in stage.optimizers:
-        if ctx.stage_step % spec.every:
+        if (ctx.stage_step if ctx.micro_step is None else ctx.micro_step) % spec.every:
             continue
         with autocast():
             loss, terms = method.loss(spec.name, train_nets, batch, out, stage.losses, ctx)
@@ -196,7 +216,18 @@ def _batches(config: TrainConfig, view: str, stage: StageSpec, data: Path, node:
         position.epoch, position.batches_in_epoch = position.epoch + 1, 0
 
 
-def make_optimizers(stage: StageSpec, nets: dict, total: int) -> tuple[dict, dict]:
+class _StageClock:
+    """How far the current stage is (loaded batches done / its length): what LR decays follow."""
+
+    def __init__(self, position: Position, total: int):
+        self.position, self.total = position, total
+
+    def progress(self) -> float:
+        return self.position.stage_step / max(1, self.total)
+
+
+def make_optimizers(stage: StageSpec, nets: dict, progress=lambda: 0.0) -> tuple[dict, dict]:
+    """Adam per optimiser spec with its LR schedule; ``progress()`` says how far the stage is, in [0, 1]."""
     optimizers, schedulers = {}, {}
     for spec in stage.optimizers:
         unknown = set(spec.networks) - set(nets)
@@ -205,20 +236,20 @@ def make_optimizers(stage: StageSpec, nets: dict, total: int) -> tuple[dict, dic
                            f"the method has {sorted(nets)}")
         optimizers[spec.name] = torch.optim.Adam(_parameters(nets, spec), lr=spec.lr, betas=spec.betas,
                                                  weight_decay=spec.weight_decay, fused=True)
-        schedulers[spec.name] = torch.optim.lr_scheduler.LambdaLR(optimizers[spec.name],
-                                                                  _schedule(spec, math.ceil(total / spec.every)))
+        schedulers[spec.name] = torch.optim.lr_scheduler.LambdaLR(optimizers[spec.name], _schedule(spec, progress))
     return optimizers, schedulers
 
 
-def _schedule(spec: OptimizerSpec, updates: int):
-    """LR factor per update: linear warm-up, then constant, cosine or linear decay to zero by the stage's end."""
+def _schedule(spec: OptimizerSpec, progress):
+    """LR factor per update: linear warm-up over the first ``warmup_steps`` updates; then constant, or held for
+    the ``hold`` share of the stage and decayed (cosine or linear) to zero by its end."""
     def factor(update: int) -> float:
         if update < spec.warmup_steps:
             return (update + 1) / spec.warmup_steps
-        progress = min(1.0, (update - spec.warmup_steps) / max(1, updates - spec.warmup_steps))
+        decayed = min(1.0, max(0.0, (progress() - spec.hold) / (1 - spec.hold)))
         if spec.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0 - progress if spec.schedule == "linear" else 1.0
+            return 0.5 * (1 + math.cos(math.pi * decayed))
+        return 1.0 - decayed if spec.schedule == "linear" else 1.0
     return factor
 
 

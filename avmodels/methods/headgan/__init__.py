@@ -1,7 +1,186 @@
 """HeadGAN (Doukas et al., ICCV 2021, "HeadGAN: One-shot Neural Head Synthesis and Editing"; michaildoukas/headGAN):
 a reference face re-rendered under a driver's 3DMM expression and pose (NMFC renders), with the driver's audio.
+Networks: ``networks.py``. One stage, ``gan``, as the official ``train.py``:
 
-``networks.py`` holds the generator (flow and rendering networks), the image and mouth discriminators and the
-frozen VGG19 of the perceptual loss, at the official parameter counts; the training stages, sampling and
-evaluation build on them (README, "HeadGAN").
+    Each loaded clip of T frames gives T - 2 generator steps, one per window of 3 consecutive NMFC frames (the
+    trainer's micro-batches, no recurrence between them); the discriminators step once every 4 generator steps.
+    Generator: hinge adversarial + 10 x feature matching (both image-D scales, every layer but the last) + 10 x
+    VGG19 perceptual (relu1_1 .. relu5_1 weighted 1/32 .. 1) + 50 x L1 inside the face (where the NMFC render is
+    not black), the VGG and masked L1 also on the warped reference, + 10 x L1 between the flow mask and the
+    foreground mask; the mouth discriminator's hinge adversarial and feature matching on 64 x 64 crops around the
+    mouth centre with the 300 audio features tiled. Discriminators: image D hinge + 0.5 x mouth D hinge.
+    Adam 2e-4 (0.5, 0.999), batch 6, 6 epochs at full rate then 4 of linear decay (``hold = 0.6``).
+
+The sequence curriculum (6 frames, doubling every epoch from epoch 3) runs on the frames the shards hold: with
+the shipped 6-frame clips it stays at 6; shard with ``--set data.clip_frames=48`` for the official lengths.
+
+Foreground masks: the official code segments every frame and the reference with a pretrained network that is
+not available here; the mask is the union of the target's and the reference's NMFC renders (the fitted head)
+dilated by ``model.mask_dilation`` of the image size, which covers the face and some hair but not the neck and
+shoulders the segmenter includes. The VGG19 weights come from a user file (``model.vgg19``); without one,
+training refuses unless ``model.vgg19 = ""``, which turns the VGG terms off.
 """
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avmodels.methods.adversarial import real_and_fake
+from avmodels.methods.headgan.networks import (AUDIO_FEATURES, NMFC_FRAMES, Generator, MultiscaleDiscriminator,
+                                               init_weights, load_vgg19, perceptual_loss)
+
+MOUTH_SIZE = 64  # the mouth discriminator's crop (official ROI_size)
+LOSS_DEFAULTS = {"adversarial": 1.0, "feature_matching": 10.0, "vgg": 10.0, "masked_l1": 50.0, "flow_mask": 10.0,
+                 "mouth_adversarial": 1.0, "mouth_feature_matching": 10.0, "mouth_discriminator": 0.5}
+
+
+class HeadGAN:
+    name = "headgan"
+    view = "headgan"
+    inputs = ("reference", "driving")
+    outputs = ("video",)
+
+    def __init__(self, model: dict, dataset: dict):
+        width = float(model.get("width", 1.0))
+        self.audio = bool(model.get("audio", True))
+        self.vgg19_file = model.get("vgg19")
+        self.mask_dilation = float(model.get("mask_dilation", 0.06))
+        self.curriculum_start = int(model.get("curriculum_start_epoch", 3))
+        self.curriculum_max = int(model.get("curriculum_max_frames", 48))
+        self.vgg = None
+        self.networks = {
+            "generator": Generator(width, audio=self.audio),
+            "image_discriminator": MultiscaleDiscriminator(3 + 3, width),
+            "mouth_discriminator": MultiscaleDiscriminator((AUDIO_FEATURES if self.audio else 0) + 3, width),
+        }
+        for network in self.networks.values():
+            init_weights(network)
+
+    def load_auxiliary(self, device) -> list[str]:
+        """The frozen VGG19 of the perceptual loss, from ``model.vgg19`` (never checkpointed)."""
+        if self.vgg19_file is None:
+            raise ValueError('HeadGAN\'s perceptual loss needs VGG19 weights: set model.vgg19 = "vgg19.pth" (a '
+                             "torchvision vgg19 state dict saved with torch.save), or model.vgg19 = \"\" to train "
+                             "without the VGG terms")
+        if not self.vgg19_file:
+            self.vgg = None
+            return ['model.vgg19 = "": the VGG19 perceptual terms are off']
+        self.vgg = load_vgg19(self.vgg19_file).to(device)
+        return []
+
+    def sequence_length(self, epoch: int, frames: int) -> int:
+        """Frames read from each clip in ``epoch`` (0-based): 6, doubling every epoch from the official third
+        (``niter_start = 3``), at most the clip's and ``curriculum_max_frames``."""
+        doublings = max(0, epoch + 1 - self.curriculum_start + 1)
+        return min(frames, self.curriculum_max, 6 * 2 ** doublings)
+
+    def micro_batches(self, batch: dict, ctx) -> list[dict]:
+        """One generator step per window of 3 consecutive NMFC frames of the clip's first ``sequence_length``."""
+        missing = {"reference_nmfc", "mouth"} - set(batch)
+        if missing:
+            raise ValueError(f"HeadGAN reads {' and '.join(sorted(missing))} from the shards, which these lack: shard "
+                             "again with the shipped headgan recipe (ref_nmfc.png, mouth.npy)")
+        length = self.sequence_length(ctx.epoch, batch["frames"].shape[1])
+        nmfc = (batch["nmfc"] + 1) / 2  # NMFC renders in [0, 1], as the official loader
+        reference = torch.cat([(batch["reference_nmfc"] + 1) / 2, batch["reference"]], dim=1)
+        parts = []
+        for last in range(NMFC_FRAMES - 1, length):
+            window = nmfc[:, last - NMFC_FRAMES + 1:last + 1]
+            parts.append({"nmfc": window.flatten(1, 2), "target_nmfc": window[:, -1], "real": batch["frames"][:, last],
+                          "reference": reference, "audio": batch["audio_features"][:, last],
+                          "mouth": batch["mouth"][:, last], "key": batch["key"]})
+        return parts
+
+    def forward(self, nets: dict[str, nn.Module], batch: dict, ctx=None) -> dict:
+        fake, warped, flow, mask = nets["generator"](batch["nmfc"], batch["reference"],
+                                                     batch["audio"] if self.audio else None)
+        return {"fake": fake, "warped": warped, "flow": flow, "flow_mask": mask}
+
+    def loss(self, optimizer: str, nets: dict[str, nn.Module], batch: dict, out: dict, weights: dict[str, float],
+             ctx=None) -> tuple[torch.Tensor, dict[str, float]]:
+        weight = lambda name: float(weights.get(name, LOSS_DEFAULTS[name]))  # noqa: E731
+        real, fake, condition = batch["real"], out["fake"], batch["target_nmfc"]
+        real_mouth, fake_mouth, audio = self._mouths(batch, fake)
+        if optimizer == "discriminators":
+            (real_scores, fake_scores) = real_and_fake(nets["image_discriminator"], (torch.cat([condition, real], 1),),
+                                                       (torch.cat([condition, fake.detach()], 1),))
+            (real_mouth_scores, fake_mouth_scores) = real_and_fake(
+                nets["mouth_discriminator"], (_with(audio, real_mouth),), (_with(audio, fake_mouth.detach()),))
+            terms = {"d_real": _hinge(real_scores, True), "d_fake": _hinge(fake_scores, False),
+                     "d_mouth_real": _hinge(real_mouth_scores, True), "d_mouth_fake": _hinge(fake_mouth_scores, False)}
+            total = (terms["d_real"] + terms["d_fake"]
+                     + weight("mouth_discriminator") * (terms["d_mouth_real"] + terms["d_mouth_fake"]))
+            return total, {name: value.item() for name, value in terms.items()}
+        if optimizer == "generator":
+            (real_scores, fake_scores) = real_and_fake(nets["image_discriminator"], (torch.cat([condition, real], 1),),
+                                                       (torch.cat([condition, fake], 1),))
+            (real_mouth_scores, fake_mouth_scores) = real_and_fake(
+                nets["mouth_discriminator"], (_with(audio, real_mouth),), (_with(audio, fake_mouth),))
+            face = (condition.sum(dim=1, keepdim=True) > 0.01).float()
+            terms = {"adversarial": -_mean_of_last(fake_scores),
+                     "feature_matching": _feature_matching(real_scores, fake_scores),
+                     "masked_l1": F.l1_loss(fake.float() * face, real * face) + F.l1_loss(out["warped"].float() * face,
+                                                                                        real * face),
+                     "flow_mask": F.l1_loss(out["flow_mask"].float(), self._foreground(batch)),
+                     "mouth_adversarial": -_mean_of_last(fake_mouth_scores),
+                     "mouth_feature_matching": _feature_matching(real_mouth_scores, fake_mouth_scores)}
+            if self.vgg is not None:
+                terms["vgg"] = (perceptual_loss(self.vgg, fake.float(), real)
+                                + perceptual_loss(self.vgg, out["warped"].float(), real))
+            total = sum(weight(name) * value for name, value in terms.items())
+            return total, {f"g_{name}": value.item() for name, value in terms.items()}
+        raise KeyError(f"headgan has no optimiser {optimizer!r} (generator, discriminators)")
+
+    def _mouths(self, batch: dict, fake: torch.Tensor):
+        """64 x 64 crops of the real and generated frames around each mouth centre (kept inside the frame, as
+        the official ``get_ROI``), and the audio features (None without audio)."""
+        size = batch["real"].shape[-1]
+        centres = batch["mouth"].round().long().clamp(MOUTH_SIZE // 2, size - MOUTH_SIZE // 2)
+        rows = torch.arange(MOUTH_SIZE, device=fake.device) - MOUTH_SIZE // 2
+        ys = (centres[:, 1, None] + rows).clamp(0, size - 1)
+        xs = (centres[:, 0, None] + rows).clamp(0, size - 1)
+        crop = lambda images: images[torch.arange(len(images), device=images.device)[:, None, None, None],  # noqa: E731
+                                     torch.arange(3, device=images.device)[None, :, None, None],
+                                     ys[:, None, :, None], xs[:, None, None, :]]
+        return crop(batch["real"]), crop(fake), batch["audio"] if self.audio else None
+
+    def _foreground(self, batch: dict) -> torch.Tensor:
+        """The flow mask's target: where the target's or the reference's head render is, dilated."""
+        heads = torch.stack([batch["target_nmfc"].sum(1), batch["reference"][:, :3].sum(1)], 1) > 0.01
+        union = heads.any(dim=1, keepdim=True).float()
+        radius = max(1, int(round(self.mask_dilation * union.shape[-1])))
+        return F.max_pool2d(union, 2 * radius + 1, stride=1, padding=radius)
+
+    def picture_rows(self, nets: dict[str, nn.Module], batch: dict, out: dict) -> list[torch.Tensor]:
+        """The last window of the batch: NMFC, real frames, generated frames, warped references."""
+        count = min(8, len(out["fake"]))
+        return [batch["target_nmfc"][:count] * 2 - 1, batch["real"][:count], out["fake"][:count].detach().float(),
+                out["warped"][:count].detach().float()]
+
+
+def _with(audio: torch.Tensor | None, mouths: torch.Tensor) -> torch.Tensor:
+    """The mouth discriminator's input: the audio features tiled over the crop, then the crop."""
+    if audio is None:
+        return mouths
+    return torch.cat([audio[:, :, None, None].expand(-1, -1, *mouths.shape[-2:]).to(mouths.dtype), mouths], 1)
+
+
+def _hinge(scales: list[list[torch.Tensor]], real: bool) -> torch.Tensor:
+    """The official hinge loss of a multi-scale discriminator, averaged over its scales."""
+    sign = 1.0 if real else -1.0
+    return sum(F.relu(1 - sign * outputs[-1].float()).mean() for outputs in scales) / len(scales)
+
+
+def _mean_of_last(scales: list[list[torch.Tensor]]) -> torch.Tensor:
+    return sum(outputs[-1].float().mean() for outputs in scales) / len(scales)
+
+
+def _feature_matching(real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]) -> torch.Tensor:
+    """L1 between the discriminator's intermediate features on real (held fixed) and generated inputs, every
+    layer but the last, weighted 4 / (layers + 1) and 1 / scales as the official."""
+    total = 0.0
+    for real_outputs, fake_outputs in zip(real, fake):
+        for r, f in zip(real_outputs[:-1], fake_outputs[:-1]):
+            total = total + F.l1_loss(f.float(), r.detach().float()) * (4 / len(real_outputs)) / len(real)
+    return total
