@@ -1,12 +1,16 @@
-"""Trained methods back from their checkpoints, and what a method's ``evaluate`` returns."""
+"""Trained methods back from their checkpoints, what a method's ``evaluate`` returns, and the pieces video
+methods' evaluations share: the split's samples one by one, and per-sample measures averaged into metrics."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from avmodels.data import split_batches
+from avmodels.metrics import sync_offset
 from avmodels.training import checkpoint as checkpoints
 
 
@@ -23,13 +27,52 @@ class Evaluation:
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu"):
     """(method, networks in eval mode on ``device``, checkpoint) from a ``checkpoint.pt`` or ``stage-*.pt``."""
-    from avmodels.methods import get_method  # the methods import this module's Evaluation
+    from avmodels.methods import (
+        get_method,  # the methods import this module's Evaluation
+    )
 
     saved = checkpoints.load(Path(path))
     recipe = checkpoints.recipe_of(saved)
     method = get_method(saved["method"])(recipe.get("model", {}), checkpoints.dataset_of(saved))
     checkpoints.load_networks(method.networks, saved)
     return method, {name: net.to(device).eval() for name, net in method.networks.items()}, saved
+
+
+def split_samples(data, split: str, view: str, device, limit: int | None,
+                  batch_size: int = 8) -> Iterator[tuple[dict, int]]:
+    """Each sample of ``split`` as (its batch, its index in the batch), at most ``limit``: a method computes
+    what a whole batch needs at index 0. Raises ValueError when the split has no samples."""
+    seen = 0
+    for batch in split_batches(data, split, view, device, batch_size=batch_size):
+        for i in range(len(batch["key"])):
+            yield batch, i
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+    if not seen:
+        raise ValueError(f"{data}: the {split} split has no samples")
+
+
+class Measures:
+    """Each measure's per-sample values, averaged (NaN-aware) into the metrics ``evaluate`` reports."""
+
+    def __init__(self):
+        self.values: dict[str, list[float]] = {}
+        self.samples = 0
+
+    def add(self, name: str, value: float) -> None:
+        self.values.setdefault(name, []).append(float(value))
+
+    def add_sync(self, generated: np.ndarray, real: np.ndarray, audio: np.ndarray, fps: float, max_lag: int) -> None:
+        """The sync of the generated frames with the audio, and of the real frames (the ceiling)."""
+        for name, frames in (("sync", generated), ("sync_real", real)):
+            offset, confidence = sync_offset(frames, audio, fps, max_lag)
+            self.add(f"{name}_abs_offset_frames", abs(offset))
+            self.add(f"{name}_confidence", confidence)
+
+    def metrics(self, split: str, **extra) -> dict:
+        return {"split": split, "samples": self.samples, **extra,
+                **{name: float(np.nanmean(values)) for name, values in sorted(self.values.items())}}
 
 
 def same_speaker_pairs(speakers: np.ndarray) -> np.ndarray:

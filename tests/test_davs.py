@@ -176,10 +176,16 @@ def test_the_generator_loss_runs_under_bf16_autocast_with_the_uniform_term_in_fl
         assert method._identity_uniform(method.networks, out["person_sequence"]).dtype == torch.float32
 
 
-def test_all_three_stages_run_and_resume_exactly(shards, tmp_path):
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("davs_run")
+    train(load_train_config("davs", overrides=SMALL), shards, run, device="cpu")
+    return run / "checkpoint.pt"  # the uninterrupted run of the resume test, and what sampling and eval use
+
+
+def test_all_three_stages_run_and_resume_exactly(shards, trained, tmp_path):
     config = load_train_config("davs", overrides=SMALL)
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    train(config, shards, whole, device="cpu")
+    whole, parts = trained.parent, tmp_path / "parts"
     train(config, shards, parts, max_steps=4, device="cpu")  # stops inside disentangle
     train(config, shards, parts, resume=True, device="cpu")
     rows = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
@@ -206,13 +212,6 @@ def test_a_lightcnn_person_encoder_starts_from_a_user_file_with_a_module_prefix(
     pickled = load_train_config("davs", overrides=[*SMALL, f'train.init.person_encoder.file="{tmp_path / "pickled.pt"}"'])
     with pytest.raises(ValueError, match="not a plain state dict"):
         train(pickled, shards, tmp_path / "refused", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def trained(shards, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("davs_run")
-    train(load_train_config("davs", overrides=SMALL), shards, run, device="cpu")
-    return run / "checkpoint.pt"
 
 
 def test_audio_and_video_driven_samples_are_mp4s_with_sound_and_leave_the_checkpoint_unchanged(trained, lrw_prep,
@@ -249,19 +248,20 @@ def test_fine_tuning_works_on_copies(trained):
 
 
 def test_eval_reports_word_accuracy_and_the_generation_measures(trained, shards, tmp_path):
-    result = run_avmodels("eval", "-m", "davs", "-d", str(shards), "-c", str(trained), "--limit", "2",
+    result = run_avmodels("eval", "-m", "davs", "-d", str(shards), "-c", str(trained), "--limit", "1",
                           "-o", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     scores = json.loads((tmp_path / "eval.json").read_text())
     for name in ("word_accuracy_audio", "word_accuracy_visual", "word_accuracy_both", "ssim", "ssim_from_video",
                  "sync_real_confidence", "identity_similarity_real"):
         assert 0 <= scores[name] <= 1, name
-    assert scores["word_accuracy_chance"] == 0.5 and scores["samples"] == 2
+    assert scores["word_accuracy_chance"] == 0.5 and scores["samples"] == 1
     for name in ("psnr", "psnr_from_video"):
         assert 0 < scores[name] < 100, name
-    assert len(list((tmp_path / "eval").glob("*.mp4"))) == 2 and (tmp_path / "eval.png").is_file()
+    assert len(list((tmp_path / "eval").glob("*.mp4"))) == 1 and (tmp_path / "eval.png").is_file()
 
 
+@pytest.mark.slow
 def test_two_ddp_ranks_train_the_three_stages_and_agree(shards, tmp_path):
     """Every network is called once per backward (DDP's rule): two CPU ranks end with the same weights."""
     run = tmp_path / "ddp"

@@ -121,7 +121,7 @@ def test_vgg19_loads_from_a_torchvision_state_dict_and_refuses_pickles_and_other
 # The method: micro-batches per NMFC window, D once per 4 G steps, the VGG19 setting, losses falling, resume.
 
 SMALL = ["model.width=0.125", 'model.vgg19=""', "train.num_workers=1", "train.log_every=1", "train.sample_every=2",
-         "train.checkpoint_every=2", "train.batch_size=2", "train.stages.gan.steps=3"]
+         "train.checkpoint_every=2", "train.batch_size=2", "train.stages.gan.steps=2"]
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +139,20 @@ def test_the_curriculum_doubles_the_sequences_from_the_third_epoch():
     assert method.sequence_length(4, 6) == 6  # never more than the clip holds
 
 
-def test_each_window_of_three_nmfc_frames_is_a_generator_step_and_d_steps_every_fourth(shards, tmp_path):
-    config = load_train_config("headgan", overrides=SMALL)
-    summary = train(config, shards, tmp_path / "run", device="cpu")
-    saved = checkpoints.load(tmp_path / "run" / "checkpoint.pt")
-    assert summary["steps"] == 3 and saved["micro_step"] == 3 * (6 - 2)  # 4 windows per 6-frame clip
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory) -> Path:
+    """Two loaded batches of 6-frame clips at width 0.125, VGG off: the uninterrupted run of the resume test."""
+    run = tmp_path_factory.mktemp("headgan_run")
+    train(load_train_config("headgan", overrides=SMALL), shards, run, device="cpu")
+    return run
+
+
+def test_each_window_of_three_nmfc_frames_is_a_generator_step_and_d_steps_every_fourth(trained):
+    saved = checkpoints.load(trained / "checkpoint.pt")
+    assert saved["step"] == 2 and saved["micro_step"] == 2 * (6 - 2)  # 4 windows per 6-frame clip
     adam_steps = lambda name: int(next(iter(saved["optimizers"][name]["state"].values()))["step"])  # noqa: E731
-    assert adam_steps("generator") == 12 and adam_steps("discriminators") == 3  # rounds 0, 4 and 8
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert adam_steps("generator") == 8 and adam_steps("discriminators") == 2  # rounds 0 and 4
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert {"g_masked_l1", "g_flow_mask", "g_mouth_adversarial", "d_mouth_real"} <= set(rows[0])
     assert "g_vgg" not in rows[0]  # model.vgg19 = "": the VGG terms are off
 
@@ -157,7 +163,7 @@ def test_training_needs_vgg19_weights_or_an_explicit_empty_setting(shards, tmp_p
         train(without, shards, tmp_path / "refused", device="cpu")
     torch.save(torchvision_shaped_vgg19(), tmp_path / "vgg19.pth")
     with_vgg = load_train_config("headgan", overrides=[*SMALL, f'model.vgg19="{tmp_path / "vgg19.pth"}"',
-                                                      "train.stages.gan.steps=1"])
+                                                      "train.stages.gan.steps=1", "train.batch_size=1"])
     train(with_vgg, shards, tmp_path / "vgg", device="cpu")
     row = json.loads((tmp_path / "vgg" / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["g_vgg"] > 0
@@ -173,7 +179,7 @@ def test_the_generator_fits_a_fixed_batch(shards):
     batch = next(split_batches(shards, "train", "headgan", "cpu", batch_size=2))
     optimizers, schedulers = make_optimizers(stage, method.networks)
     errors = []
-    for step in range(8):
+    for step in range(6):
         ctx = StepContext(stage.name, step, step, 0, micro_step=4 * step)
         for i, part in enumerate(method.micro_batches(batch, ctx)):
             _, losses = train_step(method, method.networks, method.networks, part, stage, optimizers, schedulers,
@@ -182,14 +188,13 @@ def test_the_generator_fits_a_fixed_batch(shards):
     assert sum(errors[-4:]) / 4 < 0.7 * sum(errors[:4]) / 4, errors[::4]
 
 
-def test_training_resumes_exactly(shards, tmp_path):
+def test_training_resumes_exactly(shards, trained, tmp_path):
     config = load_train_config("headgan", overrides=SMALL)
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    train(config, shards, whole, device="cpu")
-    train(config, shards, parts, max_steps=2, device="cpu")
+    parts = tmp_path / "parts"
+    train(config, shards, parts, max_steps=1, device="cpu")
     train(config, shards, parts, resume=True, device="cpu")
-    saved, resumed = (checkpoints.load(run / "checkpoint.pt") for run in (whole, parts))
-    assert saved["micro_step"] == resumed["micro_step"] == 12
+    saved, resumed = (checkpoints.load(run / "checkpoint.pt") for run in (trained, parts))
+    assert saved["micro_step"] == resumed["micro_step"] == 8
     for name, state in saved["networks"].items():
         for key, value in state.items():
             assert torch.allclose(value.float(), resumed["networks"][name][key].float(), rtol=1e-4, atol=1e-6), key

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from avmodels.data import split_batches
-from avmodels.evaluation import Evaluation
+from avmodels.evaluation import Evaluation, Measures, split_samples
 from avmodels.methods.adversarial import bce, real_and_fake
 from avmodels.methods.atvgnet.landmarks import LandmarkPCA
 from avmodels.methods.atvgnet.networks import LANDMARKS, ATNet, GLDiscriminator, VGNet
-from avmodels.metrics import cpbd, landmarks68, lmd, psnr, ssim, sync_offset
+from avmodels.metrics import cpbd, landmarks68, lmd, psnr, ssim
 from avmodels.pictures import area_resized, to_uint8
 from avprep.features.mfcc import atvgnet_mfcc
 from avprep.features.timebase import windows_at_frames
@@ -145,43 +145,29 @@ class ATVGnet:
         """The paper's measures on ``split``, the whole method (audio -> landmarks -> video) against the real
         frames: LMD (dlib's mouth points), SSIM, PSNR and CPBD, and the sync of lips and audio; VG-net alone from
         the true landmarks beside it; CPBD and sync also on the real frames (the ceiling)."""
-        sums: dict[str, list[float]] = {}
-        rows, videos, seen = [], [], 0
-        for batch in split_batches(data, split, self.view, device, batch_size=8):
-            from_audio = self.talk(nets, batch["reference"], batch["example_landmarks"], batch["mfcc"])
-            with torch.no_grad():
-                out = self.forward(nets, batch)  # VG-net from the true landmarks, and the real frames at its size
-            real = out["real"]
-            for i in range(len(real)):
-                real_frames, spoken = to_uint8(real[i]), to_uint8(from_audio[i])
-                real_points = landmarks68(real_frames)
-                for suffix, fake_frames in (("", spoken), ("_from_true_landmarks", to_uint8(out["fake"][i]))):
-                    add = lambda name, value: sums.setdefault(name + suffix, []).append(value)
-                    add("lmd", lmd(real_points, landmarks68(fake_frames)))
-                    add("ssim", ssim(real_frames, fake_frames))
-                    add("psnr", psnr(real_frames, fake_frames))
-                    add("cpbd", float(np.nanmean([cpbd(frame) for frame in fake_frames])))
-                sums.setdefault("cpbd_real", []).append(float(np.nanmean([cpbd(frame) for frame in real_frames])))
-                if "audio" in batch:
-                    audio, fps = batch["audio"][i].cpu().numpy(), float(batch["fps"][i])
-                    for name, frames in (("sync", spoken), ("sync_real", real_frames)):
-                        offset, confidence = sync_offset(frames, audio, fps, SYNC_MAX_LAG)
-                        sums.setdefault(f"{name}_abs_offset_frames", []).append(abs(offset))
-                        sums.setdefault(f"{name}_confidence", []).append(confidence)
-                    if len(videos) < 3:
-                        videos.append((batch["key"][i], real_frames, spoken, audio))
-                if not rows:
-                    rows = [real[i][:8], from_audio[i][:8]]
-                seen += 1
-                if limit is not None and seen >= limit:
-                    break
-            if limit is not None and seen >= limit:
-                break
-        if not seen:
-            raise ValueError(f"{data}: the {split} split has no samples")
-        metrics = {"split": split, "samples": seen,
-                   **{name: float(np.nanmean(values)) for name, values in sorted(sums.items())}}
-        return Evaluation(metrics, rows, videos)
+        measures, rows, videos = Measures(), [], []
+        for batch, i in split_samples(data, split, self.view, device, limit):
+            if i == 0:
+                from_audio = self.talk(nets, batch["reference"], batch["example_landmarks"], batch["mfcc"])
+                with torch.no_grad():
+                    out = self.forward(nets, batch)  # VG-net from the true landmarks, the real frames at its size
+            real_frames, spoken = to_uint8(out["real"][i]), to_uint8(from_audio[i])
+            real_points = landmarks68(real_frames)
+            for suffix, fake_frames in (("", spoken), ("_from_true_landmarks", to_uint8(out["fake"][i]))):
+                measures.add("lmd" + suffix, lmd(real_points, landmarks68(fake_frames)))
+                measures.add("ssim" + suffix, ssim(real_frames, fake_frames))
+                measures.add("psnr" + suffix, psnr(real_frames, fake_frames))
+                measures.add("cpbd" + suffix, np.nanmean([cpbd(frame) for frame in fake_frames]))
+            measures.add("cpbd_real", np.nanmean([cpbd(frame) for frame in real_frames]))
+            if "audio" in batch:
+                audio, fps = batch["audio"][i].cpu().numpy(), float(batch["fps"][i])
+                measures.add_sync(spoken, real_frames, audio, fps, SYNC_MAX_LAG)
+                if len(videos) < 3:
+                    videos.append((batch["key"][i], real_frames, spoken, audio))
+            if not rows:
+                rows = [out["real"][i][:8], from_audio[i][:8]]
+            measures.samples += 1
+        return Evaluation(measures.metrics(split), rows, videos)
 
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
         """Shards hold 128 px crops; a smaller model reads them area-downsampled."""

@@ -38,13 +38,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avmodels.data import split_batches
-from avmodels.evaluation import Evaluation
+from avmodels.evaluation import Evaluation, Measures, split_samples
 from avmodels.methods.adversarial import bce, real_and_fake
-from avmodels.methods.davs.networks import (AudioWordEncoder, Decoder, EmbeddingDiscriminator,
-                                            IdentityDiscriminator, PersonIdEncoder, SequenceDiscriminator,
-                                            VisualWordEncoder, WordClassifier, scaled)
-from avmodels.metrics import identity_similarity, landmarks68, lmd, psnr, ssim, sync_offset
+from avmodels.methods.davs.networks import (
+    AudioWordEncoder,
+    Decoder,
+    EmbeddingDiscriminator,
+    IdentityDiscriminator,
+    PersonIdEncoder,
+    SequenceDiscriminator,
+    VisualWordEncoder,
+    WordClassifier,
+    scaled,
+)
+from avmodels.metrics import identity_similarity, landmarks68, lmd, psnr, ssim
 from avmodels.pictures import to_uint8
 from avmodels.sampling import InputProblem
 from avmodels.views import DAVS_CLASSIFIED, DAVS_GENERATED, DAVS_IDENTITY
@@ -293,50 +300,36 @@ class DAVS:
         and video-driven (no test-time fine-tuning), against the real frames: SSIM, PSNR, LMD (dlib's mouth
         points), identity similarity (dlib descriptors, against the reference frame; real frames beside) and
         the sync of lips and audio (real clips beside)."""
-        sums: dict[str, list[float]] = {}
-        add = lambda name, value: sums.setdefault(name, []).append(value)  # noqa: E731
-        rows, videos, seen = [], [], 0
-        for batch in split_batches(data, split, self.view, device, batch_size=8):
-            frames = (batch["frames"] + 1) / 2
-            with torch.no_grad():
-                out = self.word_embeddings(nets, frames, batch)
-                logits = {m: nets["word_classifier"](out[m]).float() for m in ("audio", "visual")}
-            for i in range(len(frames)):
-                label = batch["label"][i]
-                for name, value in (("audio", logits["audio"][i]), ("visual", logits["visual"][i]),
-                                    ("both", logits["audio"][i] + logits["visual"][i])):
-                    add(f"word_accuracy_{name}", float(value.argmax() == label))
-                real = to_uint8(frames[i] * 2 - 1)
-                from_audio = self.talk(nets, frames[i, :1], self.audio_embeddings(nets, batch["mfcc"][i]))
-                from_video = self.talk(nets, frames[i, :1], self.video_embeddings(nets, frames[i]))
-                real_points = landmarks68(real)
-                add("identity_similarity_real", identity_similarity(real[1:], np.repeat(real[:1], len(real) - 1, 0)))
-                for suffix, made in (("", from_audio), ("_from_video", from_video)):
-                    fake = to_uint8(made * 2 - 1)
-                    add("ssim" + suffix, ssim(real, fake))
-                    add("psnr" + suffix, psnr(real, fake))
-                    add("lmd" + suffix, lmd(real_points, landmarks68(fake)))
-                    add("identity_similarity" + suffix, identity_similarity(fake, np.repeat(real[:1], len(fake), 0)))
-                if "audio" in batch:
-                    audio, fps = batch["audio"][i].cpu().numpy(), float(batch["fps"][i])
-                    for name, clip in (("sync", to_uint8(from_audio * 2 - 1)), ("sync_real", real)):
-                        offset, confidence = sync_offset(clip, audio, fps, SYNC_MAX_LAG)
-                        add(f"{name}_abs_offset_frames", abs(offset))
-                        add(f"{name}_confidence", confidence)
-                    if len(videos) < 3:
-                        videos.append((batch["key"][i], real, to_uint8(from_audio * 2 - 1), audio))
-                if not rows:
-                    rows = [frames[i, :8] * 2 - 1, from_audio[:8] * 2 - 1, from_video[:8] * 2 - 1]
-                seen += 1
-                if limit is not None and seen >= limit:
-                    break
-            if limit is not None and seen >= limit:
-                break
-        if not seen:
-            raise ValueError(f"{data}: the {split} split has no samples")
-        metrics = {"split": split, "samples": seen, "word_accuracy_chance": 1 / self.words,
-                   **{name: float(np.nanmean(values)) for name, values in sorted(sums.items())}}
-        return Evaluation(metrics, rows, videos)
+        measures, rows, videos = Measures(), [], []
+        for batch, i in split_samples(data, split, self.view, device, limit):
+            if i == 0:
+                frames = (batch["frames"] + 1) / 2
+                with torch.no_grad():
+                    out = self.word_embeddings(nets, frames, batch)
+                    logits = {m: nets["word_classifier"](out[m]).float() for m in ("audio", "visual")}
+            for name, value in (("audio", logits["audio"][i]), ("visual", logits["visual"][i]),
+                                ("both", logits["audio"][i] + logits["visual"][i])):
+                measures.add(f"word_accuracy_{name}", value.argmax() == batch["label"][i])
+            real = to_uint8(frames[i] * 2 - 1)
+            from_audio = self.talk(nets, frames[i, :1], self.audio_embeddings(nets, batch["mfcc"][i]))
+            from_video = self.talk(nets, frames[i, :1], self.video_embeddings(nets, frames[i]))
+            real_points, first = landmarks68(real), np.repeat(real[:1], len(real), 0)
+            measures.add("identity_similarity_real", identity_similarity(real[1:], first[1:]))
+            for suffix, made in (("", from_audio), ("_from_video", from_video)):
+                fake = to_uint8(made * 2 - 1)
+                measures.add("ssim" + suffix, ssim(real, fake))
+                measures.add("psnr" + suffix, psnr(real, fake))
+                measures.add("lmd" + suffix, lmd(real_points, landmarks68(fake)))
+                measures.add("identity_similarity" + suffix, identity_similarity(fake, first))
+            if "audio" in batch:
+                audio, fps = batch["audio"][i].cpu().numpy(), float(batch["fps"][i])
+                measures.add_sync(to_uint8(from_audio * 2 - 1), real, audio, fps, SYNC_MAX_LAG)
+                if len(videos) < 3:
+                    videos.append((batch["key"][i], real, to_uint8(from_audio * 2 - 1), audio))
+            if not rows:
+                rows = [frames[i, :8] * 2 - 1, from_audio[:8] * 2 - 1, from_video[:8] * 2 - 1]
+            measures.samples += 1
+        return Evaluation(measures.metrics(split, word_accuracy_chance=1 / self.words), rows, videos)
 
 
 def _both(network: nn.Module, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,8 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from avmodels.methods.adversarial import real_and_fake
-from avmodels.methods.headgan.networks import (AUDIO_FEATURES, NMFC_FRAMES, Generator, MultiscaleDiscriminator,
-                                               init_weights, load_vgg19, perceptual_loss)
+from avmodels.methods.headgan.networks import (
+    AUDIO_FEATURES,
+    NMFC_FRAMES,
+    Generator,
+    MultiscaleDiscriminator,
+    init_weights,
+    load_vgg19,
+    perceptual_loss,
+)
 
 MOUTH_SIZE = 64  # the mouth discriminator's crop (official ROI_size)
 LOSS_DEFAULTS = {"adversarial": 1.0, "feature_matching": 10.0, "vgg": 10.0, "masked_l1": 50.0, "flow_mask": 10.0,
