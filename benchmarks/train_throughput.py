@@ -6,7 +6,8 @@ Real shards (demo corpus -> extract -> shard per method), the real trainer (``av
 shipped recipes at their official batch sizes (Wav2Pix 64; ATVGnet's at_net 16, vg_net 10; DAVS 16, on an
 LRW-shaped demo tree for its word labels; HeadGAN 6, characters from pocketsphinx, without the VGG terms, whose
 weights cannot be had here); only the step count and, for the rows that say so, the model size are changed. Rows
-marked CUDA-only (full-size DAVS disentangle and HeadGAN: minutes per step on two cores) run with --device cuda. The first two steps (worker start-up, allocator
+marked CUDA-only (full-size DAVS and HeadGAN: DAVS's word_pretrain at batch 16 runs FAN on 192 frames of 256 px,
+more memory than a 24 GiB CPU machine has; the others take minutes per step) run with --device cuda. The first two steps (worker start-up, allocator
 warm-up) are left out; the rest are averaged. On CUDA the recipe's default precision applies (bf16 autocast).
 """
 from __future__ import annotations
@@ -64,7 +65,8 @@ CASES = [  # (label, method, overrides, stage, CUDA only)
     ("Wav2Pix 64 px", "wav2pix", ["train.batch_size=64", "model.image_size=64"], None, False),
     ("ATVGnet at_net (official)", "atvgnet", [], "at_net", False),
     ("ATVGnet vg_net, 128 px (official)", "atvgnet", [], "vg_net", False),
-    ("DAVS word_pretrain (official)", "davs", [], "word_pretrain", False),
+    ("DAVS word_pretrain (official)", "davs", [], "word_pretrain", True),
+    ("DAVS word_pretrain, width 0.125", "davs", ["model.width=0.125"], "word_pretrain", False),
     ("DAVS disentangle (official)", "davs", [], "disentangle", True),
     ("DAVS disentangle, width 0.125 (quick start)", "davs", ["model.width=0.125"], "disentangle", False),
     ("HeadGAN gan (official, no VGG), 6-frame clips = 4 G steps", "headgan", ['model.vgg19=""'], None, True),
