@@ -124,8 +124,8 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
             if batches is not None:
                 batches.close()  # the previous stage's loader and its workers
             batches = _batches(config, method.view, stage, data, node, position, split_samples)
-            clock = _StageClock(position, total)
-            optimizers, schedulers = make_optimizers(stage, nets, clock.progress)
+            progress = lambda total=total: position.stage_step / max(1, total)  # noqa: E731  what LR decays follow
+            optimizers, schedulers = make_optimizers(stage, nets, progress)
             if saved is not None and saved["stage"] == stage_index:
                 for name in optimizers:
                     optimizers[name].load_state_dict(saved["optimizers"][name])
@@ -214,16 +214,6 @@ def _batches(config: TrainConfig, view: str, stage: StageSpec, data: Path, node:
             position.batches_in_epoch += 1
             yield batch
         position.epoch, position.batches_in_epoch = position.epoch + 1, 0
-
-
-class _StageClock:
-    """How far the current stage is (loaded batches done / its length): what LR decays follow."""
-
-    def __init__(self, position: Position, total: int):
-        self.position, self.total = position, total
-
-    def progress(self) -> float:
-        return self.position.stage_step / max(1, self.total)
 
 
 def make_optimizers(stage: StageSpec, nets: dict, progress=lambda: 0.0) -> tuple[dict, dict]:

@@ -96,7 +96,7 @@ class HeadGAN:
             window = nmfc[:, last - NMFC_FRAMES + 1:last + 1]
             parts.append({"nmfc": window.flatten(1, 2), "target_nmfc": window[:, -1], "real": batch["frames"][:, last],
                           "reference": reference, "audio": batch["audio_features"][:, last],
-                          "mouth": batch["mouth"][:, last], "key": batch["key"]})
+                          "mouth": batch["mouth"][:, last]})
         return parts
 
     def forward(self, nets: dict[str, nn.Module], batch: dict, ctx=None) -> dict:
