@@ -183,19 +183,26 @@ QUICKSTART_TRAINING = {  # (default steps, settings): small models and short sta
         "--stage", "word_pretrain", "--set", "model.width=0.125", "--set", "train.batch_size=4",
         "--set", f"train.sample_every={max(1, steps // 2)}", "--set", f"train.stages.word_pretrain.steps={steps}",
         "--set", f"train.stages.disentangle.steps={steps}"]),
+    "headgan": (30, lambda steps: [  # no VGG19 file in a quick start: its perceptual terms are off
+        "--set", "model.width=0.125", "--set", 'model.vgg19=""', "--set", "train.batch_size=2",
+        "--set", f"train.sample_every={max(1, steps // 2)}", "--set", f"train.stages.gan.steps={steps}"]),
 }
-QUICKSTART_DATA = {  # extra options of `avprep demo` and `avprep shard`: DAVS reads words from an LRW-shaped tree
-    "davs": (("--words", "4", "--speakers", "6", "--seconds", "1.16"), ("--set", "split.by=dataset")),
+QUICKSTART_DATA = {  # extra options of `avprep demo`, `extract` and `shard`
+    "davs": {"demo": ("--words", "4", "--speakers", "6", "--seconds", "1.16"),  # DAVS reads words from an LRW tree
+             "shard": ("--set", "split.by=dataset")},
+    "headgan": {"extract": ("--asr", "pocketsphinx"),  # speech characters from the demo's speech, no transcripts
+                "shard": ("--set", "data.clip_frames=24", "--set", "data.audio_s=0.96", "--set", "data.stride_s=0.96",
+                          "--set", "split.by=video", "--set", "split.fractions={train = 0.75, test = 0.25}")},
 }
 
 
 @app.command()
 def quickstart(
     out: Path = typer.Argument(Path("quickstart"), help="Folder for everything the chain writes."),
-    method: str = typer.Option("wav2pix", "--method", "-m", help="wav2pix, atvgnet or davs."),
+    method: str = typer.Option("wav2pix", "--method", "-m", help="wav2pix, atvgnet, davs or headgan."),
     steps: Optional[int] = typer.Option(None, help="Training steps (per stage for ATVGnet and DAVS; default 300 "
-                                                   "for Wav2Pix, 60 for ATVGnet, 30 for DAVS): small models, "
-                                                   "minutes on a CPU."),
+                                                   "for Wav2Pix, 60 for ATVGnet, 30 for DAVS and HeadGAN): small "
+                                                   "models, minutes on a CPU."),
     jobs: int = typer.Option(2, help="Parallel videos in extract."),
 ):
     """The whole chain on generated demo media: demo -> extract -> shard -> train -> sample -> eval.
@@ -207,13 +214,13 @@ def quickstart(
     if method not in QUICKSTART_TRAINING:
         _fail(f"--method {method}: the quick start knows {', '.join(QUICKSTART_TRAINING)}")
     default_steps, training = QUICKSTART_TRAINING[method]
-    demo_options, shard_options = QUICKSTART_DATA.get(method, ((), ()))
+    options = QUICKSTART_DATA.get(method, {})
     steps = steps or default_steps
     prep, shards, run = out / "prep", out / "shards", out / "run"
     steps_run = [
-        ("avprep", "demo", str(out / "demo"), *demo_options),
-        ("avprep", "extract", str(out / "demo"), "-o", str(prep), "-j", str(jobs)),
-        ("avprep", "shard", str(prep), "-o", str(shards), "--recipe", method, *shard_options),
+        ("avprep", "demo", str(out / "demo"), *options.get("demo", ())),
+        ("avprep", "extract", str(out / "demo"), "-o", str(prep), "-j", str(jobs), *options.get("extract", ())),
+        ("avprep", "shard", str(prep), "-o", str(shards), "--recipe", method, *options.get("shard", ())),
         ("avmodels", "train", "--method", method, "--data", str(shards), "--out", str(run),
          "--set", "train.num_workers=1", *training(steps)),
     ]
@@ -221,26 +228,31 @@ def quickstart(
         _run_step(command)
     test_videos = list(dict.fromkeys(row["video_id"] for row in pq.read_table(shards / "index.parquet").to_pylist()
                                      if row["split"] == "test"))
-    path_of = {row["video_id"]: row["path"] for row in pq.read_table(prep / "manifest.parquet").to_pylist()}
-    clip = path_of[test_videos[0]]
-    checkpoint = ("--checkpoint", str(run / "checkpoint.pt"), "--audio", str(clip))
+    manifest = {row["video_id"]: row for row in pq.read_table(prep / "manifest.parquet").to_pylist()}
+    clip, speaker = manifest[test_videos[0]]["path"], manifest[test_videos[0]]["speaker"]
+    driving = next((manifest[v]["path"] for v in test_videos[1:] if manifest[v]["speaker"] != speaker),
+                   manifest[test_videos[-1]]["path"])  # a test video of another speaker where there is one
+    checkpoint = ("--checkpoint", str(run / "checkpoint.pt"))
     if method == "wav2pix":
-        _run_step(("avmodels", "sample", *checkpoint, "--out", str(out / "sample.png")))
+        _run_step(("avmodels", "sample", *checkpoint, "--audio", clip, "--out", str(out / "sample.png")))
         made = f"faces drawn from the audio of {clip}: {out / 'sample.png'}, and a face for every frame"
+    elif method == "headgan":
+        made = f"{clip}'s first frame with {driving}'s expressions, head motion and voice"
     else:
         made = f"{clip}'s first frame saying its own speech"
-    _run_step(("avmodels", "sample", *checkpoint, *(("--reference", str(clip)) if method != "wav2pix" else ()),
-               "--out", str(out / "talking.mp4")))
+    if method != "headgan":
+        _run_step(("avmodels", "sample", *checkpoint, "--audio", clip,
+                   *(("--reference", clip) if method != "wav2pix" else ()), "--out", str(out / "talking.mp4")))
+    if method in ("davs", "headgan"):
+        _run_step(("avmodels", "sample", *checkpoint, "--reference", clip, "--driving", driving,
+                   "--out", str(out / ("driven.mp4" if method == "davs" else "talking.mp4"))))
     if method == "davs":
-        driving = path_of[test_videos[-1]]
-        _run_step(("avmodels", "sample", "--checkpoint", str(run / "checkpoint.pt"), "--reference", str(clip),
-                   "--driving", str(driving), "--out", str(out / "driven.mp4")))
         made += f", and mouthing {driving}'s lips: {out / 'driven.mp4'}"
-    _run_step(("avmodels", "eval", "--method", method, "--data", str(shards), "--checkpoint",
-               str(run / "checkpoint.pt"), "--limit", "16", "--out", str(out / "eval.json")))
+    _run_step(("avmodels", "eval", "--method", method, "--data", str(shards), *checkpoint, "--limit", "16",
+               "--out", str(out / "eval.json")))
     console.print(f"\n[bold green]done[/]: {made}; with sound: {out / 'talking.mp4'}\n"
                   f"  training grids (real above generated): {run / 'samples'}/\n"
-                  f"  metrics: {out / 'eval.json'} (real vs generated: {out / 'eval.png'})\n"
+                  f"  metrics: {out / 'eval.json'} (real vs generated: {out / 'eval.png'}; videos: {out / 'eval'}/)\n"
                   f"  checkpoint: {run / 'checkpoint.pt'}; losses per step: {run / 'metrics.jsonl'}", highlight=False)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from avmodels.pictures import to_uint8
-from avprep.face.still import StillFaces
+from avprep.face.still import StillFaces, landmarks68
 from avprep.media.audio import SAMPLE_RATE, decode_audio
 from avprep.media.encode import write_video
 from avprep.media.probe import audio_channels, probe
@@ -39,10 +39,15 @@ class InputProblem(ValueError):
 
 @dataclasses.dataclass
 class Reference:
-    """A face as the recipe crops it: RGB uint8 (S x S x 3) and its 68 iBUG landmarks in crop pixels."""
+    """A face as the recipe crops it: RGB uint8 (S x S x 3) and its 478 MediaPipe landmarks in crop pixels."""
 
     image: np.ndarray
-    landmarks68: np.ndarray
+    mesh: np.ndarray
+
+    @property
+    def landmarks68(self) -> np.ndarray:
+        """(68, 2) iBUG points in crop pixels."""
+        return landmarks68(self.mesh)
 
 
 @dataclasses.dataclass
@@ -90,8 +95,7 @@ def _reference(image: np.ndarray, path: Path, recipe: Recipe) -> Reference:
         points = faces(image)
     if points is None:
         raise InputProblem(f"{path}: no face found (give a photo with one clearly visible face)")
-    crop, landmarks = still_crop(image, points, recipe)
-    return Reference(crop, landmarks)
+    return Reference(*still_crop(image, points, recipe))
 
 
 def prepare_lr(path: Path, recipe: Recipe) -> np.ndarray:
@@ -106,13 +110,15 @@ def prepare_lr(path: Path, recipe: Recipe) -> np.ndarray:
     return cv2.resize(face, (size, size), interpolation=interpolation)
 
 
-def prepare_driving(path: Path, scratch: Path) -> PrepVideo:
-    """The driving video analysed by extract's own pipeline (faces, landmarks, 3DMM, audio features)."""
+def prepare_driving(path: Path, scratch: Path, asr: str | None = None) -> PrepVideo:
+    """The driving video analysed by extract's own pipeline (faces, landmarks, 3DMM, audio features; with
+    ``asr``, the words a built-in recogniser hears, as ``avprep extract --asr``)."""
     from avprep.pipeline.config import ExtractConfig
     from avprep.pipeline.inputs import VideoSource
     from avprep.pipeline.runner import extract_video
 
-    record = extract_video(VideoSource(os.path.abspath(path), "driving", None), str(scratch), ExtractConfig(), 64 << 20)
+    record = extract_video(VideoSource(os.path.abspath(path), "driving", None), str(scratch), ExtractConfig(asr=asr),
+                           64 << 20)
     if record["status"] != "ok":
         raise InputProblem(f"{path}: {record['error_kind']}: {record['error']}")
     return PrepVideo(scratch, "driving")
@@ -136,7 +142,7 @@ def prepare_inputs(method, recipe: Recipe, fps: float, given: dict[str, Path | N
     if given.get("reference"):
         inputs.reference = prepare_reference(given["reference"], recipe)
     if given.get("driving"):
-        inputs.driving = prepare_driving(given["driving"], scratch)
+        inputs.driving = prepare_driving(given["driving"], scratch, getattr(method, "driving_asr", None))
     if given.get("lr"):
         inputs.lr = prepare_lr(given["lr"], recipe)
     return inputs

@@ -91,23 +91,32 @@ def davs(sample: dict, rng: np.random.Generator | None) -> dict:
            "identity_start": torch.tensor(draw(frames - DAVS_IDENTITY + 1)),
            "reference_index": torch.tensor(draw(frames))}
     if "audio.flac" in sample:
-        start = int(round(-meta["audio_start_s"] * SAMPLE_RATE))  # the first frame's time in the stored slice
-        span = int(round(frames / meta["fps"] * SAMPLE_RATE))
-        out["audio"] = torch.from_numpy(fit_length(sample["audio.flac"][max(start, 0):], span).astype(np.float32))
-        out["fps"] = torch.tensor(meta["fps"], dtype=torch.float32)
+        out.update(_clip_audio(sample))
     return out
 
 
 def headgan(sample: dict, rng: np.random.Generator | None) -> dict:
     """HeadGAN's clip: frames, their NMFC renders and audio features, the reference and (in shards that hold
-    them) its NMFC render (``reference_nmfc``) and the mouth centres in crop pixels (``mouth``, T x 2)."""
+    them) its NMFC render (``reference_nmfc``), the mouth centres in crop pixels (``mouth``, T x 2) and the
+    clip's sound (``audio``)."""
     out = {**_identity(sample), "frames": _clip(sample, "f", "jpg"), "nmfc": _clip(sample, "nmfc", "png"),
            "reference": _image(sample["ref.jpg"]), "audio_features": _array(sample["audio_features.npy"])}
     if "ref_nmfc.png" in sample:
         out["reference_nmfc"] = _image(sample["ref_nmfc.png"])
     if "mouth.npy" in sample:
         out["mouth"] = _array(sample["mouth.npy"])
+    if "audio.flac" in sample:
+        out.update(_clip_audio(sample))
     return out
+
+
+def _clip_audio(sample: dict) -> dict:
+    """The sound of the clip's frames (``audio``: from the first frame's time, as long as the clip) and ``fps``."""
+    meta = sample["meta.json"]
+    start = int(round(-meta["audio_start_s"] * SAMPLE_RATE))  # the first frame's time in the stored slice
+    span = int(round(meta["n_frames"] / meta["fps"] * SAMPLE_RATE))
+    return {"audio": torch.from_numpy(fit_length(sample["audio.flac"][max(start, 0):], span).astype(np.float32)),
+            "fps": torch.tensor(meta["fps"], dtype=torch.float32)}
 
 
 def ear_sr(sample: dict, rng: np.random.Generator | None) -> dict:

@@ -1,6 +1,7 @@
 """HeadGAN: the networks' official parameter counts and forward shapes, the warp, the official init, the VGG19 of
 the perceptual loss loaded from a torchvision-shaped file; then the method's training: one generator step per
-NMFC window, the discriminators every 4, the curriculum, the VGG setting, losses falling, exact resume."""
+NMFC window, the discriminators every 4, the curriculum, the VGG setting, losses falling, exact resume; the
+reenactment geometry (the driver's motion drawn with the reference's identity), sampling and evaluation."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +9,17 @@ import dataclasses
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
+import skimage.data
 import torch
+from test_train import run_avmodels
 
 from avmodels.data import split_batches
 from avmodels.methods.headgan import HeadGAN
+from avmodels.methods.headgan.reenact import adapted_cameras, driven_nmfc
 from avmodels.methods.headgan.networks import (
     FlowNetwork,
     Generator,
@@ -27,8 +34,14 @@ from avmodels.methods.headgan.networks import (
 from avmodels.training import checkpoint as checkpoints
 from avmodels.training.config import load_train_config
 from avmodels.training.trainer import StepContext, make_optimizers, train, train_step
+from avprep.face.still import StillFaces
+from avprep.media.audio import decode_audio
+from avprep.media.probe import probe
+from avprep.morphable import load_default_model
+from avprep.pipeline.store import PrepDir
 from avprep.shard.recipe import load_recipe
 from avprep.shard.run import run_shard
+from avprep.shard.sample import still_crop
 
 
 def parameters(net: torch.nn.Module) -> int:
@@ -198,3 +211,88 @@ def test_training_resumes_exactly(shards, trained, tmp_path):
     for name, state in saved["networks"].items():
         for key, value in state.items():
             assert torch.allclose(value.float(), resumed["networks"][name][key].float(), rtol=1e-4, atol=1e-6), key
+
+
+# Reenactment: the driver's motion with the reference's identity; sampling and evaluation.
+
+def test_driver_cameras_take_the_references_size_and_place_and_keep_their_rotations():
+    reference = np.array([2.0, 0, 0, 0, 100.0, 120.0])
+    driver = np.array([[1.0, 5, -10, 2, 40.0 + k, 50.0] for k in range(30)])  # half the size, elsewhere, drifting
+    adapted = adapted_cameras(driver, reference)
+    assert np.allclose(adapted[:, 0], 2.0) and np.array_equal(adapted[:, 1:4], driver[:, 1:4])
+    assert np.allclose(adapted[:, 4:].mean(axis=0), reference[4:], atol=1.0)  # the mean place is the reference's
+    assert np.all(np.diff(adapted[10:20, 4]) > 0)  # the drift goes on, smoothed, at twice the pixels (twice the size)
+    assert np.allclose(adapted_cameras(np.repeat(reference[None], 4, 0), reference), reference)
+
+
+@pytest.fixture(scope="module")
+def astronaut_mesh() -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut photo's face as HeadGAN's recipe crops it, and its mesh in crop pixels."""
+    image = skimage.data.astronaut()
+    with StillFaces() as faces:
+        return still_crop(image, faces(image), load_recipe("headgan"))
+
+
+def test_a_driver_that_is_the_reference_moved_and_shrunk_renders_as_the_reference(astronaut_mesh):
+    _, mesh = astronaut_mesh
+    driver = np.repeat(mesh[None].astype(np.float64), 5, 0)
+    driver[..., :2] = driver[..., :2] * 0.7 + (20, -10)
+    driver[2] = np.nan  # a frame without a face takes its neighbour's
+    reference_nmfc, nmfc = driven_nmfc(load_default_model(), mesh, driver, 256)
+    face = reference_nmfc.sum(-1) > 0
+    assert nmfc.shape == (5, 256, 256, 3) and 0.15 < face.mean() < 0.8
+    for frame in nmfc:
+        drawn = frame.sum(-1) > 0
+        assert (face & drawn).sum() / (face | drawn).sum() > 0.97
+        assert np.abs(frame - reference_nmfc)[face & drawn].mean() < 0.02
+
+
+def test_sample_reenacts_a_photo_with_the_drivers_motion_and_voice(trained, prep, tmp_path):
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    driving = PrepDir(prep).records()[-1]["path"]
+    out = tmp_path / "driven.mp4"
+    result = run_avmodels("sample", "-c", str(trained / "checkpoint.pt"), "--reference", str(photo),
+                          "--driving", driving, "-o", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    video, seconds = probe(out), len(decode_audio(driving, 1)) / 16000
+    assert (video.width, video.height, video.audio_codec) == (256, 256, "aac")
+    assert abs(video.n_packets / video.fps - seconds) <= 1 / video.fps
+    assert abs(len(decode_audio(out, 1)) / 16000 - seconds) <= 1 / video.fps
+    missing = run_avmodels("sample", "-c", str(trained / "checkpoint.pt"), "--reference", str(photo),
+                           "-o", str(tmp_path / "x.mp4"))
+    assert missing.returncode == 2 and "give --driving" in missing.stdout
+
+
+def test_eval_scores_self_reenactment_beside_the_still_reference_and_writes_videos(trained, shards, tmp_path):
+    result = run_avmodels("eval", "-m", "headgan", "-d", str(shards), "-c", str(trained / "checkpoint.pt"),
+                          "--limit", "4", "-o", str(tmp_path / "eval.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    for suffix in ("", "_still"):
+        assert 0 < scores["l1" + suffix] < 255 and 0 < scores["psnr" + suffix] < 100
+        assert 0 <= scores["ssim" + suffix] <= 1 and scores["akd" + suffix] >= 0 and scores["aed" + suffix] >= 0
+    assert scores["l1_still"] < scores["l1"]  # two steps of training: the still reference is still closer
+    assert 0.9 < scores["identity_similarity_real"] <= 1
+    assert scores["samples"] == 4
+    videos = {path.name for path in (tmp_path / "eval").glob("*.mp4")}
+    assert len([name for name in videos if not name.startswith("cross-")]) == 2
+    for name in videos:
+        video = probe(tmp_path / "eval" / name)
+        assert (video.width, video.height, video.audio_codec) == ((3 if name.startswith("cross-") else 2) * 256, 256,
+                                                                  "aac")
+
+
+def test_the_reference_can_come_from_another_video_of_the_same_speaker(prep, tmp_path):
+    import tarfile
+
+    run_shard(prep, tmp_path, dataclasses.replace(load_recipe("headgan"), reference_from="speaker"), max_count=16)
+    videos = {r["video_id"]: r["speaker"] for r in PrepDir(prep).records()}
+    metas = []
+    for shard in tmp_path.glob("*.tar"):
+        with tarfile.open(shard) as tar:
+            metas += [json.load(tar.extractfile(m)) for m in tar if m.name.endswith(".meta.json")]
+    assert len(metas) == len(pq.read_table(tmp_path / "index.parquet"))
+    for meta in metas:
+        assert meta["reference_video_id"] != meta["video_id"]
+        assert videos[meta["reference_video_id"]] == meta["speaker"]

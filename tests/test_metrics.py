@@ -11,6 +11,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from avmodels import metrics
 from avmodels.metrics import faces
+from avprep.face.points import mouth_opening
 from avprep.face.sync import shift_audio
 from avprep.media.audio import SAMPLE_RATE, read_flac
 from avprep.pipeline.store import PrepDir
@@ -68,6 +69,28 @@ def test_lmd_sums_the_centred_mouth_distances_and_averages_frames():
     assert metrics.lmd(real, moved) == pytest.approx(0.95 * 4 + 19 * 0.05 * 4)
     moved[2] = np.nan  # a frame without a face is left out
     assert metrics.lmd(real, moved) == pytest.approx(7.6)
+
+
+def test_akd_averages_every_point_distance_without_centring():
+    rng = np.random.default_rng(3)
+    real = rng.uniform(0, 128, (4, 68, 2))
+    moved = real + (3.0, 4.0)  # the whole face 5 px away: counts in full
+    assert metrics.akd(real, moved) == pytest.approx(5.0)
+    moved[1] = np.nan  # a frame without a face is left out
+    assert metrics.akd(real, moved) == pytest.approx(5.0) and np.isnan(metrics.akd(real[:1], moved[1:2]))
+
+
+def test_aed_tells_expressions_apart_whatever_the_faces_place_and_size(faces_by_speaker):
+    frames = next(iter(faces_by_speaker.values()))
+    meshes = metrics.face_meshes(frames)
+    assert np.isfinite(meshes).all() and meshes.shape == (len(frames), 478, 3)
+    order = np.argsort(mouth_opening(meshes))
+    closed, opened = meshes[order[:5]], meshes[order[-5:]]
+    moved = closed.copy()
+    moved[..., :2] = moved[..., :2] * 0.8 + 10  # the same faces smaller and elsewhere
+    assert metrics.aed(closed, closed) == 0 and metrics.aed(closed, moved) < 1e-4
+    assert metrics.aed(closed, opened) > 0.05  # in standard deviations of the expression components
+    assert np.isnan(metrics.aed(closed, np.full_like(closed, np.nan)))
 
 
 def test_cpbd_is_higher_for_sharper_images_and_falls_with_blur(faces_by_speaker):

@@ -60,7 +60,7 @@ def test_sample_shapes_per_recipe(shards):
                 "atvgnet": {"landmarks.npy", "mfcc.npy", "audio.flac", "meta.json"}
                 | {f"f{i:03d}.jpg" for i in range(24)},
                 "davs": {"mfcc.npy", "audio.flac", "meta.json"} | {f"f{i:03d}.jpg" for i in range(25)},
-                "headgan": {"audio_features.npy", "ref.jpg", "ref_nmfc.png", "mouth.npy", "meta.json"}
+                "headgan": {"audio_features.npy", "audio.flac", "ref.jpg", "ref_nmfc.png", "mouth.npy", "meta.json"}
                 | {f"f{i:03d}.jpg" for i in range(6)}
                 | {f"nmfc{i:03d}.png" for i in range(6)}}
     for name, fields in expected.items():

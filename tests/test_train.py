@@ -257,7 +257,7 @@ def test_overrides_reach_stages_and_optimisers():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, steps", [("wav2pix", 4), ("atvgnet", 8), ("davs", 4)])
+@pytest.mark.parametrize("method, steps", [("wav2pix", 4), ("atvgnet", 8), ("davs", 4), ("headgan", 2)])
 def test_quickstart_runs_the_whole_chain(tmp_path, method, steps):
     """`avmodels quickstart`: demo media -> extract -> shard -> train -> sample -> eval, every output there."""
     result = run_avmodels("quickstart", str(tmp_path / "qs"), "--method", method, "--steps", str(steps))
@@ -266,7 +266,11 @@ def test_quickstart_runs_the_whole_chain(tmp_path, method, steps):
                  "shards/dataset.json", *(("sample.png",) if method == "wav2pix" else ("eval/",)),
                  *(("driven.mp4", "demo/lipread_mp4/ABOUT/test/ABOUT_00001.mp4") if method == "davs" else ())):
         assert (tmp_path / "qs" / path).exists(), path
-    stages = {"wav2pix": 1, "atvgnet": 2, "davs": 2}[method]  # DAVS skips pid_pretrain: the demo has no speakers
+    if method == "headgan":  # the demo's speech heard by pocketsphinx; cross-identity videos among eval's
+        assert all(json.loads(p.read_text())["transcript_source"] == "pocketsphinx"
+                   for p in (tmp_path / "qs" / "prep" / "videos").glob("*/record.json"))
+        assert list((tmp_path / "qs" / "eval").glob("cross-*.mp4"))
+    stages = {"wav2pix": 1, "atvgnet": 2, "davs": 2, "headgan": 1}[method]  # DAVS skips pid_pretrain (no speakers)
     assert json.loads((tmp_path / "qs" / "eval.json").read_text())["step"] == steps * stages
 
 

@@ -6,9 +6,12 @@ Every method's ``evaluate`` reports a measure beside its value on the real data 
 from avmodels.metrics.faces import (
                                     MissingModels,
                                     SpeakerProbe,
+                                    aed,
+                                    akd,
                                     dlib_detectability,
                                     face_descriptors,
                                     face_detectability,
+                                    face_meshes,
                                     identity_accuracy,
                                     identity_similarity,
                                     landmarks68,
@@ -18,6 +21,6 @@ from avmodels.metrics.faces import (
 from avmodels.metrics.images import cpbd, psnr, ssim
 from avmodels.metrics.sync import sync_offset
 
-__all__ = ["MissingModels", "SpeakerProbe", "cpbd", "dlib_detectability", "face_descriptors", "face_detectability",
-           "identity_accuracy", "identity_similarity", "landmarks68", "lmd", "psnr", "speaker_identification",
-           "ssim", "sync_offset"]
+__all__ = ["MissingModels", "SpeakerProbe", "aed", "akd", "cpbd", "dlib_detectability", "face_descriptors",
+           "face_detectability", "face_meshes", "identity_accuracy", "identity_similarity", "landmarks68", "lmd",
+           "psnr", "speaker_identification", "ssim", "sync_offset"]

@@ -3,7 +3,9 @@
 
 - ``landmarks68``: 68 iBUG points per image (dlib, as ATVGnet's LMD and Wav2Pix's protocol assume; or MediaPipe
   through avprep's map), NaN where no face is found.
-- ``lmd``: ATVGnet's landmark distance.
+- ``lmd``: ATVGnet's landmark distance; ``akd``: HeadGAN's average keypoint distance (all 68 points).
+- ``face_meshes`` / ``aed``: MediaPipe meshes, and HeadGAN's average expression distance between two clips'
+  fits of avprep's morphable model.
 - ``dlib_detectability``: Wav2Pix's measure, the share of images in which dlib finds a face and its 68
   landmarks; ``face_detectability`` is the same with MediaPipe's face mesh.
 - ``identity_similarity`` / ``identity_accuracy``: cosine similarity of dlib's 128-d ResNet face descriptors
@@ -98,6 +100,41 @@ def lmd(a: np.ndarray, b: np.ndarray) -> float:
     per_frame = np.linalg.norm(a - b, axis=2).sum(axis=1)
     valid = np.isfinite(per_frame)
     return float(per_frame[valid].mean()) if valid.any() else float("nan")
+
+
+def akd(a: np.ndarray, b: np.ndarray) -> float:
+    """HeadGAN's average keypoint distance: the mean Euclidean distance in pixels between matching points of two
+    (T, 68, 2) sets (not centred: head position and pose count), over frames where both have a face."""
+    per_frame = np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64), axis=2).mean(axis=1)
+    valid = np.isfinite(per_frame)
+    return float(per_frame[valid].mean()) if valid.any() else float("nan")
+
+
+def face_meshes(images: np.ndarray) -> np.ndarray:
+    """(N, 478, 3) MediaPipe meshes in each image's pixels (face crops, meshed with context), NaN where none."""
+    images = np.asarray(images)
+    out = np.full((len(images), 478, 3), np.nan, np.float32)
+    with StillFaces() as faces:
+        for i, image in enumerate(images):
+            points = faces(image, tight=True)
+            if points is not None:
+                out[i] = points
+    return out
+
+
+def aed(a: np.ndarray, b: np.ndarray) -> float:
+    """HeadGAN's average expression distance between two clips of (T, 478, 3) meshes (``face_meshes``): each
+    clip fitted with avprep's shipped morphable model as one track, the mean absolute difference of the
+    expression coefficients (in units of each component's standard deviation), over frames where both have a
+    face; NaN when one clip has none."""
+    from avprep.morphable import fit_meshes, load_default_model
+
+    found = np.isfinite(a).all(axis=(1, 2)) & np.isfinite(b).all(axis=(1, 2))
+    if not found.any():
+        return float("nan")
+    model = load_default_model()
+    a_fit, b_fit = fit_meshes(model, a), fit_meshes(model, b)
+    return float(np.abs(a_fit.expression - b_fit.expression)[found].mean())
 
 
 def dlib_detectability(images: np.ndarray) -> float:

@@ -26,9 +26,9 @@ in the same layout (see ``avprep.morphable.model``) and used the same way.
 """
 from avprep.morphable.build import build_and_save, build_model
 from avprep.morphable.default import load_default_model
-from avprep.morphable.fit import FitConfig, TrackFit, fit_track, fit_video, posed_vertices
+from avprep.morphable.fit import FitConfig, TrackFit, fit_meshes, fit_track, fit_video, posed_vertices
 from avprep.morphable.model import MorphableModel
 from avprep.morphable.render import apply_affine, nmfc_colours, render_nmfc
 
-__all__ = ["FitConfig", "MorphableModel", "TrackFit", "apply_affine", "build_and_save", "build_model", "fit_track",
-           "fit_video", "load_default_model", "nmfc_colours", "posed_vertices", "render_nmfc"]
+__all__ = ["FitConfig", "MorphableModel", "TrackFit", "apply_affine", "build_and_save", "build_model", "fit_meshes",
+           "fit_track", "fit_video", "load_default_model", "nmfc_colours", "posed_vertices", "render_nmfc"]

@@ -30,8 +30,10 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 from scipy.spatial.transform import Rotation
 
+from avprep.face.quality import inter_ocular_px
 from avprep.morphable.data import read_video_tracks
 from avprep.morphable.model import MorphableModel, rotation_angles, rotation_matrices
+from avprep.morphable.topology import FACE_VERTICES
 
 _CHUNK_FRAMES = 256  # frames linearised at once: their Jacobian takes about 40 MB
 
@@ -83,6 +85,17 @@ def fit_video(model: MorphableModel, video_dir: str | os.PathLike,
     """Fit every track of a video in a prep folder: (frame indices, fit) per track, frames with landmarks only."""
     video = read_video_tracks(video_dir)
     return [(rows, fit_track(model, video.points[rows], video.iod_px[rows], config)) for rows in video.tracks]
+
+
+def fit_meshes(model: MorphableModel, meshes: np.ndarray, config: FitConfig = FitConfig()) -> TrackFit:
+    """The fit of (T, 478, 3) MediaPipe meshes in any pixel frame (a crop, a generated face) as one track;
+    frames without a face (NaN rows) take the nearest frame's mesh. Raises ValueError when no frame has one."""
+    meshes = np.asarray(meshes, np.float64)
+    found = np.flatnonzero(np.isfinite(meshes).all(axis=(1, 2)))
+    if not len(found):
+        raise ValueError("no face found in any frame to fit the morphable model to")
+    meshes = meshes[found[np.abs(np.arange(len(meshes))[:, None] - found[None]).argmin(axis=1)]]
+    return fit_track(model, meshes[:, :FACE_VERTICES], inter_ocular_px(meshes), config)
 
 
 def posed_vertices(model: MorphableModel, identity: np.ndarray, expression: np.ndarray,

@@ -46,6 +46,8 @@ class Recipe:
     crop: str = "ffhq"
     crop_mode: str = "frame"  # each frame's aligned window, or "clip": one fixed square for the clip (HeadGAN's)
     image_size: int = 128
+    reference_from: str = "video"  # the reference frame: from the clip's own video, or "speaker": another video of
+    # the same speaker where the split has one (HeadGAN's official 'previous' sequence of the identity)
     lr_size: int | None = None
     lr_filter: str = "bicubic"
     audio_s: float | None = None
@@ -155,6 +157,8 @@ def _check(recipe: Recipe) -> None:
         problems.append(f"fields must be some of {sorted(FIELDS)}")
     if recipe.crop not in CROPS or recipe.crop_mode not in CROP_MODES:
         problems.append(f"crop must be one of {sorted(CROPS)} and crop_mode one of {', '.join(CROP_MODES)}")
+    if recipe.reference_from not in ("video", "speaker"):
+        problems.append("reference_from must be 'video' or 'speaker'")
     if "mfcc" in recipe.fields and recipe.mfcc not in ("syncnet", "atvgnet"):
         problems.append("mfcc must be 'syncnet' or 'atvgnet'")
     if "audio" in recipe.fields and not recipe.audio_s:

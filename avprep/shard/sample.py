@@ -39,6 +39,7 @@ class PrepVideo:
     """One extracted video's stored outputs, opened lazily and kept for the samples cut from it."""
 
     def __init__(self, prep: Path, video_id: str):
+        self.video_id = video_id
         self.folder = prep / "videos" / video_id
         self.record = read_record(prep, video_id)
         self.fps = self.record["fps"]
@@ -91,12 +92,14 @@ def crop_transform(recipe: Recipe, canonical: int) -> np.ndarray:
 
 def still_crop(image: np.ndarray, points: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
     """The recipe's crop of a face in a still image (a reference photo) with its 478 landmarks ``points``
-    (``avprep.face.still.StillFaces``), placed as extract and shard place it on a frame; and the 68 landmarks
-    in crop pixels."""
+    (``avprep.face.still.StillFaces``), placed as extract and shard place it on a frame; and the landmarks moved
+    into crop pixels (depth scaled with the image, as ``avprep.morphable.apply_affine``)."""
+    from avprep.morphable import apply_affine
+
     canonical = 256  # any size: the recipe window is a fixed fraction of the canonical crop
     to_recipe = crop_transform(recipe, canonical) @ np.vstack([still.to_canonical(points, canonical), [0, 0, 1]])
     return (align.cut(image, to_recipe, recipe.image_size),
-            align.apply(to_recipe, still.landmarks68(points).astype(np.float64)).astype(np.float32))
+            apply_affine(points, to_recipe[:2]).astype(np.float32))
 
 
 def recipe_crop(video: PrepVideo, frame: int, recipe: Recipe, placement: np.ndarray | None = None) -> np.ndarray:
@@ -134,7 +137,7 @@ def placements(video: PrepVideo, frames: range, recipe: Recipe) -> list[np.ndarr
     size = recipe.image_size
     centres = np.array([np.linalg.solve(m[:, :2], np.full(2, size / 2) - m[:, 2]) for m in own])
     sides = np.array([size / np.sqrt(abs(np.linalg.det(m[:, :2]))) for m in own])
-    (cx, cy), scale = np.median(centres, axis=0), size / np.median(sides)
+    (cx, cy), scale = np.nanmedian(centres, axis=0), size / np.nanmedian(sides)  # frames without a face: NaN
     fixed = np.array([[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]])
     return [fixed] * len(own)
 
@@ -167,15 +170,17 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
         audio_start = middle + shift - recipe.audio_s / 2
         members["audio.flac"] = flac(video.audio(audio_start, recipe.audio_s))
     if "audio_features" in recipe.fields:
-        members["audio_features.npy"] = npy(_headgan_audio(video, frames, shift))
+        members["audio_features.npy"] = npy(headgan_audio_features(video, frames, shift))
     if "nmfc" in recipe.fields:
         members.update({f"nmfc{i:03d}.png": png(image) for i, image in enumerate(_nmfc(video, recipe, frames, placed))})
-    if "reference" in recipe.fields:  # the reference in its own frame's window (its own clip's, for "clip")
-        reference = _reference_frame(video, sample, recipe)
-        members["ref.jpg"] = jpeg(recipe_crop(video, reference, recipe), JPEG_QUALITY)
+    reference_of = {}
+    if "reference" in recipe.fields:  # the reference in its own frame's window (also for "clip")
+        source, reference = other.reference_for(sample, recipe, video)
+        reference_of = {"reference_video_id": source.video_id, "reference_frame": reference}
+        members["ref.jpg"] = jpeg(recipe_crop(source, reference, recipe), JPEG_QUALITY)
         if "nmfc" in recipe.fields:
-            [members["ref_nmfc.png"]] = [png(image) for image in _nmfc(video, recipe, [reference],
-                                                                        [frame_to_recipe(video, reference, recipe)])]
+            [members["ref_nmfc.png"]] = [png(image) for image in _nmfc(source, recipe, [reference],
+                                                                        [frame_to_recipe(source, reference, recipe)])]
     if "wrong" in recipe.fields:
         members["wrong.jpg"] = jpeg(other.face_for(sample, recipe), JPEG_QUALITY)
     meta = dict(key=sample.key, video_id=sample.video_id, speaker=sample.speaker,
@@ -183,7 +188,7 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
                 **dict(sample.attributes), track=sample.track,
                 start_frame=sample.start_frame, n_frames=sample.n_frames, fps=video.fps, sample_rate=SAMPLE_RATE,
                 audio_start_s=None if audio_start is None else round(audio_start - sample.start_frame / video.fps, 6),
-                av_offset_frames=video.record.get("av_offset_frames"), audio_shift_s=shift)
+                av_offset_frames=video.record.get("av_offset_frames"), audio_shift_s=shift, **reference_of)
     return {"meta.json": json.dumps(meta, sort_keys=True).encode(), **members}
 
 
@@ -194,7 +199,7 @@ def _mfcc_windows(video: PrepVideo, recipe: Recipe, frames: range, shift: float)
                              recipe.mfcc_rows)
 
 
-def _headgan_audio(video: PrepVideo, frames: range, shift: float) -> np.ndarray:
+def headgan_audio_features(video: PrepVideo, frames: range, shift: float = 0.0) -> np.ndarray:
     """(T, 300): HeadGAN's 84 low-level statistics and 8 frames x 27 character classes around each frame."""
     moved = np.clip(np.array(frames) + int(round(shift * video.fps)), 0, video.record["n_frames"] - 1)
     return np.concatenate([video.array("headgan_audio")[moved], video.characters[moved]], axis=1).astype(np.float32)
@@ -229,13 +234,28 @@ def _reference_frame(video: PrepVideo, sample: SampleRef, recipe: Recipe) -> int
 
 
 class OtherFaces:
-    """Faces of other speakers for Wav2Pix's "wrong image": picked by the sample's key among the split's other
-    speakers, so re-sharding picks the same."""
+    """Faces from other samples, picked by the sample's key so re-sharding picks the same: Wav2Pix's "wrong
+    image" among the split's other speakers, and a reference from another video of the same speaker."""
 
     def __init__(self, samples: list[SampleRef], videos: "VideoCache"):
         self.samples = samples
         self.videos = videos
         self._pools: dict[tuple[str, str], list[SampleRef]] = {}
+        self._same_speaker: dict[tuple[str, str], list[SampleRef]] = {}
+
+    def reference_for(self, sample: SampleRef, recipe: Recipe, video: PrepVideo) -> tuple[PrepVideo, int]:
+        """(video, frame) of the sample's reference: ``reference_from = "video"``, a frame of the same track
+        outside the clip; ``"speaker"``, the first frame of a clip of another video of the same speaker in the
+        same split (the own video's frame when the speaker has no other)."""
+        if recipe.reference_from == "speaker" and sample.speaker is not None:
+            if (sample.split, sample.speaker) not in self._same_speaker:
+                self._same_speaker[sample.split, sample.speaker] = [
+                    s for s in self.samples if s.split == sample.split and s.speaker == sample.speaker]
+            pool = [s for s in self._same_speaker[sample.split, sample.speaker] if s.video_id != sample.video_id]
+            if pool:
+                chosen = pool[_pick(sample.key, len(pool))]
+                return self.videos[chosen.video_id], chosen.start_frame
+        return video, _reference_frame(video, sample, recipe)
 
     def face_for(self, sample: SampleRef, recipe: Recipe) -> np.ndarray:
         pool = self._pool(sample.split, sample.speaker)

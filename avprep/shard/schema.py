@@ -37,7 +37,9 @@ def member_schema(recipe: Recipe) -> dict[str, dict]:
         schema["mouth.npy"] = {"dtype": "float32", "shape": [t, 2],
                                "time_base": clip + "; crop pixels, median of the lip points 48-67"}
     if "reference" in recipe.fields:
-        schema["ref.jpg"] = {**image, "time_base": "another frame of the same track"}
+        schema["ref.jpg"] = {**image, "time_base": "meta reference_video_id's frame reference_frame: one outside "
+                                                   "the clip, or (reference_from = speaker) of another video of "
+                                                   "the same speaker"}
         if "nmfc" in recipe.fields:
             schema["ref_nmfc.png"] = {**image, "time_base": "the reference frame's NMFC render"}
     if "wrong" in recipe.fields:

@@ -22,11 +22,14 @@ training refuses unless ``model.vgg19 = ""``, which turns the VGG terms off.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avmodels.evaluation import Evaluation, Measures, split_samples
 from avmodels.methods.adversarial import real_and_fake
+from avmodels.methods.headgan.reenact import driven_nmfc
 from avmodels.methods.headgan.networks import (
     AUDIO_FEATURES,
     NMFC_FRAMES,
@@ -36,6 +39,10 @@ from avmodels.methods.headgan.networks import (
     load_vgg19,
     perceptual_loss,
 )
+from avmodels.metrics import aed, akd, face_meshes, identity_similarity, landmarks68, psnr, ssim
+from avmodels.pictures import to_uint8
+from avprep.morphable import apply_affine, load_default_model
+from avprep.shard.sample import headgan_audio_features, placements
 
 MOUTH_SIZE = 64  # the mouth discriminator's crop (official ROI_size)
 LOSS_DEFAULTS = {"adversarial": 1.0, "feature_matching": 10.0, "vgg": 10.0, "masked_l1": 50.0, "flow_mask": 10.0,
@@ -47,6 +54,7 @@ class HeadGAN:
     view = "headgan"
     inputs = ("reference", "driving")
     outputs = ("video",)
+    driving_asr = "pocketsphinx"  # the driver's speech characters, when it has no transcript beside it
 
     def __init__(self, model: dict, dataset: dict):
         width = float(model.get("width", 1.0))
@@ -164,6 +172,86 @@ class HeadGAN:
         count = min(8, len(out["fake"]))
         return [batch["target_nmfc"][:count] * 2 - 1, batch["real"][:count], out["fake"][:count].detach().float(),
                 out["warped"][:count].detach().float()]
+
+
+    @torch.no_grad()
+    def reenact(self, nets: dict[str, nn.Module], reference: torch.Tensor, reference_nmfc: torch.Tensor,
+                nmfc: torch.Tensor, audio: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+        """(T, 3, S, S) frames in [-1, 1] of the (3, S, S) reference in [-1, 1] with its NMFC in [0, 1], driven by
+        (T, 3, S, S) NMFCs in [0, 1] and (T, 300) audio features: frame t from NMFCs t-2..t, the first repeated
+        before the start (official ``reenact.py``), so there are as many frames as NMFCs."""
+        padded = torch.cat([nmfc[:1].expand(NMFC_FRAMES - 1, -1, -1, -1), nmfc])
+        windows = padded.unfold(0, NMFC_FRAMES, 1).permute(0, 4, 1, 2, 3).flatten(1, 2)  # (T, 9, S, S)
+        condition = torch.cat([reference_nmfc, reference])[None]
+        frames = []
+        for start in range(0, len(windows), chunk):
+            part = windows[start:start + chunk]
+            frames.append(nets["generator"](part, condition.expand(len(part), -1, -1, -1),
+                                            audio[start:start + chunk] if self.audio else None)[0].float())
+        return torch.cat(frames)
+
+    def sample(self, nets: dict[str, nn.Module], inputs, output: str, device, **options) -> torch.Tensor:
+        """The reference face with the driving video's expressions, head motion and voice: the driver's 3DMM
+        expression and pose (its camera adapted to the reference) drawn with the reference's identity."""
+        video, recipe = inputs.driving, inputs.recipe
+        frames = range(min(video.record["n_frames"], inputs.frames or video.record["n_frames"]))
+        points = video.array("landmarks")
+        meshes = np.stack([apply_affine(points[f], p) for f, p in zip(frames, placements(video, frames, recipe))])
+        reference_nmfc, nmfc = driven_nmfc(load_default_model(), inputs.reference.mesh, meshes, recipe.image_size)
+        tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array)).float().to(device)  # noqa: E731
+        reference = tensor(inputs.reference.image).permute(2, 0, 1) / 127.5 - 1
+        return self.reenact(nets, reference, tensor(reference_nmfc).permute(2, 0, 1), tensor(nmfc).permute(0, 3, 1, 2),
+                            tensor(headgan_audio_features(video, frames)))
+
+    def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
+        """Self-reenactment on ``split`` (the paper's protocol): each clip made from its reference frame and its
+        own NMFCs and audio, against its real frames: L1 (0-255), PSNR, SSIM, identity similarity to the
+        reference (dlib descriptors; the real frames' beside), AKD (dlib's 68 points) and AED (morphable-model
+        expressions of MediaPipe meshes). The reference held still scores the ``*_still`` floor of each. Cross-
+        identity: the first clips driven by their own faces' fitted expressions and poses, drawn with another
+        speaker's reference (side-by-side MP4s: reference | driver | generated)."""
+        measures, rows, videos, others = Measures(), [], [], []
+        for batch, i in split_samples(data, split, self.view, device, limit):
+            reference, reference_nmfc = batch["reference"][i], (batch["reference_nmfc"][i] + 1) / 2
+            made = self.reenact(nets, reference, reference_nmfc, (batch["nmfc"][i] + 1) / 2,
+                                batch["audio_features"][i])
+            real, fake = to_uint8(batch["frames"][i]), to_uint8(made)
+            still = np.repeat(to_uint8(reference[None]), len(real), 0)
+            real_points, real_meshes = landmarks68(real), face_meshes(real)
+            for suffix, frames in (("", fake), ("_still", still)):
+                measures.add("l1" + suffix, np.abs(frames.astype(np.float64) - real).mean())
+                measures.add("psnr" + suffix, psnr(real, frames))
+                measures.add("ssim" + suffix, ssim(real, frames))
+                measures.add("akd" + suffix, akd(real_points, landmarks68(frames)))
+                measures.add("aed" + suffix, aed(real_meshes, face_meshes(frames)))
+            measures.add("identity_similarity", identity_similarity(fake, still))
+            measures.add("identity_similarity_real", identity_similarity(real, still))
+            sound = batch["audio"][i].cpu().numpy() if "audio" in batch else np.zeros(1, np.float32)
+            speaker = int(batch["speaker"][i])
+            other = next((o for o in others if o[0] != speaker), None)
+            if len(videos) < 2:
+                videos.append((batch["key"][i], real, fake, sound))
+            if other is not None and len(videos) < 5:
+                videos.append(self._cross_identity(nets, other, real, real_meshes, batch["audio_features"][i],
+                                                   batch["key"][i], sound, device))
+            if len(others) < 4 and all(o[0] != speaker for o in others):
+                others.append((speaker, batch["key"][i], still[0], reference))
+            if not rows:
+                rows = [batch["nmfc"][i][:8], batch["frames"][i][:8], made[:8]]
+            measures.samples += 1
+        return Evaluation(measures.metrics(split), rows, videos)
+
+    def _cross_identity(self, nets, other: tuple, real: np.ndarray, real_meshes: np.ndarray, audio: torch.Tensor,
+                        key: str, sound: np.ndarray, device) -> tuple:
+        """(name, reference | driver frames, generated frames, sound): ``real`` driving ``other``'s reference."""
+        _, other_key, image, reference = other
+        [reference_mesh] = face_meshes(image[None])
+        reference_nmfc, nmfc = driven_nmfc(load_default_model(), reference_mesh, real_meshes, image.shape[0])
+        tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array)).float().to(device)  # noqa: E731
+        made = self.reenact(nets, reference, tensor(reference_nmfc).permute(2, 0, 1), tensor(nmfc).permute(0, 3, 1, 2),
+                            audio)
+        shown = np.concatenate([np.repeat(image[None], len(real), 0), real], axis=2)
+        return f"cross-{key}-drives-{other_key}", shown, to_uint8(made), sound
 
 
 def _with(audio: torch.Tensor | None, mouths: torch.Tensor) -> torch.Tensor:
