@@ -25,6 +25,7 @@ from avmodels.pictures import to_uint8
 from avprep.face.still import StillFaces, landmarks68
 from avprep.media.audio import SAMPLE_RATE, decode_audio
 from avprep.media.encode import write_video
+from avprep.media.images import downsample
 from avprep.media.probe import audio_channels, probe
 from avprep.media.video import decode_frames
 from avprep.shard.recipe import Recipe
@@ -105,9 +106,7 @@ def prepare_lr(path: Path, recipe: Recipe) -> np.ndarray:
     size = recipe.lr_size or image.shape[0]
     if image.shape[:2] == (size, size):
         return image
-    face = _reference(image, path, recipe).image
-    interpolation = cv2.INTER_CUBIC if recipe.lr_filter == "bicubic" else cv2.INTER_AREA
-    return cv2.resize(face, (size, size), interpolation=interpolation)
+    return downsample(_reference(image, path, recipe).image, size, recipe.lr_filter)
 
 
 def prepare_driving(path: Path, scratch: Path, asr: str | None = None) -> PrepVideo:

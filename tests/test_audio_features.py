@@ -241,8 +241,22 @@ def test_earsr_spectrogram_shape_range_and_tone_bin():
     image = earsr_spectrogram(0.3 * np.sin(2 * np.pi * 1000 * t) + 0.01 * speechlike(4.0))
     assert image.values.shape == (257, 257) and image.values.dtype == np.float32
     assert image.values.min() == -1.0 and image.values.max() == 1.0
-    assert image.values.mean(axis=1).argmax() == 1000 * 512 // SR  # bin 32
-    assert image.time_axis == 1 and image.times()[-1] == pytest.approx((256 + 256 * 248) / SR)
+    assert image.values.mean(axis=0).argmax() == 1000 * 512 // SR  # bin 32, along the frequency axis (1)
+    assert image.time_axis == 0 and image.times()[-1] == pytest.approx((256 + 256 * 248) / SR)
+
+
+def test_earsr_spectrogram_is_tfs_log_power_spectrogram_scaled_as_the_official():
+    """Against an independent computation: librosa's STFT (no centring, scipy's periodic Hann), power, the
+    official log and scaling by its own formula, transposed to TF's time x frequency."""
+    import librosa
+    import scipy.signal
+
+    audio = speechlike(4.0).astype(np.float64)
+    stft = librosa.stft(audio, n_fft=512, hop_length=248, window=scipy.signal.get_window("hann", 512, fftbins=True),
+                        center=False)
+    log_power = np.log(np.abs(stft.T) ** 2 + 1e-6)
+    official = 2 * (log_power + np.abs(log_power.min())) / (log_power.max() - log_power.min()) - 1
+    np.testing.assert_allclose(earsr_spectrogram(audio).values, official, atol=1e-5)
 
 
 def test_earsr_spectrogram_pads_short_clips_and_blanks_silence():

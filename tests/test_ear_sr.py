@@ -1,9 +1,16 @@
-"""Ear-SR's networks: the official parameter counts (StyleGAN v1 at 128 px and the encoders of networks.py, counted
-on the meta device), the StyleGAN pieces against their definitions (fused resampling, progressive-growing blends,
-style mixing, truncation, the W average, minibatch standard deviation) and TF's "SAME" padding."""
+"""Ear-SR: the official 8 x 8 downsampling against an independent computation; the networks' official parameter
+counts (StyleGAN v1 at 128 px and the encoders of networks.py, counted on the meta device), the StyleGAN pieces
+against their definitions (fused resampling, progressive-growing blends, style mixing, truncation, the W average,
+minibatch standard deviation) and TF's "SAME" padding."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
+import insightface
+import numpy as np
 import pytest
+import skimage.data
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +25,54 @@ from avmodels.methods.ear_sr.networks import (
     SameConv,
     SpectrogramEncoder,
 )
+from avprep.face.still import StillFaces
+from avprep.media.images import downsample
+from avprep.shard.recipe import load_recipe
+from avprep.shard.sample import still_crop
+
+
+def _cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    x = np.abs(x)
+    return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1, np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0))
+
+
+def _antialiased_bicubic(image: np.ndarray, size: int) -> np.ndarray:
+    """Keys' cubic (a = -0.5) stretched by the shrink factor, each output pixel the normalised weighted sum of
+    the input pixels under it; rows, then columns; in float (PIL rounds to 8 bits between the passes)."""
+    def along_first_axis(x):
+        scale = x.shape[0] / size
+        rows = []
+        for i in range(size):
+            centre = (i + 0.5) * scale
+            taps = np.arange(max(int(centre - 2 * scale + 0.5), 0), min(int(centre + 2 * scale + 0.5), x.shape[0]))
+            weights = _cubic((taps - centre + 0.5) / scale)
+            rows.append(np.tensordot(weights / weights.sum(), x[taps], axes=1))
+        return np.stack(rows)
+    return along_first_axis(along_first_axis(image.astype(np.float64)).swapaxes(0, 1)).swapaxes(0, 1)
+
+
+@pytest.fixture(scope="module")
+def faces() -> list[np.ndarray]:
+    """128 px Ear-SR crops of real faces: scikit-image's astronaut and insightface's Tom Hanks."""
+    images = [skimage.data.astronaut(),
+              cv2.cvtColor(cv2.imread(str(Path(insightface.__file__).parent / "data/images/Tom_Hanks_54745.png")),
+                           cv2.COLOR_BGR2RGB)]
+    with StillFaces() as mesh:
+        return [still_crop(image, mesh(image), load_recipe("ear_sr"))[0] for image in images]
+
+
+def test_the_low_resolution_input_is_the_officials_antialiased_bicubic(faces):
+    for face in faces:
+        low = downsample(face, 8)
+        values = face.astype(np.float64)  # scipy's byte scaling: min..max to 0..255
+        stretched = np.floor((values - values.min()) * 255 / (values.max() - values.min()) + 0.5)
+        expected = _antialiased_bicubic(stretched, 8)
+        assert low.shape == (8, 8, 3) and np.abs(low - expected).mean() < 0.5 and np.abs(low - expected).max() < 4
+        # the differentiable copy for the downsampling-consistency term: torch's antialiased bicubic, the same
+        torched = F.interpolate(torch.from_numpy(stretched).permute(2, 0, 1)[None], size=8, mode="bicubic",
+                                antialias=True)[0].permute(1, 2, 0).numpy()
+        assert np.abs(torched - low).mean() < 0.5
+        assert np.abs(downsample(face, 8, "bicubic").astype(float) - low).mean() > 10  # OpenCV's is not it
 
 
 def parameters(net: torch.nn.Module) -> int:

@@ -10,6 +10,8 @@ import importlib.resources
 from pathlib import Path
 from typing import Sequence
 
+from avprep.media.images import LR_FILTERS
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -49,7 +51,7 @@ class Recipe:
     reference_from: str = "video"  # the reference frame: from the clip's own video, or "speaker": another video of
     # the same speaker where the split has one (HeadGAN's official 'previous' sequence of the identity)
     lr_size: int | None = None
-    lr_filter: str = "bicubic"
+    lr_filter: str = "pil_bicubic"  # or "bicubic" (OpenCV), "area" (avprep.media.images.downsample)
     audio_s: float | None = None
     audio_align: str = "centre"  # the audio slice is centred on the clip's middle frame
     mfcc: str | None = None  # "syncnet" or "atvgnet"
@@ -165,6 +167,8 @@ def _check(recipe: Recipe) -> None:
         problems.append("the audio field needs audio_s")
     if "lr" in recipe.fields and not recipe.lr_size:
         problems.append("the lr field needs lr_size")
+    if recipe.lr_filter not in LR_FILTERS:
+        problems.append(f"lr_filter must be one of {', '.join(LR_FILTERS)}")
     if recipe.split_by not in SPLIT_BY or abs(sum(f for _, f in recipe.fractions) - 1) > 1e-6:
         problems.append(f"split.by must be one of {', '.join(SPLIT_BY)} and split.fractions must sum to 1")
     if recipe.split_by == "speaker+video" and ("train" not in dict(recipe.fractions) or not recipe.closed_splits

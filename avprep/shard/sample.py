@@ -22,7 +22,7 @@ from avprep.face import align, still
 from avprep.features.asr import headgan_asr_window
 from avprep.features.timebase import TimedFeature, windows_at_frames
 from avprep.media.audio import SAMPLE_RATE
-from avprep.media.images import jpeg, png
+from avprep.media.images import downsample, jpeg, png
 from avprep.shard.plan import SampleRef, read_record
 from avprep.shard.recipe import CROPS, Recipe
 
@@ -153,8 +153,7 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
     if "frames" in recipe.fields:
         members.update({name: jpeg(crop, JPEG_QUALITY) for name, crop in zip(frame_names(recipe), crops)})
     if "lr" in recipe.fields:
-        interpolation = cv2.INTER_CUBIC if recipe.lr_filter == "bicubic" else cv2.INTER_AREA
-        members["lr.png"] = png(cv2.resize(crops[0], (recipe.lr_size, recipe.lr_size), interpolation=interpolation))
+        members["lr.png"] = png(downsample(crops[0], recipe.lr_size, recipe.lr_filter))
     if {"landmarks", "mouth"} & set(recipe.fields):
         points = np.stack([align.apply(p, np.asarray(video.array("landmarks68")[f], np.float64))
                            for f, p in zip(frames, placed)]).astype(np.float32)
