@@ -43,7 +43,8 @@ view also has ``key`` (str) and ``speaker`` (int64, index into dataset.json ``sp
              audio_features  float32  Tx300          84 statistics + 8 x 27 characters
     ear_sr   hr              uint8    3x128x128      image.jpg
              lr              uint8    3x8x8          lr.png
-             spectrogram     float32  1x257x257      avprep.features.spectrogram of the 4 s audio.flac, [-1, 1]
+             spectrogram     float32  1x257x257      avprep.features.spectrogram of the 4 s audio.flac, [-1, 1],
+                                                    time x frequency
 
 The uint8 image keys (``IMAGE_KEYS``) are channels-last in memory (a permuted view of ... x H x W x 3 pixels, as
 the JPEG decoder writes them; ``.view`` fails on them, ``.reshape`` works); the Prefetcher turns them into
@@ -93,9 +94,16 @@ def shard_urls(source: str | Path | Sequence[str], split: str | None = None) -> 
     if not folder.is_dir():
         return wds.shardlists.expand_urls(str(source))
     splits = json.loads((folder / "dataset.json").read_text())["splits"]
-    if split not in splits:
-        raise ValueError(f"{folder}: choose a split: {split!r} is not one of {sorted(splits)}")
-    return [str(folder / name) for name in splits[split]["shards"]]
+    unknown = [name for name in (split or "").split("+") if name not in splits]
+    if unknown:
+        raise ValueError(f"{folder}: choose a split: {unknown[0]!r} is not one of {sorted(splits)} (or several "
+                         "joined by +)")
+    return [str(folder / name) for part in split.split("+") for name in splits[part]["shards"]]
+
+
+def samples_in(info: dict, split: str) -> int:
+    """Samples of a split named in dataset.json ``info``, or of several joined by + (``train_a+train_b``)."""
+    return sum(info["splits"][part]["samples"] for part in split.split("+"))
 
 
 def make_dataset(urls: str | Sequence[str], view: Callable[[dict, np.random.Generator | None], dict], *,

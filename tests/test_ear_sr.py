@@ -4,6 +4,7 @@ against their definitions (fused resampling, progressive-growing blends, style m
 minibatch standard deviation) and TF's "SAME" padding."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 
+from avmodels.methods.ear_sr import EarSR, _reals_at
 from avmodels.methods.ear_sr.networks import (
     Discriminator,
     EqualizedConv2d,
@@ -25,6 +27,8 @@ from avmodels.methods.ear_sr.networks import (
     SameConv,
     SpectrogramEncoder,
 )
+from avmodels.training.config import load_train_config
+from avmodels.training.trainer import StepContext, make_optimizers, train_step
 from avprep.face.still import StillFaces
 from avprep.media.images import downsample
 from avprep.shard.recipe import load_recipe
@@ -164,6 +168,91 @@ def test_style_mixing_truncation_and_the_average_w():
 def test_minibatch_standard_deviation_adds_one_feature_of_the_groups_spread():
     discriminator = Discriminator(width=0.125)
     same = torch.ones(4, 8, 4, 4)
-    assert torch.allclose(discriminator._minibatch_stddev(same), torch.full((4, 1, 4, 4), 1e-4))
+    assert torch.allclose(discriminator._minibatch_stddev(same, 4), torch.full((4, 1, 4, 4), 1e-4))
     spread = torch.cat([torch.zeros(2, 8, 4, 4), 2 * torch.ones(2, 8, 4, 4)])  # std 1 over each group of 4
-    assert torch.allclose(discriminator._minibatch_stddev(spread), torch.ones(4, 1, 4, 4), atol=1e-4)
+    assert torch.allclose(discriminator._minibatch_stddev(spread, 4), torch.ones(4, 1, 4, 4), atol=1e-4)
+    reals_then_fakes = torch.cat([same, spread])  # two minibatches in one pass: never mixed
+    assert torch.allclose(discriminator._minibatch_stddev(reals_then_fakes, 4)[:4], torch.full((4, 1, 4, 4), 1e-4))
+
+
+# The method's stylegan stage: progressive growing, reals as the generator draws them, R1, the moving average.
+
+SMALL = ["model.width=0.125", "train.num_workers=1", "train.log_every=1", "train.sample_every=2",
+         "train.checkpoint_every=2", "train.batch_size=2", "train.stages.stylegan.steps=2"]
+
+
+def test_progressive_growing_follows_the_official_schedule():
+    method = EarSR({"width": 0.125}, {})
+    assert method.lod(0) == 4.0  # 8 px of 128
+    assert method.lod(599_000) == 4.0 and method.lod(900_000) == pytest.approx(3.5)  # training, then fading
+    assert method.lod(1_200_000) == 3.0 and method.lod(4 * 1_200_000) == 0.0 and method.lod(1e9) == 0.0
+
+
+def test_reals_are_shown_at_the_resolution_being_grown():
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.equal(_reals_at(images, 0.0), images)
+    half = _reals_at(images, 1.0)
+    assert torch.allclose(half[..., ::2, ::2], F.avg_pool2d(images, 2))
+    assert torch.equal(half[..., ::2, :], half[..., 1::2, :])
+    assert torch.allclose(_reals_at(images, 0.25), torch.lerp(images, half, 0.25))
+
+
+def _stylegan_parts(r1_every: int = 1):
+    torch.manual_seed(0)
+    method = EarSR({"width": 0.125, "r1_every": r1_every, "lod_training_kimg": 0, "lod_transition_kimg": 0}, {})
+    batch = {"hr": torch.rand(4, 3, 128, 128) * 2 - 1}
+    return method, method.networks, batch
+
+
+def test_r1_is_the_squared_gradient_on_reals_and_can_be_lazy():
+    method, nets, batch = _stylegan_parts(r1_every=2)
+    for step, expected in ((0, True), (1, False)):
+        ctx = StepContext("stylegan", step, step, 0)
+        out = method.forward(nets, batch, ctx)
+        assert out["lod"] == 0.0
+        total, terms = method.loss("discriminator", nets, batch, out, {"r1": 10.0}, ctx)
+        assert ("r1" in terms) == expected
+        if expected:
+            real = out["real"].detach().requires_grad_(True)
+            [gradient] = torch.autograd.grad(nets["discriminator"](real).sum(), real)
+            assert terms["r1"] == pytest.approx(gradient.pow(2).flatten(1).sum(1).mean().item(), rel=1e-4)
+            expected_total = terms["d_real"] + terms["d_fake"] + 10 / 2 * 2 * terms["r1"]  # gamma / 2 x k
+            assert total.item() == pytest.approx(expected_total, rel=1e-4)
+
+
+def test_the_moving_average_generator_has_a_half_life_of_ten_thousand_images():
+    method, nets, batch = _stylegan_parts()
+    before = {k: v.clone() for k, v in nets["generator_ema"].state_dict().items()}
+    with torch.no_grad():
+        for parameter in nets["generator"].parameters():
+            parameter.add_(1.0)
+    method.after_step(nets, batch, StepContext("stylegan", 0, 0, 0))
+    beta = 0.5 ** (4 / 10_000)
+    name = "synthesis.conv_4.weight"
+    expected = beta * before[name] + (1 - beta) * nets["generator"].state_dict()[name]
+    assert torch.allclose(nets["generator_ema"].state_dict()[name], expected, atol=1e-6)
+
+
+def test_the_discriminator_learns_to_tell_a_fixed_batch_from_the_generator(tmp_path):
+    method, nets, batch = _stylegan_parts()
+    config = load_train_config("ear_sr", overrides=SMALL)
+    optimizers, schedulers = make_optimizers(config.stages[0], nets)
+    losses = []
+    for step in range(8):
+        _, terms = train_step(method, nets, nets, batch, config.stages[0], optimizers, schedulers,
+                              StepContext("stylegan", step, step, 0))
+        losses.append(terms["d_real"] + terms["d_fake"])
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_a_stage_can_read_several_splits_joined_by_plus(tmp_path):
+    from avmodels.data import samples_in, shard_urls
+
+    info = {"splits": {"train_a": {"shards": ["train_a-000000.tar"], "samples": 3},
+                       "train_b": {"shards": ["train_b-000000.tar", "train_b-000001.tar"], "samples": 5}}}
+    (tmp_path / "dataset.json").write_text(json.dumps(info))
+    assert [Path(url).name for url in shard_urls(tmp_path, "train_a+train_b")] == [
+        "train_a-000000.tar", "train_b-000000.tar", "train_b-000001.tar"]
+    assert samples_in(info, "train_a+train_b") == 8 and samples_in(info, "train_b") == 5
+    with pytest.raises(ValueError, match="'train' is not one of"):
+        shard_urls(tmp_path, "train_a+train")

@@ -13,6 +13,7 @@ of the shards' dataset.json: ``speakers`` and ``labels`` lists, which size class
     fit(nets, data, device, split)  optional: statistics computed before training (kept in networks' buffers)
     load_auxiliary(device) -> notes  optional: frozen helper networks from user files (VGG19), never checkpointed
     micro_batches(batch, ctx) -> list  optional: several optimiser rounds per loaded batch (HeadGAN's windows)
+    after_step(nets, batch, ctx)   optional: called after each optimiser round (Ear-SR's moving-average generator)
     inputs, outputs, sample(nets, inputs, output, device, **options), evaluate(nets, data, split, device, limit)
                              what ``avmodels sample`` and ``avmodels eval`` call (avmodels.sampling)
     drivers                  optional: inputs of which the user gives one (DAVS: audio or driving)
@@ -24,10 +25,11 @@ from __future__ import annotations
 
 from avmodels.methods.atvgnet import ATVGnet
 from avmodels.methods.davs import DAVS
+from avmodels.methods.ear_sr import EarSR
 from avmodels.methods.headgan import HeadGAN
 from avmodels.methods.wav2pix import Wav2Pix
 
-METHODS = {"atvgnet": ATVGnet, "davs": DAVS, "headgan": HeadGAN, "wav2pix": Wav2Pix}
+METHODS = {"atvgnet": ATVGnet, "davs": DAVS, "ear_sr": EarSR, "headgan": HeadGAN, "wav2pix": Wav2Pix}
 
 
 def get_method(name: str) -> type:

@@ -26,7 +26,7 @@ from typing import Iterator
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from avmodels.data import Prefetcher, make_dataset, make_loader, shard_urls, view_with
+from avmodels.data import Prefetcher, make_dataset, make_loader, samples_in, shard_urls, view_with
 from avmodels.methods import get_method
 from avmodels.pictures import grid
 from avmodels.training import checkpoint as checkpoints
@@ -119,7 +119,7 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
     try:
         for stage_index in range(position.stage, len(config.stages)):
             stage = config.stages[stage_index]
-            split_samples = info["splits"][stage.split_in(config)]["samples"]
+            split_samples = samples_in(info, stage.split_in(config))
             total = stage.total_steps(split_samples, stage.batch_size_in(config), node.world_size)
             if batches is not None:
                 batches.close()  # the previous stage's loader and its workers
@@ -144,6 +144,8 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
                     ctx = dataclasses.replace(ctx, micro_step=position.micro_step)
                     out_step, terms = train_step(method, nets, train_nets, part, stage, optimizers, schedulers,
                                                  ctx, config.grad_clip, autocast)
+                    if hasattr(method, "after_step"):  # e.g. a moving average of a network's weights
+                        method.after_step(nets, part, ctx)
                     position.micro_step += 1
                     for name, value in terms.items():
                         losses.setdefault(name, []).append(value)

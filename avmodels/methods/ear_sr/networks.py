@@ -219,7 +219,9 @@ class Discriminator(nn.Module):
         self.dense = EqualizedLinear(features[1] * 16, features[0])
         self.score = EqualizedLinear(features[0], 1, gain=1.0)
 
-    def forward(self, images: torch.Tensor, lod: float = 0.0) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, lod: float = 0.0, minibatches: int = 1) -> torch.Tensor:
+        """Scores of ``images``: ``minibatches`` equal minibatches one after another (reals then fakes, in one pass
+        as DDP wants), whose samples the minibatch standard deviation never mixes."""
         x = F.leaky_relu(self.from_rgb[0](images), 0.2)
         for i, (conv, down) in enumerate(self.blocks):
             x = F.leaky_relu(conv(x), 0.2)
@@ -229,19 +231,20 @@ class Discriminator(nn.Module):
             t = float(np.clip(lod - i, 0, 1))
             if t > 0:
                 x = torch.lerp(x, F.leaky_relu(self.from_rgb[i + 1](images), 0.2), t)
-        x = torch.cat([x, self._minibatch_stddev(x)], dim=1)
+        x = torch.cat([x, self._minibatch_stddev(x, len(x) // minibatches)], dim=1)
         x = F.leaky_relu(self.conv_4(x), 0.2)
         return self.score(F.leaky_relu(self.dense(x.flatten(1)), 0.2)).squeeze(1)
 
-    def _minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
-        """One feature map: the standard deviation over groups of ``group_size`` samples, averaged over features
-        and pixels (official ``minibatch_stddev_layer``)."""
-        group = min(self.group_size, len(x))
-        if len(x) % group:
+    def _minibatch_stddev(self, x: torch.Tensor, minibatch: int) -> torch.Tensor:
+        """One feature map: each sample's group's standard deviation (groups of ``group_size`` consecutive samples
+        of its minibatch), averaged over features and pixels (official ``minibatch_stddev_layer``, whose groups
+        are strided instead: another partition of the same independent samples)."""
+        group = min(self.group_size, minibatch)
+        if minibatch % group:
             group = 1
-        y = x.float().reshape(group, -1, *x.shape[1:])
-        y = (y - y.mean(dim=0)).pow(2).mean(dim=0).add(1e-8).sqrt().mean(dim=(1, 2, 3))
-        return y.to(x.dtype).repeat(group)[:, None, None, None].expand(-1, 1, *x.shape[2:])
+        y = x.float().reshape(-1, group, *x.shape[1:])
+        y = (y - y.mean(dim=1, keepdim=True)).pow(2).mean(dim=1).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+        return y.to(x.dtype).repeat_interleave(group)[:, None, None, None].expand(-1, 1, *x.shape[2:])
 
 
 # The encoders (official networks.py, tf.contrib.layers conventions) -------------------------------------------------
@@ -314,8 +317,8 @@ class LREncoder(nn.Module):
                 layers.append(SameConv(channels, filters, 3, 2, norm=True))
                 channels, size = filters, math.ceil(size / 2)
         self.features = nn.Sequential(*layers)
-        self.hidden = _dense(channels * size * size, STYLES * LATENT)
-        self.out = _dense(STYLES * LATENT, STYLES * LATENT)
+        self.hidden = _dense(channels * size * size, _channels(STYLES * LATENT, width))
+        self.out = _dense(_channels(STYLES * LATENT, width), STYLES * LATENT)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         hidden = F.leaky_relu(self.hidden(self.features(images).flatten(1)), 0.2)
