@@ -18,6 +18,7 @@ import torch
 from test_train import run_avmodels
 
 from avmodels.data import split_batches
+from avmodels.losses import VGG19Features, load_vgg19, perceptual_loss
 from avmodels.methods.headgan import HeadGAN
 from avmodels.methods.headgan.reenact import adapted_cameras, driven_nmfc
 from avmodels.methods.headgan.networks import (
@@ -25,10 +26,7 @@ from avmodels.methods.headgan.networks import (
     Generator,
     MultiscaleDiscriminator,
     RenderingNetwork,
-    VGG19Features,
     init_weights,
-    load_vgg19,
-    perceptual_loss,
     warp,
 )
 from avmodels.training import checkpoint as checkpoints

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avmodels.evaluation import Evaluation, Measures, split_samples
+from avmodels.losses import load_vgg19, perceptual_loss
 from avmodels.methods.adversarial import real_and_fake
 from avmodels.methods.headgan.reenact import driven_nmfc
 from avmodels.methods.headgan.networks import (
@@ -36,8 +37,6 @@ from avmodels.methods.headgan.networks import (
     Generator,
     MultiscaleDiscriminator,
     init_weights,
-    load_vgg19,
-    perceptual_loss,
 )
 from avmodels.metrics import aed, akd, face_meshes, identity_similarity, landmarks68, psnr, ssim
 from avmodels.pictures import to_uint8
