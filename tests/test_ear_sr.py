@@ -4,6 +4,7 @@ against their definitions (fused resampling, progressive-growing blends, style m
 minibatch standard deviation) and TF's "SAME" padding."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import skimage.data
 import torch
 import torch.nn.functional as F
 
-from avmodels.methods.ear_sr import EarSR, _reals_at
+from avmodels.methods.ear_sr import EarSR, PlateauHalving, _reals_at
 from avmodels.methods.ear_sr.networks import (
     Discriminator,
     EqualizedConv2d,
@@ -27,11 +28,13 @@ from avmodels.methods.ear_sr.networks import (
     SameConv,
     SpectrogramEncoder,
 )
+from avmodels.training import checkpoint as checkpoints
 from avmodels.training.config import load_train_config
-from avmodels.training.trainer import StepContext, make_optimizers, train_step
+from avmodels.training.trainer import StepContext, make_optimizers, train, train_step
 from avprep.face.still import StillFaces
 from avprep.media.images import downsample
 from avprep.shard.recipe import load_recipe
+from avprep.shard.run import run_shard
 from avprep.shard.sample import still_crop
 
 
@@ -140,8 +143,8 @@ def test_progressive_growing_blends_in_the_lower_resolution_output():
     synthesis = Generator(width=0.125).synthesis.eval()
     w = torch.randn(1, 12, 512)
     with torch.no_grad():
-        full, half = synthesis(w, lod=0.0, fixed_noise=True), synthesis(w, lod=1.0, fixed_noise=True)
-        between = synthesis(w, lod=0.5, fixed_noise=True)
+        full, half = synthesis(w, lod=0.0, noise="fixed"), synthesis(w, lod=1.0, noise="fixed")
+        between = synthesis(w, lod=0.5, noise="fixed")
     assert torch.equal(half[..., ::2, ::2], half[..., 1::2, 1::2])  # 64 px drawn at 128 (nearest)
     assert torch.allclose(between, (full + half) / 2, atol=1e-5) and not torch.allclose(full, half)
 
@@ -256,3 +259,83 @@ def test_a_stage_can_read_several_splits_joined_by_plus(tmp_path):
     assert samples_in(info, "train_a+train_b") == 8 and samples_in(info, "train_b") == 5
     with pytest.raises(ValueError, match="'train' is not one of"):
         shard_urls(tmp_path, "train_a+train")
+
+
+# The encoder stages: the plateau rule, losses falling on a fixed batch, the VGG setting, all stages from shards.
+
+def test_the_regulariser_weight_halves_when_the_loss_stops_improving():
+    rule = PlateauHalving(1.0, patience=3, smoothing=0.0)
+    for loss in (1.0, 0.9, 0.8):
+        rule.update(loss)
+    assert rule.weight.item() == 1.0
+    for loss in (0.8, 0.8, 0.799):  # less than 1% better: no progress
+        rule.update(loss)
+    assert rule.weight.item() == 0.5
+    assert set(rule.state_dict()) == {"weight", "smoothed", "best", "waited"}  # checkpointed with the networks
+
+
+def _fixed_batch(faces) -> dict:
+    hr = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    lr = torch.from_numpy(np.stack([downsample(face, 8) for face in faces])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return {"hr": hr, "lr": lr, "spectrogram": torch.rand(len(faces), 1, 257, 257) * 2 - 1}
+
+
+@pytest.mark.parametrize("stage, rate", [("invert", 1e-4), ("encoders_lr", 1e-4), ("encoders_audio", 2e-4),
+                                         ("fuse", 1e-4)])  # the recipe's rates; E_a's 2x
+def test_each_encoder_stage_fits_a_fixed_batch(faces, stage, rate):
+    torch.manual_seed(0)
+    config = load_train_config("ear_sr", overrides=[*SMALL, 'model.vgg19=""'])
+    spec = next(s for s in config.stages if s.name == stage)
+    spec = dataclasses.replace(spec, optimizers=tuple(dataclasses.replace(o, lr=rate) for o in spec.optimizers))
+    method = EarSR(config.model, {})
+    nets, batch = method.networks, _fixed_batch(faces)
+    for name, net in nets.items():
+        net.train(name in spec.networks).requires_grad_(name in spec.networks)
+    optimizers, schedulers = make_optimizers(spec, nets)
+    losses = []
+    for step in range(16):
+        _, terms = train_step(method, nets, nets, batch, spec, optimizers, schedulers, StepContext(stage, step, step, 0))
+        losses.append(sum(spec.losses[name] * value for name, value in terms.items()))  # the stage's objective
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.fixture(scope="module")
+def shards(prep, tmp_path_factory) -> Path:
+    """Ear-SR shards of the test corpus: each of its 3 speakers in one of train_a, train_b and test."""
+    folder = tmp_path_factory.mktemp("ear_sr_shards")
+    recipe = dataclasses.replace(load_recipe("ear_sr"), fractions=(("train_a", 1), ("train_b", 1), ("test", 1)))
+    run_shard(prep, folder, recipe)
+    return folder
+
+
+ALL_STAGES = [*SMALL, "train.stages.invert.steps=1", "train.stages.invert_joint.steps=2",
+              "train.stages.encoders_lr.steps=1", "train.stages.encoders_audio.steps=1", "train.stages.fuse.steps=1"]
+
+
+def test_the_inversion_needs_vgg19_weights_or_an_explicit_empty_setting(shards, tmp_path):
+    from test_headgan import torchvision_shaped_vgg19
+
+    with pytest.raises(ValueError, match='set model.vgg19 = "vgg19.pth"'):
+        train(load_train_config("ear_sr", overrides=ALL_STAGES), shards, tmp_path / "refused", device="cpu")
+    torch.save(torchvision_shaped_vgg19(), tmp_path / "vgg19.pth")
+    config = load_train_config("ear_sr", overrides=[*ALL_STAGES, f'model.vgg19="{tmp_path / "vgg19.pth"}"'])
+    train(config, shards, tmp_path / "vgg", device="cpu", start_stage="invert", max_steps=1)
+    row = json.loads((tmp_path / "vgg" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["stage"] == "invert" and row["perceptual"] > 0
+
+
+def test_all_six_stages_run_from_shards_and_resume_exactly(shards, tmp_path):
+    config = load_train_config("ear_sr", overrides=[*ALL_STAGES, 'model.vgg19=""'])
+    train(config, shards, tmp_path / "whole", device="cpu")
+    parts = tmp_path / "parts"
+    train(config, shards, parts, max_steps=5, device="cpu")  # stops inside invert_joint
+    train(config, shards, parts, resume=True, device="cpu")
+    rows = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["stage"] for row in rows] == ["stylegan"] * 2 + ["invert", "invert_joint", "invert_joint",
+                                                                 "encoders_lr", "encoders_audio", "fuse"]
+    assert rows[3]["regulariser"] == 0 < rows[4]["regulariser"]  # held to the generator the stage started from
+    whole, resumed = (checkpoints.load(run / "checkpoint.pt") for run in (tmp_path / "whole", parts))
+    for name, state in whole["networks"].items():
+        for key, value in state.items():
+            assert torch.allclose(value.float(), resumed["networks"][name][key].float(), rtol=1e-4, atol=1e-6), (
+                name, key)

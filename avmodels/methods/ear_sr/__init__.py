@@ -7,7 +7,20 @@ gmeishvili/ear_for_face_super_resolution, TF 1.13, test-only: its training was n
                loss, R1 on reals (gamma 10), Adam (0, 0.99), style mixing 0.9, a moving-average generator
                (half-life 10k images), progressive growing from 8 px (600k images per phase and fade)
 
-The inversion, encoder and fusion stages, sampling and evaluation are still to come.
+    invert          E_h learns to invert the moving-average generator (noise off, as the official test): L1 and
+                    VGG19 perceptual loss between a real face and G(E_h(face))
+    invert_joint    E_h and that generator together, a regulariser keeping the generator's images of random
+                    latents near those of its state when the stage began, its weight halved whenever the
+                    reconstruction loss stops improving
+    encoders_lr     E_l on one half of the speakers (split ``train_a``): its W+ towards E_h's, and 40 x L1 between
+                    G(E_l(lr)) downsampled (torch's antialiased bicubic) and the 8 x 8 input
+    encoders_audio  E_a on the other half (``train_b``): its W+ towards the mean of E_h(face) and E_h(mirrored face)
+    fuse            F and E_a on all the training data: F's residual on E_l's W+ towards E_h's, with the same
+                    downsampling consistency
+
+The official code has no training; the later stages are written from the project's notes on the paper (README
+"Ear-SR" says which choices are ours); every weight is in the recipe's ``losses`` tables. Sampling and evaluation
+are still to come.
 """
 from __future__ import annotations
 
@@ -17,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avmodels.losses import load_vgg19, perceptual_loss
 from avmodels.methods.ear_sr.networks import (
     LATENT,
+    STYLES,
     Discriminator,
     Fuser,
     Generator,
@@ -27,7 +42,32 @@ from avmodels.methods.ear_sr.networks import (
     SpectrogramEncoder,
 )
 
-LOSS_DEFAULTS = {"r1": 10.0}
+LOSS_DEFAULTS = {"r1": 10.0, "reconstruction": 1.0, "perceptual": 1.0, "latent": 1.0, "downsampling": 40.0}
+ENCODER_STAGES = ("invert", "invert_joint", "encoders_lr", "encoders_audio", "fuse")
+
+
+class PlateauHalving(nn.Module):
+    """A loss weight halved whenever a watched loss has not improved on its best (smoothed, by a 1% margin) for
+    ``patience`` steps; its state is buffers, so it is checkpointed with the networks and resumes exactly."""
+
+    def __init__(self, weight: float, patience: int, smoothing: float = 0.99):
+        super().__init__()
+        self.patience, self.smoothing = patience, smoothing
+        for name, value in (("weight", weight), ("smoothed", math.inf), ("best", math.inf), ("waited", 0.0)):
+            self.register_buffer(name, torch.tensor(float(value), dtype=torch.float64))
+
+    def update(self, loss: float) -> None:
+        smoothed = loss if math.isinf(self.smoothed.item()) else (self.smoothing * self.smoothed.item()
+                                                                   + (1 - self.smoothing) * loss)
+        self.smoothed.fill_(smoothed)
+        if smoothed < 0.99 * self.best.item():
+            self.best.fill_(smoothed)
+            self.waited.zero_()
+            return
+        self.waited.add_(1)
+        if self.waited.item() >= self.patience:
+            self.weight.mul_(0.5)
+            self.waited.zero_()
 
 
 class EarSR:
@@ -54,8 +94,21 @@ class EarSR:
             "audio_encoder": SpectrogramEncoder(width=width),
             "fuser": Fuser(width),
         }
-        self.networks["generator_ema"].load_state_dict(self.networks["generator"].state_dict())
-        self.networks["generator_ema"].requires_grad_(False)
+        self.networks["generator_init"] = Generator(self.resolution, width)  # invert_joint's fixed reference
+        self.networks["regulariser"] = PlateauHalving(float(model.get("regulariser", 1.0)),
+                                                      int(model.get("regulariser_patience", 2000)))
+        for name in ("generator_ema", "generator_init"):
+            self.networks[name].load_state_dict(self.networks["generator"].state_dict())
+            self.networks[name].requires_grad_(False)
+        self.vgg19_file, self.vgg = model.get("vgg19"), None
+
+    def load_auxiliary(self, device) -> list[str]:
+        """The frozen VGG19 of the inversion's perceptual loss, from ``model.vgg19`` (never checkpointed); the
+        stylegan stage does without it."""
+        if not self.vgg19_file:
+            return [] if self.vgg19_file is None else ['model.vgg19 = "": the inversion\'s perceptual term is off']
+        self.vgg = load_vgg19(self.vgg19_file).to(device)
+        return []
 
     # stylegan -------------------------------------------------------------------------------------------------------
 
@@ -82,7 +135,43 @@ class EarSR:
             fake = nets["generator"](torch.randn(count, LATENT, device=batch["hr"].device), lod=lod,
                                      mixing=self.mixing, track_average=True)
             return {"fake": fake, "real": _reals_at(_mirrored(batch["hr"]), lod), "lod": lod}
-        raise KeyError(f"ear_sr has no stage {getattr(ctx, 'stage', None)!r}")
+        stage = getattr(ctx, "stage", None)
+        if stage not in ENCODER_STAGES:
+            raise KeyError(f"ear_sr has no stage {stage!r} (stylegan, {', '.join(ENCODER_STAGES)})")
+        if stage.startswith("invert") and self.vgg19_file is None:
+            raise ValueError('Ear-SR\'s inversion uses a VGG19 perceptual loss: set model.vgg19 = "vgg19.pth" (a '
+                             'torchvision vgg19 state dict saved with torch.save), or model.vgg19 = "" to invert '
+                             "without it")
+        if stage == "invert_joint" and ctx.stage_step == 0 and ctx.micro_step == 0:
+            with torch.no_grad():  # the generator as the stage finds it: what the regulariser holds it near
+                nets["generator_init"].load_state_dict(_unwrapped(nets["generator_ema"]).state_dict())
+        real, draw = batch["hr"], lambda w: nets["generator_ema"].synthesis(w, noise="off")  # noqa: E731
+        out = {"real": real}
+        if stage.startswith("invert"):
+            out["latent"] = nets["hr_encoder"](real)
+            out["made"] = draw(out["latent"])
+            if stage == "invert_joint":
+                w = nets["generator_init"].mapping(torch.randn(len(real), LATENT, device=real.device))
+                w = w[:, None].expand(-1, STYLES, -1)
+                out["drawn"], out["drawn_before"] = draw(w), nets["generator_init"].synthesis(w, noise="off")
+            return out
+        with torch.no_grad():
+            out["target"] = nets["hr_encoder"](real)
+            if stage == "encoders_audio":  # the identity, not the pose: the face and its mirror image agree
+                out["target"] = (out["target"] + nets["hr_encoder"](real.flip(-1))) / 2
+        if stage == "encoders_audio":
+            out["latent"] = nets["audio_encoder"](batch["spectrogram"])
+            with torch.no_grad():  # for the pictures only: the loss is on the latents
+                out["made"] = draw(out["latent"])
+            return out
+        if stage == "encoders_lr":
+            out["latent"] = nets["lr_encoder"](batch["lr"])
+        else:
+            with torch.no_grad():
+                out["from_lr"] = nets["lr_encoder"](batch["lr"])
+            out["latent"] = nets["fuser"](out["from_lr"], nets["audio_encoder"](batch["spectrogram"]))
+        out["made"] = draw(out["latent"])
+        return out
 
     def loss(self, optimizer: str, nets: dict[str, nn.Module], batch: dict, out: dict, weights: dict[str, float],
              ctx=None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -101,7 +190,30 @@ class EarSR:
         if optimizer == "generator":
             adversarial = F.softplus(-nets["discriminator"](out["fake"], lod=out["lod"]).float()).mean()
             return adversarial, {"g_adversarial": adversarial.item(), "lod": out["lod"]}
-        raise KeyError(f"ear_sr has no optimiser {optimizer!r}")
+        if optimizer in ("inversion", "lr_encoder", "audio_encoder", "fusion"):
+            return self._encoder_loss(ctx.stage, nets, batch, out, weight)
+        raise KeyError(f"ear_sr has no optimiser {optimizer!r} (discriminator, generator, inversion, lr_encoder, "
+                       "audio_encoder, fusion)")
+
+    def _encoder_loss(self, stage: str, nets, batch: dict, out: dict, weight) -> tuple[torch.Tensor, dict]:
+        made, terms = out["made"].float(), {}
+        if stage.startswith("invert"):
+            terms["reconstruction"] = F.l1_loss(made, out["real"])
+            if self.vgg is not None:
+                terms["perceptual"] = perceptual_loss(self.vgg, made, out["real"])
+        else:
+            terms["latent"] = F.l1_loss(out["latent"].float(), out["target"].float())
+        if stage in ("encoders_lr", "fuse"):  # the face made, shrunk as the input was, must be the input
+            terms["downsampling"] = F.l1_loss(shrink(made, batch["lr"].shape[-1]), batch["lr"])
+        total = sum(weight(name) * value for name, value in terms.items())
+        logged = {name: value.item() for name, value in terms.items()}
+        if stage == "invert_joint":
+            regulariser = nets["regulariser"]
+            held = F.l1_loss(out["drawn"].float(), out["drawn_before"].float())
+            total = total + regulariser.weight.item() * held
+            logged.update(regulariser=held.item(), regulariser_weight=regulariser.weight.item())
+            regulariser.update(logged["reconstruction"])
+        return total, logged
 
     def after_step(self, nets: dict[str, nn.Module], batch: dict, ctx) -> None:
         """The moving-average generator follows the trained one with a half-life of ``ema_kimg`` thousand images
@@ -109,7 +221,7 @@ class EarSR:
         if ctx.stage != "stylegan":
             return
         beta = 0.5 ** (len(batch["hr"]) * ctx.world_size / (self.ema_kimg * 1000)) if self.ema_kimg > 0 else 0.0
-        generator = getattr(nets["generator"], "module", nets["generator"])
+        generator = _unwrapped(nets["generator"])
         with torch.no_grad():
             for average, current in zip(nets["generator_ema"].parameters(), generator.parameters()):
                 average.lerp_(current, 1 - beta)
@@ -117,10 +229,28 @@ class EarSR:
                 average.copy_(current)
 
     def picture_rows(self, nets: dict[str, nn.Module], batch: dict, out: dict) -> list[torch.Tensor]:
+        """stylegan: reals (as shown at the current resolution) above generated faces; the other stages: the real
+        faces, the 8 x 8 inputs (nearest), what E_l alone makes (fuse) and what the stage's latents make."""
+        count = min(8, len(out["real"]))
         if "fake" in out:
-            count = min(8, len(out["fake"]))
             return [out["real"][:count].detach().float(), out["fake"][:count].detach().float().clamp(-1, 1)]
-        return []
+        rows = [out["real"][:count].float()]
+        if "lr" in batch:
+            rows.append(F.interpolate(batch["lr"][:count].float(), size=out["real"].shape[-2:], mode="nearest"))
+        if "from_lr" in out:
+            with torch.no_grad():
+                rows.append(nets["generator_ema"].synthesis(out["from_lr"][:count], noise="off").float().clamp(-1, 1))
+        return rows + [out["made"][:count].detach().float().clamp(-1, 1)]
+
+
+def shrink(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Faces shrunk to ``size`` as the 8 x 8 inputs were (PIL's antialiased bicubic), differentiably: torch's
+    antialiased bicubic, within 0.3 grey levels of PIL's on real faces (tests)."""
+    return F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+
+
+def _unwrapped(network: nn.Module) -> nn.Module:
+    return getattr(network, "module", network)
 
 
 def _mirrored(images: torch.Tensor) -> torch.Tensor:

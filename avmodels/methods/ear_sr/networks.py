@@ -105,10 +105,12 @@ class LayerEpilogue(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.style = EqualizedLinear(LATENT, 2 * channels, gain=1.0)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None | str) -> torch.Tensor:
         if noise is None:
             noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
-        x = x + noise * self.noise_weight[None, :, None, None] + self.bias[None, :, None, None]
+        if not isinstance(noise, str):  # "off": no noise at all
+            x = x + noise * self.noise_weight[None, :, None, None]
+        x = x + self.bias[None, :, None, None]
         x = F.instance_norm(F.leaky_relu(x, 0.2), eps=1e-8)
         scale, shift = self.style(w)[:, :, None, None].chunk(2, dim=1)
         return x * (scale + 1) + shift
@@ -152,8 +154,11 @@ class SynthesisNetwork(nn.Module):
             for k in range(2):
                 self.register_buffer(f"noise{2 * (level - 2) + k}", torch.randn(1, 1, 2 ** level, 2 ** level))
 
-    def forward(self, w: torch.Tensor, lod: float = 0.0, fixed_noise: bool = False) -> torch.Tensor:
-        noise = [getattr(self, f"noise{i}") if fixed_noise else None for i in range(2 * len(self.to_rgb))]
+    def forward(self, w: torch.Tensor, lod: float = 0.0, noise: str = "random") -> torch.Tensor:
+        """``noise``: "random" (training), "fixed" (the stored noise inputs) or "off" (the official test and the
+        encoders' stages: W+ alone decides the image)."""
+        noise = [getattr(self, f"noise{i}") if noise == "fixed" else None if noise == "random" else "off"
+                 for i in range(2 * len(self.to_rgb))]
         x = self.epilogue_const(self.const.expand(len(w), -1, -1, -1), w[:, 0], noise[0])
         x = self.epilogue_4(self.conv_4(x), w[:, 1], noise[1])
         images = self.to_rgb[0](x)
@@ -175,8 +180,8 @@ class Generator(nn.Module):
         self.synthesis = SynthesisNetwork(resolution, width)
         self.register_buffer("w_average", torch.zeros(LATENT))
 
-    def forward(self, z: torch.Tensor, lod: float = 0.0, fixed_noise: bool = False, **styles) -> torch.Tensor:
-        return self.synthesis(self.styles(z, lod=lod, **styles), lod, fixed_noise)
+    def forward(self, z: torch.Tensor, lod: float = 0.0, noise: str = "random", **styles) -> torch.Tensor:
+        return self.synthesis(self.styles(z, lod=lod, **styles), lod, noise)
 
     def styles(self, z: torch.Tensor, mixing: float = 0.0, truncation: float | None = None,
                truncation_cutoff: int = 8, lod: float = 0.0, track_average: bool = False) -> torch.Tensor:
