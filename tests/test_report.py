@@ -83,8 +83,9 @@ def test_shard_report_shows_recipe_fields_splits_and_samples(prep, tmp_path):
     for member in ("meta.json", "image.jpg", "lr.png", "audio.flac"):
         assert f"<td>{member}</td>" in page
     assert "<td>128 x 128 x 3</td>" in page
-    for split, count in summary.samples.items():
-        assert re.search(rf'<td>{split}</td><td class="n">{count}</td><td class="n">{count}</td>', page)
+    for split, count in summary.samples.items():  # an empty split shows "-" for its shards
+        shards_column = f'<td class="n">{count}</td>' if count else "<td>-</td>"
+        assert re.search(rf'<td>{split}</td><td class="n">{count}</td>{shards_column}', page)
     shown = page.count('<figure class="sample">')
     assert 0 < shown and images(page) >= 2 + 2 * shown  # speaker bars, size histogram, crop and low-res per sample
 
