@@ -59,6 +59,7 @@ class SampleInputs:
     reference: Reference | None = None
     driving: PrepVideo | None = None  # the driving video, extracted
     lr: np.ndarray | None = None  # a low-resolution face, uint8 RGB
+    hr: np.ndarray | None = None  # the face it was made from, when the user gave a larger photo
 
     @property
     def frames(self) -> int:
@@ -99,14 +100,15 @@ def _reference(image: np.ndarray, path: Path, recipe: Recipe) -> Reference:
     return Reference(*still_crop(image, points, recipe))
 
 
-def prepare_lr(path: Path, recipe: Recipe) -> np.ndarray:
-    """A low-resolution face: an image already at the recipe's ``lr_size`` is taken as is; a larger face is
-    cropped as in training and downsampled with the recipe's filter."""
+def prepare_lr(path: Path, recipe: Recipe) -> tuple[np.ndarray, np.ndarray | None]:
+    """(low-resolution face, the face it came from or None): an image already at the recipe's ``lr_size`` is
+    taken as is; a larger face is cropped as in training and downsampled with the recipe's filter."""
     image = read_image(path)
     size = recipe.lr_size or image.shape[0]
     if image.shape[:2] == (size, size):
-        return image
-    return downsample(_reference(image, path, recipe).image, size, recipe.lr_filter)
+        return image, None
+    face = _reference(image, path, recipe).image
+    return downsample(face, size, recipe.lr_filter), face
 
 
 def prepare_driving(path: Path, scratch: Path, asr: str | None = None) -> PrepVideo:
@@ -143,7 +145,7 @@ def prepare_inputs(method, recipe: Recipe, fps: float, given: dict[str, Path | N
     if given.get("driving"):
         inputs.driving = prepare_driving(given["driving"], scratch, getattr(method, "driving_asr", None))
     if given.get("lr"):
-        inputs.lr = prepare_lr(given["lr"], recipe)
+        inputs.lr, inputs.hr = prepare_lr(given["lr"], recipe)
     return inputs
 
 

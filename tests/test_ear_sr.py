@@ -15,6 +15,7 @@ import pytest
 import skimage.data
 import torch
 import torch.nn.functional as F
+from test_train import run_avmodels
 
 from avmodels.methods.ear_sr import EarSR, PlateauHalving, _reals_at
 from avmodels.methods.ear_sr.networks import (
@@ -324,18 +325,41 @@ def test_the_inversion_needs_vgg19_weights_or_an_explicit_empty_setting(shards, 
     assert row["stage"] == "invert" and row["perceptual"] > 0
 
 
-def test_all_six_stages_run_from_shards_and_resume_exactly(shards, tmp_path):
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory) -> Path:
+    """All six stages at width 0.125 without the VGG term, 1 or 2 steps each: the resume test's whole run."""
+    run = tmp_path_factory.mktemp("ear_sr_run")
+    train(load_train_config("ear_sr", overrides=[*ALL_STAGES, 'model.vgg19=""']), shards, run, device="cpu")
+    return run
+
+
+def test_all_six_stages_run_from_shards_and_resume_exactly(shards, trained, tmp_path):
     config = load_train_config("ear_sr", overrides=[*ALL_STAGES, 'model.vgg19=""'])
-    train(config, shards, tmp_path / "whole", device="cpu")
     parts = tmp_path / "parts"
     train(config, shards, parts, max_steps=5, device="cpu")  # stops inside invert_joint
     train(config, shards, parts, resume=True, device="cpu")
-    rows = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [row["stage"] for row in rows] == ["stylegan"] * 2 + ["invert", "invert_joint", "invert_joint",
                                                                  "encoders_lr", "encoders_audio", "fuse"]
     assert rows[3]["regulariser"] == 0 < rows[4]["regulariser"]  # held to the generator the stage started from
-    whole, resumed = (checkpoints.load(run / "checkpoint.pt") for run in (tmp_path / "whole", parts))
+    whole, resumed = (checkpoints.load(run / "checkpoint.pt") for run in (trained, parts))
     for name, state in whole["networks"].items():
         for key, value in state.items():
             assert torch.allclose(value.float(), resumed["networks"][name][key].float(), rtol=1e-4, atol=1e-6), (
                 name, key)
+
+
+def test_sample_draws_the_papers_figure_row(trained, prep, tmp_path):
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    speech = next((prep / "videos").iterdir()) / "audio.flac"
+    checkpoint = str(trained / "checkpoint.pt")
+    result = run_avmodels("sample", "-c", checkpoint, "--lr", str(photo), "--audio", str(speech), "-o",
+                          str(tmp_path / "sr.png"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert cv2.imread(str(tmp_path / "sr.png")).shape == (128, 4 * 128 + 3 * 2, 3)  # face | 8 x 8 | E_l | fused
+    cv2.imwrite(str(tmp_path / "lr.png"), cv2.cvtColor(downsample(skimage.data.astronaut(), 8), cv2.COLOR_RGB2BGR))
+    result = run_avmodels("sample", "-c", checkpoint, "--lr", str(tmp_path / "lr.png"), "-o", str(tmp_path / "x.png"))
+    assert result.returncode == 0 and cv2.imread(str(tmp_path / "x.png")).shape == (128, 2 * 128 + 2, 3)
+    refused = run_avmodels("sample", "-c", checkpoint, "--audio", str(speech), "-o", str(tmp_path / "y.png"))
+    assert refused.returncode == 2 and "give --lr" in refused.stdout

@@ -46,10 +46,11 @@ def test_a_reference_photo_is_cropped_as_the_shards_crop_its_video(photo_and_sti
 def test_an_lr_face_is_taken_as_is_or_cropped_and_downsampled(photo_and_still_video, tmp_path):
     photo, _ = photo_and_still_video
     recipe = load_recipe("ear_sr")
-    low = prepare_lr(photo, recipe)
-    assert low.shape == (8, 8, 3)
+    low, face = prepare_lr(photo, recipe)
+    assert low.shape == (8, 8, 3) and face.shape == (128, 128, 3)  # the crop it came from, for the grid
     cv2.imwrite(str(tmp_path / "lr.png"), cv2.cvtColor(low, cv2.COLOR_RGB2BGR))
-    assert np.array_equal(prepare_lr(tmp_path / "lr.png", recipe), low)
+    again, none = prepare_lr(tmp_path / "lr.png", recipe)
+    assert np.array_equal(again, low) and none is None
 
 
 def test_a_photo_without_a_face_is_refused_with_the_reason(tmp_path):

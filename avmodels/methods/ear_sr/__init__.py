@@ -19,8 +19,8 @@ gmeishvili/ear_for_face_super_resolution, TF 1.13, test-only: its training was n
                     downsampling consistency
 
 The official code has no training; the later stages are written from the project's notes on the paper (README
-"Ear-SR" says which choices are ours); every weight is in the recipe's ``losses`` tables. Sampling and evaluation
-are still to come.
+"Ear-SR" says which choices are ours); every weight is in the recipe's ``losses`` tables. ``sample`` draws the
+paper's figure row; evaluation is still to come.
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from avmodels.losses import load_vgg19, perceptual_loss
+from avprep.features.spectrogram import CLIP_SAMPLES as SPECTROGRAM_SAMPLES
+from avprep.features.spectrogram import earsr_spectrogram
 from avmodels.methods.ear_sr.networks import (
     LATENT,
     STYLES,
@@ -73,7 +75,7 @@ class PlateauHalving(nn.Module):
 class EarSR:
     name = "ear_sr"
     view = "ear_sr"
-    inputs = ("lr",)
+    inputs = ("lr",)  # and --audio, optional: without it only E_l's face is drawn
     outputs = ("image",)
 
     def __init__(self, model: dict, dataset: dict):
@@ -180,7 +182,8 @@ class EarSR:
             real = out["real"].detach().requires_grad_(True)
             scores = nets["discriminator"](torch.cat([real, out["fake"].detach()]), lod=out["lod"], minibatches=2)
             real_scores, fake_scores = scores[:len(real)], scores[len(real):]
-            terms = {"d_real": F.softplus(-real_scores.float()).mean(), "d_fake": F.softplus(fake_scores.float()).mean()}
+            terms = {"d_real": F.softplus(-real_scores.float()).mean(),
+                     "d_fake": F.softplus(fake_scores.float()).mean()}
             total = terms["d_real"] + terms["d_fake"]
             if ctx is None or ctx.stage_step % self.r1_every == 0:
                 [gradient] = torch.autograd.grad(real_scores.float().sum(), real, create_graph=True)
@@ -241,6 +244,34 @@ class EarSR:
             with torch.no_grad():
                 rows.append(nets["generator_ema"].synthesis(out["from_lr"][:count], noise="off").float().clamp(-1, 1))
         return rows + [out["made"][:count].detach().float().clamp(-1, 1)]
+
+    @torch.no_grad()
+    def super_resolve(self, nets: dict[str, nn.Module], lr: torch.Tensor,
+                      spectrogram: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(faces from the 8 x 8 inputs alone: G(E_l(lr)), faces from them and the speech: G(F(E_l, E_a)) or None),
+        N x 3 x 128 x 128 in [-1, 1], drawn by the moving-average generator with noise off (official test)."""
+        draw = lambda w: nets["generator_ema"].synthesis(w, noise="off").float().clamp(-1, 1)  # noqa: E731
+        from_lr = nets["lr_encoder"](lr)
+        if spectrogram is None:
+            return draw(from_lr), None
+        return draw(from_lr), draw(nets["fuser"](from_lr, nets["audio_encoder"](spectrogram)))
+
+    def sample(self, nets: dict[str, nn.Module], inputs, output: str, device, **options) -> torch.Tensor:
+        """The paper's figure row: the face (when a larger photo was given) | the 8 x 8 input (nearest) | from the
+        input alone | from the input and the speech (the 4 s around the middle of --audio, when given)."""
+        def tensor(image):
+            return torch.tensor(image).permute(2, 0, 1)[None].float().to(device) / 127.5 - 1
+
+        lr = tensor(inputs.lr)
+        spectrogram = None
+        if inputs.audio is not None:
+            middle = max(0, (len(inputs.audio) - SPECTROGRAM_SAMPLES) // 2)
+            values = earsr_spectrogram(inputs.audio[middle:middle + SPECTROGRAM_SAMPLES]).values
+            spectrogram = torch.from_numpy(values)[None, None].float().to(device)
+        from_lr, fused = self.super_resolve(nets, lr, spectrogram)
+        shown = [tensor(inputs.hr)] if inputs.hr is not None else []
+        shown += [F.interpolate(lr, size=from_lr.shape[-2:], mode="nearest"), from_lr]
+        return torch.cat(shown + ([fused] if fused is not None else []))
 
 
 def shrink(images: torch.Tensor, size: int) -> torch.Tensor:
