@@ -186,10 +186,17 @@ QUICKSTART_TRAINING = {  # (default steps, settings): small models and short sta
     "headgan": (30, lambda steps: [  # no VGG19 file in a quick start: its perceptual terms are off
         "--set", "model.width=0.125", "--set", 'model.vgg19=""', "--set", "train.batch_size=2",
         "--set", f"train.sample_every={max(1, steps // 2)}", "--set", f"train.stages.gan.steps={steps}"]),
+    "ear_sr": (20, lambda steps: [  # all six stages; 128 px from the start (no progressive growing), no VGG19
+        "--set", "model.width=0.125", "--set", 'model.vgg19=""', "--set", "train.batch_size=8",
+        "--set", "model.lod_training_kimg=0", "--set", "model.lod_transition_kimg=0",
+        "--set", f"train.sample_every={max(1, steps)}",
+        *[item for stage in ("stylegan", "invert", "invert_joint", "encoders_lr", "encoders_audio", "fuse")
+          for item in ("--set", f"train.stages.{stage}.steps={steps}")]]),
 }
 QUICKSTART_DATA = {  # extra options of `avprep demo`, `extract` and `shard`
     "davs": {"demo": ("--words", "4", "--speakers", "6", "--seconds", "1.16"),  # DAVS reads words from an LRW tree
              "shard": ("--set", "split.by=dataset")},
+    "ear_sr": {"shard": ("--set", "split.fractions={train_a = 0.34, train_b = 0.33, test = 0.33}")},  # speakers in each
     "headgan": {"extract": ("--asr", "pocketsphinx"),  # speech characters from the demo's speech, no transcripts
                 "shard": ("--set", "data.clip_frames=24", "--set", "data.audio_s=0.96", "--set", "data.stride_s=0.96",
                           "--set", "split.by=video", "--set", "split.fractions={train = 0.75, test = 0.25}")},
@@ -199,10 +206,10 @@ QUICKSTART_DATA = {  # extra options of `avprep demo`, `extract` and `shard`
 @app.command()
 def quickstart(
     out: Path = typer.Argument(Path("quickstart"), help="Folder for everything the chain writes."),
-    method: str = typer.Option("wav2pix", "--method", "-m", help="wav2pix, atvgnet, davs or headgan."),
-    steps: Optional[int] = typer.Option(None, help="Training steps (per stage for ATVGnet and DAVS; default 300 "
-                                                   "for Wav2Pix, 60 for ATVGnet, 30 for DAVS and HeadGAN): small "
-                                                   "models, minutes on a CPU."),
+    method: str = typer.Option("wav2pix", "--method", "-m", help="wav2pix, atvgnet, davs, headgan or ear_sr."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (per stage for ATVGnet, DAVS and Ear-SR; default "
+                                                   "300 for Wav2Pix, 60 for ATVGnet, 30 for DAVS and HeadGAN, 20 "
+                                                   "for Ear-SR): small models, minutes on a CPU."),
     jobs: int = typer.Option(2, help="Parallel videos in extract."),
 ):
     """The whole chain on generated demo media: demo -> extract -> shard -> train -> sample -> eval.
@@ -236,11 +243,14 @@ def quickstart(
     if method == "wav2pix":
         _run_step(("avmodels", "sample", *checkpoint, "--audio", clip, "--out", str(out / "sample.png")))
         made = f"faces drawn from the audio of {clip}: {out / 'sample.png'}, and a face for every frame"
+    elif method == "ear_sr":
+        _run_step(("avmodels", "sample", *checkpoint, "--lr", clip, "--audio", clip, "--out", str(out / "sample.png")))
+        made = f"{clip}'s first face, shrunk to 8 x 8 and super-resolved with and without its speech"
     elif method == "headgan":
         made = f"{clip}'s first frame with {driving}'s expressions, head motion and voice"
     else:
         made = f"{clip}'s first frame saying its own speech"
-    if method != "headgan":
+    if method not in ("headgan", "ear_sr"):
         _run_step(("avmodels", "sample", *checkpoint, "--audio", clip,
                    *(("--reference", clip) if method != "wav2pix" else ()), "--out", str(out / "talking.mp4")))
     if method in ("davs", "headgan"):
@@ -250,9 +260,11 @@ def quickstart(
         made += f", and mouthing {driving}'s lips: {out / 'driven.mp4'}"
     _run_step(("avmodels", "eval", "--method", method, "--data", str(shards), *checkpoint, "--limit", "16",
                "--out", str(out / "eval.json")))
-    console.print(f"\n[bold green]done[/]: {made}; with sound: {out / 'talking.mp4'}\n"
+    shown = f": {out / 'sample.png'}" if method == "ear_sr" else f"; with sound: {out / 'talking.mp4'}"
+    videos = f"; videos: {out / 'eval'}/" if method in ("atvgnet", "davs", "headgan") else ""
+    console.print(f"\n[bold green]done[/]: {made}{shown}\n"
                   f"  training grids (real above generated): {run / 'samples'}/\n"
-                  f"  metrics: {out / 'eval.json'} (real vs generated: {out / 'eval.png'}; videos: {out / 'eval'}/)\n"
+                  f"  metrics: {out / 'eval.json'} (real vs generated: {out / 'eval.png'}{videos})\n"
                   f"  checkpoint: {run / 'checkpoint.pt'}; losses per step: {run / 'metrics.jsonl'}", highlight=False)
 
 

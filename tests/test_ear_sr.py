@@ -363,3 +363,17 @@ def test_sample_draws_the_papers_figure_row(trained, prep, tmp_path):
     assert result.returncode == 0 and cv2.imread(str(tmp_path / "x.png")).shape == (128, 2 * 128 + 2, 3)
     refused = run_avmodels("sample", "-c", checkpoint, "--audio", str(speech), "-o", str(tmp_path / "y.png"))
     assert refused.returncode == 2 and "give --lr" in refused.stdout
+
+
+def test_eval_reports_identity_psnr_and_ssim_beside_e_l_alone_and_bicubic(trained, shards, tmp_path):
+    result = run_avmodels("eval", "-m", "ear_sr", "-d", str(shards), "-c", str(trained / "checkpoint.pt"),
+                          "-o", str(tmp_path / "eval.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    assert scores["identity_accuracy_real"] == 1.0  # the real faces name their own speaker
+    for suffix in ("", "_lr_only", "_bicubic"):
+        assert 0 <= scores["identity_accuracy" + suffix] <= 1 and 0 < scores["psnr" + suffix] < 100
+        assert -1 <= scores["ssim" + suffix] <= 1
+    assert scores["psnr_bicubic"] > scores["psnr"]  # a few steps of training: bicubic is still closer
+    picture = cv2.imread(str(tmp_path / "eval.png"))
+    assert picture.shape[0] == 7 * 128 + 6 * 2  # real, 8 x 8, bicubic, E_l, fused, mixed voices, the voices' faces

@@ -20,16 +20,18 @@ gmeishvili/ear_for_face_super_resolution, TF 1.13, test-only: its training was n
 
 The official code has no training; the later stages are written from the project's notes on the paper (README
 "Ear-SR" says which choices are ours); every weight is in the recipe's ``losses`` tables. ``sample`` draws the
-paper's figure row; evaluation is still to come.
+paper's figure row; ``evaluate`` the paper's identity measure with PSNR and SSIM, beside E_l alone and bicubic.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avmodels.evaluation import Evaluation, split_samples
 from avmodels.losses import load_vgg19, perceptual_loss
 from avprep.features.spectrogram import CLIP_SAMPLES as SPECTROGRAM_SAMPLES
 from avprep.features.spectrogram import earsr_spectrogram
@@ -43,6 +45,8 @@ from avmodels.methods.ear_sr.networks import (
     LREncoder,
     SpectrogramEncoder,
 )
+from avmodels.metrics import identity_accuracy, identity_similarity, psnr, ssim
+from avmodels.pictures import to_uint8
 
 LOSS_DEFAULTS = {"r1": 10.0, "reconstruction": 1.0, "perceptual": 1.0, "latent": 1.0, "downsampling": 40.0}
 ENCODER_STAGES = ("invert", "invert_joint", "encoders_lr", "encoders_audio", "fuse")
@@ -274,10 +278,58 @@ class EarSR:
         return torch.cat(shown + ([fused] if fused is not None else []))
 
 
+    def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
+        """On ``split``: faces from the 8 x 8 inputs alone (``*_lr_only``: E_l), from the inputs and the speech
+        (no suffix) and bicubic up-sampling (``*_bicubic``), against the real faces: identity (nearest speaker of
+        the split by dlib descriptors against its real faces' centroids, the paper's identity measure; and the
+        similarity to the sample's own face), PSNR and SSIM. The real faces' identity accuracy is the ceiling. The
+        picture: real | 8 x 8 | bicubic | E_l | fused | the 8 x 8 input with the voice of the next sample of
+        another speaker (the paper's mixing figure) | that speaker's real face."""
+        real, low, speakers, spectrograms = [], [], [], []
+        for batch, i in split_samples(data, split, self.view, device, limit):
+            real.append(batch["hr"][i])
+            low.append(batch["lr"][i])
+            spectrograms.append(batch["spectrogram"][i])
+            speakers.append(int(batch["speaker"][i]))
+        real, low, spectrograms, speakers = (torch.stack(real), torch.stack(low), torch.stack(spectrograms),
+                                             np.array(speakers))
+        made = {"lr_only": [], "": []}
+        for start in range(0, len(real), 16):
+            from_lr, fused = self.super_resolve(nets, low[start:start + 16], spectrograms[start:start + 16])
+            made["lr_only"].append(from_lr)
+            made[""].append(fused)
+        made = {name: torch.cat(parts) for name, parts in made.items()}
+        made["bicubic"] = F.interpolate(low, size=real.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
+        truth = to_uint8(real)
+        metrics = {"split": split, "samples": len(real), "speakers_in_split": int(len(set(speakers.tolist()))),
+                   "identity_accuracy_real": identity_accuracy(truth, speakers, truth, speakers)}
+        for name, faces in made.items():
+            suffix = f"_{name}" if name else ""
+            faces = to_uint8(faces)
+            metrics[f"identity_accuracy{suffix}"] = identity_accuracy(faces, speakers, truth, speakers)
+            metrics[f"identity_similarity{suffix}"] = identity_similarity(faces, truth)
+            metrics[f"psnr{suffix}"] = psnr(truth, faces)
+            metrics[f"ssim{suffix}"] = ssim(truth, faces)
+        voices = _other_speakers(speakers)
+        with torch.no_grad():
+            _, mixed = self.super_resolve(nets, low[:8], spectrograms[voices[:8]])
+        rows = [real[:8], F.interpolate(low[:8], size=real.shape[-2:], mode="nearest"), made["bicubic"][:8],
+                made["lr_only"][:8], made[""][:8], mixed, real[voices[:8]]]
+        return Evaluation(metrics, [row.float() for row in rows])
+
 def shrink(images: torch.Tensor, size: int) -> torch.Tensor:
     """Faces shrunk to ``size`` as the 8 x 8 inputs were (PIL's antialiased bicubic), differentiably: torch's
     antialiased bicubic, within 0.3 grey levels of PIL's on real faces (tests)."""
     return F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+
+
+def _other_speakers(speakers: np.ndarray) -> np.ndarray:
+    """For each sample, the next sample (cyclically) of another speaker; itself when the split has one speaker."""
+    chosen = np.arange(len(speakers))
+    for i, speaker in enumerate(speakers):
+        others = [j for j in (np.arange(1, len(speakers)) + i) % len(speakers) if speakers[j] != speaker]
+        chosen[i] = others[0] if others else i
+    return chosen
 
 
 def _unwrapped(network: nn.Module) -> nn.Module:
