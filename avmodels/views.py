@@ -119,10 +119,17 @@ def _clip_audio(sample: dict) -> dict:
             "fps": torch.tensor(meta["fps"], dtype=torch.float32)}
 
 
+EARSR_ATTRIBUTES = ("gender", "age")  # what the paper's classifiers name, where a --meta CSV gave them
+
+
 def ear_sr(sample: dict, rng: np.random.Generator | None) -> dict:
+    """Ear-SR's sample: the face, its 8 x 8 copy, the spectrogram of its 4 s of audio, and its ``gender`` and
+    ``age`` as the extract's --meta CSV gave them ("" where absent)."""
     spectrogram = earsr_spectrogram(sample["audio.flac"]).values
+    meta = sample["meta.json"]
     return {**_identity(sample), "hr": _image(sample["image.jpg"]), "lr": _image(sample["lr.png"]),
-            "spectrogram": torch.from_numpy(spectrogram[None].astype(np.float32))}
+            "spectrogram": torch.from_numpy(spectrogram[None].astype(np.float32)),
+            **{name: str(meta.get(name) or "") for name in EARSR_ATTRIBUTES}}
 
 
 VIEWS = {"wav2pix": wav2pix, "atvgnet": atvgnet, "davs": davs, "headgan": headgan, "ear_sr": ear_sr}

@@ -377,3 +377,21 @@ def test_eval_reports_identity_psnr_and_ssim_beside_e_l_alone_and_bicubic(traine
     assert scores["psnr_bicubic"] > scores["psnr"]  # a few steps of training: bicubic is still closer
     picture = cv2.imread(str(tmp_path / "eval.png"))
     assert picture.shape[0] == 7 * 128 + 6 * 2  # real, 8 x 8, bicubic, E_l, fused, mixed voices, the voices' faces
+
+
+def test_eval_probes_gender_and_age_where_the_meta_csv_gave_them(corpus, trained, tmp_path):
+    from conftest import run_cli
+
+    rows = ["video_id,gender"] + [f"{clip.parent.name}-{clip.stem},{'f' if clip.stem.endswith('0') else 'm'}"
+                                  for clip in sorted(corpus.glob("*/*.mp4"))]  # an attribute per clip
+    (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
+    run_cli("extract", str(corpus), "-o", str(tmp_path / "prep"), "-j", "2", "--meta", str(tmp_path / "meta.csv"))
+    recipe = dataclasses.replace(load_recipe("ear_sr"), fractions=(("train_a", 1), ("train_b", 1), ("test", 1)))
+    run_shard(tmp_path / "prep", tmp_path / "shards", recipe)
+    result = run_avmodels("eval", "-m", "ear_sr", "-d", str(tmp_path / "shards"), "-c", str(trained / "checkpoint.pt"),
+                          "--limit", "8", "-o", str(tmp_path / "eval.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    for suffix in ("_real", "", "_lr_only", "_bicubic"):
+        assert 0 <= scores["gender_accuracy" + suffix] <= 1
+    assert not any(name.startswith("age_") for name in scores)  # no age column: no age probe

@@ -24,7 +24,9 @@ paper's figure row; ``evaluate`` the paper's identity measure with PSNR and SSIM
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,10 +47,13 @@ from avmodels.methods.ear_sr.networks import (
     LREncoder,
     SpectrogramEncoder,
 )
-from avmodels.metrics import identity_accuracy, identity_similarity, psnr, ssim
+from avmodels.data import split_batches
+from avmodels.metrics import identity_accuracy, identity_similarity, psnr, speaker_identification, ssim
 from avmodels.pictures import to_uint8
+from avmodels.views import EARSR_ATTRIBUTES
 
 LOSS_DEFAULTS = {"r1": 10.0, "reconstruction": 1.0, "perceptual": 1.0, "latent": 1.0, "downsampling": 40.0}
+ATTRIBUTE_GALLERY = 2000  # training faces the gender and age probes learn from, at most
 ENCODER_STAGES = ("invert", "invert_joint", "encoders_lr", "encoders_audio", "fuse")
 
 
@@ -286,11 +291,14 @@ class EarSR:
         picture: real | 8 x 8 | bicubic | E_l | fused | the 8 x 8 input with the voice of the next sample of
         another speaker (the paper's mixing figure) | that speaker's real face."""
         real, low, speakers, spectrograms = [], [], [], []
+        attributes = {name: [] for name in EARSR_ATTRIBUTES}
         for batch, i in split_samples(data, split, self.view, device, limit):
             real.append(batch["hr"][i])
             low.append(batch["lr"][i])
             spectrograms.append(batch["spectrogram"][i])
             speakers.append(int(batch["speaker"][i]))
+            for name in EARSR_ATTRIBUTES:
+                attributes[name].append(batch[name][i])
         real, low, spectrograms, speakers = (torch.stack(real), torch.stack(low), torch.stack(spectrograms),
                                              np.array(speakers))
         made = {"lr_only": [], "": []}
@@ -310,6 +318,9 @@ class EarSR:
             metrics[f"identity_similarity{suffix}"] = identity_similarity(faces, truth)
             metrics[f"psnr{suffix}"] = psnr(truth, faces)
             metrics[f"ssim{suffix}"] = ssim(truth, faces)
+        for name, values in attributes.items():
+            if any(values):
+                metrics.update(_attribute_accuracy(name, np.array(values), truth, made, data, self.view))
         voices = _other_speakers(speakers)
         with torch.no_grad():
             _, mixed = self.super_resolve(nets, low[:8], spectrograms[voices[:8]])
@@ -321,6 +332,32 @@ def shrink(images: torch.Tensor, size: int) -> torch.Tensor:
     """Faces shrunk to ``size`` as the 8 x 8 inputs were (PIL's antialiased bicubic), differentiably: torch's
     antialiased bicubic, within 0.3 grey levels of PIL's on real faces (tests)."""
     return F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+
+
+def _attribute_accuracy(name: str, values: np.ndarray, truth: np.ndarray, made: dict, data, view: str) -> dict:
+    """``<name>_accuracy*``: a probe (``avmodels.metrics.speaker_identification``'s CNN) trained on the training
+    halves' real faces to name the attribute (each value a class), scored on this split's real faces (the
+    ceiling) and on each kind of made face, over the samples whose value the training faces have."""
+    train = "train_a+train_b" if "train_a" in json.loads((Path(data) / "dataset.json").read_text())["splits"] \
+        else "train"
+    faces, labels = [], []
+    for batch in split_batches(data, train, view, "cpu"):
+        faces.append(to_uint8(batch["hr"]))
+        labels += list(batch[name])
+        if len(labels) >= ATTRIBUTE_GALLERY:
+            break
+    faces, labels = np.concatenate(faces)[:ATTRIBUTE_GALLERY], np.array(labels[:ATTRIBUTE_GALLERY])
+    known = labels != ""
+    classes = sorted(set(labels[known].tolist()))
+    kept = np.isin(values, classes)
+    if len(classes) < 2 or not kept.any():
+        return {}
+    index = {value: k for k, value in enumerate(classes)}
+    targets = np.array([index[value] for value in values[kept]])
+    tests = {"real": (truth[kept], targets), **{kind: (to_uint8(faces_made)[kept], targets)
+                                                for kind, faces_made in made.items()}}
+    scores = speaker_identification(faces[known], np.array([index[v] for v in labels[known]]), tests, len(classes))
+    return {f"{name}_accuracy{'_' + kind if kind else ''}": score for kind, score in scores.items()}
 
 
 def _other_speakers(speakers: np.ndarray) -> np.ndarray:
