@@ -33,10 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avmodels.data import split_batches
 from avmodels.evaluation import Evaluation, split_samples
 from avmodels.losses import load_vgg19, perceptual_loss
-from avprep.features.spectrogram import CLIP_SAMPLES as SPECTROGRAM_SAMPLES
-from avprep.features.spectrogram import earsr_spectrogram
 from avmodels.methods.ear_sr.networks import (
     LATENT,
     STYLES,
@@ -47,10 +46,11 @@ from avmodels.methods.ear_sr.networks import (
     LREncoder,
     SpectrogramEncoder,
 )
-from avmodels.data import split_batches
 from avmodels.metrics import identity_accuracy, identity_similarity, psnr, speaker_identification, ssim
 from avmodels.pictures import to_uint8
 from avmodels.views import EARSR_ATTRIBUTES
+from avprep.features.spectrogram import CLIP_SAMPLES as SPECTROGRAM_SAMPLES
+from avprep.features.spectrogram import earsr_spectrogram
 
 LOSS_DEFAULTS = {"r1": 10.0, "reconstruction": 1.0, "perceptual": 1.0, "latent": 1.0, "downsampling": 40.0}
 ATTRIBUTE_GALLERY = 2000  # training faces the gender and age probes learn from, at most
@@ -104,10 +104,10 @@ class EarSR:
             "lr_encoder": LREncoder(width=width),
             "audio_encoder": SpectrogramEncoder(width=width),
             "fuser": Fuser(width),
+            "generator_init": Generator(self.resolution, width),  # invert_joint's fixed reference
+            "regulariser": PlateauHalving(float(model.get("regulariser", 1.0)),
+                                          int(model.get("regulariser_patience", 2000))),
         }
-        self.networks["generator_init"] = Generator(self.resolution, width)  # invert_joint's fixed reference
-        self.networks["regulariser"] = PlateauHalving(float(model.get("regulariser", 1.0)),
-                                                      int(model.get("regulariser_patience", 2000)))
         for name in ("generator_ema", "generator_init"):
             self.networks[name].load_state_dict(self.networks["generator"].state_dict())
             self.networks[name].requires_grad_(False)
@@ -156,15 +156,17 @@ class EarSR:
         if stage == "invert_joint" and ctx.stage_step == 0 and ctx.micro_step == 0:
             with torch.no_grad():  # the generator as the stage finds it: what the regulariser holds it near
                 nets["generator_init"].load_state_dict(_unwrapped(nets["generator_ema"]).state_dict())
-        real, draw = batch["hr"], lambda w: nets["generator_ema"].synthesis(w, noise="off")  # noqa: E731
+        real, draw = batch["hr"], lambda w: nets["generator_ema"](w_plus=w, noise="off")  # noqa: E731
         out = {"real": real}
         if stage.startswith("invert"):
             out["latent"] = nets["hr_encoder"](real)
-            out["made"] = draw(out["latent"])
-            if stage == "invert_joint":
-                w = nets["generator_init"].mapping(torch.randn(len(real), LATENT, device=real.device))
-                w = w[:, None].expand(-1, STYLES, -1)
-                out["drawn"], out["drawn_before"] = draw(w), nets["generator_init"].synthesis(w, noise="off")
+            if stage == "invert":
+                out["made"] = draw(out["latent"])
+                return out
+            w = nets["generator_init"].mapping(torch.randn(len(real), LATENT, device=real.device))
+            w = w[:, None].expand(-1, STYLES, -1)
+            out["made"], out["drawn"] = draw(torch.cat([out["latent"], w])).split(len(real))  # one pass (DDP)
+            out["drawn_before"] = nets["generator_init"](w_plus=w, noise="off")
             return out
         with torch.no_grad():
             out["target"] = nets["hr_encoder"](real)
@@ -251,7 +253,7 @@ class EarSR:
             rows.append(F.interpolate(batch["lr"][:count].float(), size=out["real"].shape[-2:], mode="nearest"))
         if "from_lr" in out:
             with torch.no_grad():
-                rows.append(nets["generator_ema"].synthesis(out["from_lr"][:count], noise="off").float().clamp(-1, 1))
+                rows.append(nets["generator_ema"](w_plus=out["from_lr"][:count], noise="off").float().clamp(-1, 1))
         return rows + [out["made"][:count].detach().float().clamp(-1, 1)]
 
     @torch.no_grad()
@@ -259,7 +261,7 @@ class EarSR:
                       spectrogram: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(faces from the 8 x 8 inputs alone: G(E_l(lr)), faces from them and the speech: G(F(E_l, E_a)) or None),
         N x 3 x 128 x 128 in [-1, 1], drawn by the moving-average generator with noise off (official test)."""
-        draw = lambda w: nets["generator_ema"].synthesis(w, noise="off").float().clamp(-1, 1)  # noqa: E731
+        draw = lambda w: nets["generator_ema"](w_plus=w, noise="off").float().clamp(-1, 1)  # noqa: E731
         from_lr = nets["lr_encoder"](lr)
         if spectrogram is None:
             return draw(from_lr), None

@@ -180,8 +180,11 @@ class Generator(nn.Module):
         self.synthesis = SynthesisNetwork(resolution, width)
         self.register_buffer("w_average", torch.zeros(LATENT))
 
-    def forward(self, z: torch.Tensor, lod: float = 0.0, noise: str = "random", **styles) -> torch.Tensor:
-        return self.synthesis(self.styles(z, lod=lod, **styles), lod, noise)
+    def forward(self, z: torch.Tensor | None = None, lod: float = 0.0, noise: str = "random",
+                w_plus: torch.Tensor | None = None, **styles) -> torch.Tensor:
+        """Images from random latents ``z`` (through ``styles``), or from given ``w_plus`` (N x 12 x 512: what the
+        encoders predict); one call either way, as DDP wants one forward per backward."""
+        return self.synthesis(self.styles(z, lod=lod, **styles) if w_plus is None else w_plus, lod, noise)
 
     def styles(self, z: torch.Tensor, mixing: float = 0.0, truncation: float | None = None,
                truncation_cutoff: int = 8, lod: float = 0.0, track_average: bool = False) -> torch.Tensor:
