@@ -30,7 +30,6 @@ from torch import nn
 from avmodels.evaluation import Evaluation, Measures, split_samples
 from avmodels.losses import load_vgg19, perceptual_loss
 from avmodels.methods.adversarial import real_and_fake
-from avmodels.methods.headgan.reenact import driven_nmfc
 from avmodels.methods.headgan.networks import (
     AUDIO_FEATURES,
     NMFC_FRAMES,
@@ -38,8 +37,10 @@ from avmodels.methods.headgan.networks import (
     MultiscaleDiscriminator,
     init_weights,
 )
+from avmodels.methods.headgan.reenact import driven_nmfc
 from avmodels.metrics import aed, akd, face_meshes, identity_similarity, landmarks68, psnr, ssim
 from avmodels.pictures import to_uint8
+from avmodels.sampling import InputProblem
 from avprep.morphable import apply_affine, load_default_model
 from avprep.shard.sample import headgan_audio_features, placements
 
@@ -196,7 +197,10 @@ class HeadGAN:
         frames = range(min(video.record["n_frames"], inputs.frames or video.record["n_frames"]))
         points = video.array("landmarks")
         meshes = np.stack([apply_affine(points[f], p) for f, p in zip(frames, placements(video, frames, recipe))])
-        reference_nmfc, nmfc = driven_nmfc(load_default_model(), inputs.reference.mesh, meshes, recipe.image_size)
+        try:
+            reference_nmfc, nmfc = driven_nmfc(load_default_model(), inputs.reference.mesh, meshes, recipe.image_size)
+        except ValueError as error:  # no frame of the driver has a face
+            raise InputProblem(f"--driving: {error}") from None
         tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array)).float().to(device)  # noqa: E731
         reference = tensor(inputs.reference.image).permute(2, 0, 1) / 127.5 - 1
         return self.reenact(nets, reference, tensor(reference_nmfc).permute(2, 0, 1), tensor(nmfc).permute(0, 3, 1, 2),
@@ -230,9 +234,10 @@ class HeadGAN:
             other = next((o for o in others if o[0] != speaker), None)
             if len(videos) < 2:
                 videos.append((batch["key"][i], real, fake, sound))
-            if other is not None and len(videos) < 5:
-                videos.append(self._cross_identity(nets, other, real, real_meshes, batch["audio_features"][i],
-                                                   batch["key"][i], sound, device))
+            if other is not None and len(videos) < 5 and np.isfinite(real_meshes).all(axis=(1, 2)).any():
+                cross = self._cross_identity(nets, other, real, real_meshes, batch["audio_features"][i],
+                                             batch["key"][i], sound, device)
+                videos += [cross] if cross is not None else []
             if len(others) < 4 and all(o[0] != speaker for o in others):
                 others.append((speaker, batch["key"][i], still[0], reference))
             if not rows:
@@ -242,9 +247,12 @@ class HeadGAN:
 
     def _cross_identity(self, nets, other: tuple, real: np.ndarray, real_meshes: np.ndarray, audio: torch.Tensor,
                         key: str, sound: np.ndarray, device) -> tuple:
-        """(name, reference | driver frames, generated frames, sound): ``real`` driving ``other``'s reference."""
+        """(name, reference | driver frames, generated frames, sound): ``real`` driving ``other``'s reference;
+        None when MediaPipe finds no face in that reference."""
         _, other_key, image, reference = other
         [reference_mesh] = face_meshes(image[None])
+        if not np.isfinite(reference_mesh).all():
+            return None
         reference_nmfc, nmfc = driven_nmfc(load_default_model(), reference_mesh, real_meshes, image.shape[0])
         tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array)).float().to(device)  # noqa: E731
         made = self.reenact(nets, reference, tensor(reference_nmfc).permute(2, 0, 1), tensor(nmfc).permute(0, 3, 1, 2),
