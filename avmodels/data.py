@@ -41,10 +41,12 @@ view also has ``key`` (str) and ``speaker`` (int64, index into dataset.json ``sp
              reference_nmfc  uint8    3x256x256      ref_nmfc.png, its NMFC render (shards that hold it)
              mouth           float32  Tx2            mouth.npy, crop pixels (shards that hold it)
              audio_features  float32  Tx300          84 statistics + 8 x 27 characters
+             audio, fps      float32  samples        the clip's sound, 16 kHz (shards that hold it)
     ear_sr   hr              uint8    3x128x128      image.jpg
              lr              uint8    3x8x8          lr.png
              spectrogram     float32  1x257x257      avprep.features.spectrogram of the 4 s audio.flac, [-1, 1],
                                                     time x frequency
+             gender, age     str                     the --meta CSV's columns ("" where absent)
 
 The uint8 image keys (``IMAGE_KEYS``) are channels-last in memory (a permuted view of ... x H x W x 3 pixels, as
 the JPEG decoder writes them; ``.view`` fails on them, ``.reshape`` works); the Prefetcher turns them into
