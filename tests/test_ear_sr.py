@@ -379,6 +379,7 @@ def test_eval_reports_identity_psnr_and_ssim_beside_e_l_alone_and_bicubic(traine
     assert picture.shape[0] == 7 * 128 + 6 * 2  # real, 8 x 8, bicubic, E_l, fused, mixed voices, the voices' faces
 
 
+@pytest.mark.slow  # its own extract: the default run's time goes to the core tests
 def test_eval_probes_gender_and_age_where_the_meta_csv_gave_them(corpus, trained, tmp_path):
     from conftest import run_cli
 

@@ -245,6 +245,7 @@ def test_a_driver_that_is_the_reference_moved_and_shrunk_renders_as_the_referenc
         assert np.abs(frame - reference_nmfc)[face & drawn].mean() < 0.02
 
 
+@pytest.mark.slow  # extracts the driver with pocketsphinx; the quick start samples the same way by default
 def test_sample_reenacts_a_photo_with_the_drivers_motion_and_voice(trained, prep, tmp_path):
     photo = tmp_path / "face.png"
     cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
