@@ -142,6 +142,7 @@ def test_vg_net_fits_a_fixed_batch(shards):
     assert sum(pixels[-5:]) / 5 < 0.6 * pixels[0], pixels[::8]
 
 
+@pytest.mark.slow  # two full runs of both stages; the other methods' resume tests stay in the default run
 def test_both_stages_run_and_resume_exactly(shards, tmp_path):
     config = load_train_config("atvgnet", overrides=SMALL)
     whole, parts = tmp_path / "whole", tmp_path / "parts"

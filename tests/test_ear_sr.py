@@ -295,7 +295,8 @@ def test_each_encoder_stage_fits_a_fixed_batch(faces, stage, rate):
     optimizers, schedulers = make_optimizers(spec, nets)
     losses = []
     for step in range(16):
-        _, terms = train_step(method, nets, nets, batch, spec, optimizers, schedulers, StepContext(stage, step, step, 0))
+        _, terms = train_step(method, nets, nets, batch, spec, optimizers, schedulers,
+                              StepContext(stage, step, step, 0))
         losses.append(sum(spec.losses[name] * value for name, value in terms.items()))  # the stage's objective
     assert losses[-1] < 0.7 * losses[0], losses
 
@@ -365,6 +366,7 @@ def test_sample_draws_the_papers_figure_row(trained, prep, tmp_path):
     assert refused.returncode == 2 and "give --lr" in refused.stdout
 
 
+@pytest.mark.slow  # dlib on every face; the quick start evaluates too
 def test_eval_reports_identity_psnr_and_ssim_beside_e_l_alone_and_bicubic(trained, shards, tmp_path):
     result = run_avmodels("eval", "-m", "ear_sr", "-d", str(shards), "-c", str(trained / "checkpoint.pt"),
                           "-o", str(tmp_path / "eval.json"))

@@ -263,6 +263,7 @@ def test_sample_reenacts_a_photo_with_the_drivers_motion_and_voice(trained, prep
     assert missing.returncode == 2 and "give --driving" in missing.stdout
 
 
+@pytest.mark.slow  # meshes, fits and MP4s per clip; the quick start evaluates too
 def test_eval_scores_self_reenactment_beside_the_still_reference_and_writes_videos(trained, shards, tmp_path):
     result = run_avmodels("eval", "-m", "headgan", "-d", str(shards), "-c", str(trained / "checkpoint.pt"),
                           "--limit", "3", "-o", str(tmp_path / "eval.json"))
