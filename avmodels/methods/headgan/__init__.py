@@ -221,12 +221,13 @@ class HeadGAN:
             real, fake = to_uint8(batch["frames"][i]), to_uint8(made)
             still = np.repeat(to_uint8(reference[None]), len(real), 0)
             real_points, real_meshes = landmarks68(real), face_meshes(real)
-            for suffix, frames in (("", fake), ("_still", still)):
+            for suffix, frames, distinct in (("", fake, len(fake)), ("_still", still, 1)):
                 measures.add("l1" + suffix, np.abs(frames.astype(np.float64) - real).mean())
                 measures.add("psnr" + suffix, psnr(real, frames))
                 measures.add("ssim" + suffix, ssim(real, frames))
-                measures.add("akd" + suffix, akd(real_points, landmarks68(frames)))
-                measures.add("aed" + suffix, aed(real_meshes, face_meshes(frames)))
+                copies = len(frames) // distinct  # the still reference is one image: detected once
+                measures.add("akd" + suffix, akd(real_points, np.repeat(landmarks68(frames[:distinct]), copies, 0)))
+                measures.add("aed" + suffix, aed(real_meshes, np.repeat(face_meshes(frames[:distinct]), copies, 0)))
             measures.add("identity_similarity", identity_similarity(fake, still))
             measures.add("identity_similarity_real", identity_similarity(real, still))
             sound = batch["audio"][i].cpu().numpy() if "audio" in batch else np.zeros(1, np.float32)
