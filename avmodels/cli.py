@@ -196,7 +196,8 @@ QUICKSTART_TRAINING = {  # (default steps, settings): small models and short sta
 QUICKSTART_DATA = {  # extra options of `avprep demo`, `extract` and `shard`
     "davs": {"demo": ("--words", "4", "--speakers", "6", "--seconds", "1.16"),  # DAVS reads words from an LRW tree
              "shard": ("--set", "split.by=dataset")},
-    "ear_sr": {"shard": ("--set", "split.fractions={train_a = 0.34, train_b = 0.33, test = 0.33}")},  # speakers in each
+    "ear_sr": {"shard": ("--set",  # a speaker in each open split, a video of each training speaker in test_closed
+                         "split.fractions={train_a = 0.3, train_b = 0.3, test = 0.2, test_closed = 0.2}")},
     "headgan": {"extract": ("--asr", "pocketsphinx"),  # speech characters from the demo's speech, no transcripts
                 "shard": ("--set", "data.clip_frames=24", "--set", "data.audio_s=0.96", "--set", "data.stride_s=0.96",
                           "--set", "split.by=video", "--set", "split.fractions={train = 0.75, test = 0.25}")},
@@ -260,11 +261,16 @@ def quickstart(
         made += f", and mouthing {driving}'s lips: {out / 'driven.mp4'}"
     _run_step(("avmodels", "eval", "--method", method, "--data", str(shards), *checkpoint, "--limit", "16",
                "--out", str(out / "eval.json")))
+    closed = ""
+    if method == "ear_sr":  # the paper's closed set beside the open one: unseen videos of the training speakers
+        _run_step(("avmodels", "eval", "--method", method, "--data", str(shards), *checkpoint, "--limit", "16",
+                   "--split", "test_closed", "--out", str(out / "eval-closed.json")))
+        closed = f"; closed set: {out / 'eval-closed.json'}"
     shown = f": {out / 'sample.png'}" if method == "ear_sr" else f"; with sound: {out / 'talking.mp4'}"
     videos = f"; videos: {out / 'eval'}/" if method in ("atvgnet", "davs", "headgan") else ""
     console.print(f"\n[bold green]done[/]: {made}{shown}\n"
                   f"  training grids (real above generated): {run / 'samples'}/\n"
-                  f"  metrics: {out / 'eval.json'} (real vs generated: {out / 'eval.png'}{videos})\n"
+                  f"  metrics: {out / 'eval.json'} (real vs generated: {out / 'eval.png'}{videos}){closed}\n"
                   f"  checkpoint: {run / 'checkpoint.pt'}; losses per step: {run / 'metrics.jsonl'}", highlight=False)
 
 

@@ -76,6 +76,7 @@ import webdataset as wds
 from avmodels import views
 from avmodels.views import VIEWS
 from avprep.media.audio import SAMPLE_RATE
+from avprep.shard.recipe import is_training_split
 
 __all__ = ["VIEWS", "IMAGE_KEYS", "UnsafeMemberError", "shard_urls", "make_dataset", "make_loader", "Prefetcher"]
 
@@ -106,6 +107,12 @@ def shard_urls(source: str | Path | Sequence[str], split: str | None = None) -> 
 def samples_in(info: dict, split: str) -> int:
     """Samples of a split named in dataset.json ``info``, or of several joined by + (``train_a+train_b``)."""
     return sum(info["splits"][part]["samples"] for part in split.split("+"))
+
+
+def training_split(info: dict) -> str:
+    """The training splits of the shards whose dataset.json is ``info``, joined by + (``train``, or Ear-SR's
+    ``train_a+train_b``): what evaluations train their probes and galleries on."""
+    return "+".join(name for name in info["splits"] if is_training_split(name))
 
 
 def make_dataset(urls: str | Sequence[str], view: Callable[[dict, np.random.Generator | None], dict], *,

@@ -33,7 +33,9 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu"):
 
     saved = checkpoints.load(Path(path))
     recipe = checkpoints.recipe_of(saved)
-    method = get_method(saved["method"])(recipe.get("model", {}), checkpoints.dataset_of(saved))
+    with torch.random.fork_rng(devices=[]):  # built as the trainer built them: networks kept as initial match
+        torch.manual_seed(recipe.get("train", {}).get("seed", 0))
+        method = get_method(saved["method"])(recipe.get("model", {}), checkpoints.dataset_of(saved))
     checkpoints.load_networks(method.networks, saved)
     return method, {name: net.to(device).eval() for name, net in method.networks.items()}, saved
 

@@ -125,6 +125,26 @@ def test_a_speaker_plus_video_split_holds_out_speakers_and_videos_of_training_sp
     assert speakers["test_closed"] <= speakers["train"] and not videos["test_closed"] & videos["train"]
 
 
+def test_speaker_halves_each_give_videos_to_the_closed_set(prep):
+    """Ear-SR's recipe: two speaker-disjoint training halves, an open test of unseen speakers, and a closed test
+    of held-out videos of the halves' speakers."""
+    name, document = read_recipe("ear_sr")  # the corpus: 3 speakers of two 2-second videos
+    document["data"]["audio_s"] = 1.0
+    document["split"]["fractions"] = {"train_a": 0.3, "train_b": 0.3, "test": 0.2, "test_closed": 0.2}
+    samples, _, _ = plan_samples(prep, parse_recipe(name, document))
+    speakers = {split: {s.speaker for s in samples if s.split == split} for split in ("train_a", "train_b", "test",
+                                                                                       "test_closed")}
+    videos = {split: {s.video_id for s in samples if s.split == split} for split in speakers}
+    assert all(speakers.values()) and not speakers["train_a"] & speakers["train_b"]
+    assert not speakers["test"] & (speakers["train_a"] | speakers["train_b"])
+    assert speakers["test_closed"] <= speakers["train_a"] | speakers["train_b"]
+    assert speakers["test_closed"] & speakers["train_a"] and speakers["test_closed"] & speakers["train_b"]
+    assert not videos["test_closed"] & (videos["train_a"] | videos["train_b"])
+    with pytest.raises(RecipeError, match="needs a training split"):
+        parse_recipe("x", {"data": {"fields": ["frames"]}, "split": {"by": "speaker+video", "fractions": {
+            "fit": 0.8, "test_closed": 0.2}}})
+
+
 def test_shard_overrides_recipe_values_from_the_command_line(lrw_prep, tmp_path):
     """`avprep shard --set`: LRW's own splits and the centred window without writing a recipe file."""
     run_cli("shard", str(lrw_prep), "-o", str(tmp_path), "--recipe", "davs", "--set", "split.by=dataset",

@@ -11,13 +11,15 @@ from pathlib import Path
 import cv2
 import insightface
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import skimage.data
 import torch
 import torch.nn.functional as F
 from test_train import run_avmodels
 
-from avmodels.methods.ear_sr import EarSR, PlateauHalving, _reals_at
+from avmodels.evaluation import load_trained
+from avmodels.methods.ear_sr import EarSR, PlateauHalving, _reals_at, _training_faces
 from avmodels.methods.ear_sr.networks import (
     Discriminator,
     EqualizedConv2d,
@@ -301,13 +303,30 @@ def test_each_encoder_stage_fits_a_fixed_batch(faces, stage, rate):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+def small_recipe():
+    """Ear-SR's recipe for the test corpus (3 speakers of 2 videos): a speaker in each of train_a, train_b and
+    test (the open set), and one video of each training speaker in test_closed (the closed set)."""
+    return load_recipe("ear_sr", ["split.fractions={train_a = 0.25, train_b = 0.25, test = 0.25, test_closed = 0.25}"])
+
+
 @pytest.fixture(scope="module")
 def shards(prep, tmp_path_factory) -> Path:
-    """Ear-SR shards of the test corpus: each of its 3 speakers in one of train_a, train_b and test."""
     folder = tmp_path_factory.mktemp("ear_sr_shards")
-    recipe = dataclasses.replace(load_recipe("ear_sr"), fractions=(("train_a", 1), ("train_b", 1), ("test", 1)))
-    run_shard(prep, folder, recipe)
+    run_shard(prep, folder, small_recipe())
     return folder
+
+
+def test_a_closed_set_test_is_named_against_its_speakers_training_faces(shards):
+    info = json.loads((shards / "dataset.json").read_text())
+    training = [row["speaker"] for row in pq.read_table(shards / "index.parquet").to_pylist()
+                if row["split"] in ("train_a", "train_b")]
+    closed = {info["speakers"].index(row["speaker"]) for row in pq.read_table(shards / "index.parquet").to_pylist()
+              if row["split"] == "test_closed"}
+    assert len(closed) == 2 and {info["speakers"][s] for s in closed} == set(training)
+    faces, speakers = _training_faces(shards, "ear_sr", closed, per_speaker=1)  # the gallery: one face each
+    assert faces.shape == (2, 128, 128, 3) and faces.dtype == np.uint8 and sorted(speakers.tolist()) == sorted(closed)
+    faces, speakers = _training_faces(shards, "ear_sr", {min(closed)})
+    assert set(speakers.tolist()) == {min(closed)} and len(speakers) == training.count(info["speakers"][min(closed)])
 
 
 ALL_STAGES = [*SMALL, "train.stages.invert.steps=1", "train.stages.invert_joint.steps=2",
@@ -350,6 +369,33 @@ def test_all_six_stages_run_from_shards_and_resume_exactly(shards, trained, tmp_
                 name, key)
 
 
+def test_checkpoints_leave_out_the_networks_a_stage_file_or_the_seed_already_holds(shards, trained, tmp_path):
+    """A later stage's checkpoint carries what it trains, not the 3.6 GB of frozen networks again (at full size);
+    loading puts them back from the stage file beside it, or checks they are as the seed builds them."""
+    raw = torch.load(trained / "checkpoint.pt", weights_only=True)  # at the end of fuse
+    assert set(raw["networks"]) == {"fuser", "audio_encoder"}
+    assert {where for name, (where, _) in raw["kept"].items()} == {"stage-encoders_audio.pt"}
+    complete, loaded = checkpoints.load(trained / "stage-fuse.pt"), checkpoints.load(trained / "checkpoint.pt")
+    assert complete["networks"].keys() == loaded["networks"].keys()
+    assert all(torch.equal(value, loaded["networks"][name][key])
+               for name, state in complete["networks"].items() for key, value in state.items())
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "checkpoint.pt").write_bytes((trained / "checkpoint.pt").read_bytes())
+    with pytest.raises(FileNotFoundError, match="keeps .* in stage-encoders_audio.pt beside it, which is missing"):
+        checkpoints.load(tmp_path / "alone" / "checkpoint.pt")
+
+    run = tmp_path / "first"  # inside the first stage no stage file exists: untouched networks are kept as built
+    train(load_train_config("ear_sr", overrides=[*SMALL, 'model.vgg19=""']), shards, run, device="cpu", max_steps=1)
+    raw = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert set(raw["networks"]) == {"generator", "generator_ema", "discriminator"}
+    assert {raw["kept"][name][0] for name in ("lr_encoder", "audio_encoder", "fuser")} == {"initial"}
+    method, nets, _ = load_trained(run / "checkpoint.pt")  # built from the recipe's seed: they match
+    assert set(nets) == set(raw["kept"])
+    torch.manual_seed(1)
+    with pytest.raises(ValueError, match="keeps .* as first built from the run's seed, and this build differs"):
+        checkpoints.load_networks(EarSR({"width": 0.125}, {}).networks, checkpoints.load(run / "checkpoint.pt"))
+
+
 def test_sample_draws_the_papers_figure_row(trained, prep, tmp_path):
     photo = tmp_path / "face.png"
     cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
@@ -379,6 +425,13 @@ def test_eval_reports_identity_psnr_and_ssim_beside_e_l_alone_and_bicubic(traine
     assert scores["psnr_bicubic"] > scores["psnr"]  # a few steps of training: bicubic is still closer
     picture = cv2.imread(str(tmp_path / "eval.png"))
     assert picture.shape[0] == 7 * 128 + 6 * 2  # real, 8 x 8, bicubic, E_l, fused, mixed voices, the voices' faces
+    assert scores["set"] == "open" and scores["identity_gallery_faces"] == scores["samples"]
+    result = run_avmodels("eval", "-m", "ear_sr", "-d", str(shards), "-c", str(trained / "checkpoint.pt"),
+                          "--split", "test_closed", "-o", str(tmp_path / "closed.json"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    closed = json.loads((tmp_path / "closed.json").read_text())
+    assert closed["set"] == "closed" and closed["speakers_in_split"] == 2 and closed["identity_gallery_faces"] > 0
+    assert closed["identity_accuracy_real"] >= 0.9  # held-out videos named by the same speakers' training faces
 
 
 @pytest.mark.slow  # its own extract: the default run's time goes to the core tests
@@ -389,8 +442,8 @@ def test_eval_probes_gender_and_age_where_the_meta_csv_gave_them(corpus, trained
                                   for clip in sorted(corpus.glob("*/*.mp4"))]  # an attribute per clip
     (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
     run_cli("extract", str(corpus), "-o", str(tmp_path / "prep"), "-j", "2", "--meta", str(tmp_path / "meta.csv"))
-    recipe = dataclasses.replace(load_recipe("ear_sr"), fractions=(("train_a", 1), ("train_b", 1), ("test", 1)))
-    run_shard(tmp_path / "prep", tmp_path / "shards", recipe)
+    run_shard(tmp_path / "prep", tmp_path / "shards", load_recipe("ear_sr", [  # both clips of a speaker in training
+        "split.by=speaker", "split.fractions={train_a = 0.34, train_b = 0.33, test = 0.33}"]))
     result = run_avmodels("eval", "-m", "ear_sr", "-d", str(tmp_path / "shards"), "-c", str(trained / "checkpoint.pt"),
                           "--limit", "8", "-o", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -265,7 +265,7 @@ def test_quickstart_runs_the_whole_chain(tmp_path, method, steps):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for path in ("eval.json", "eval.png", "run/checkpoint.pt", "run/metrics.jsonl",
                  "shards/dataset.json",
-                 *{"wav2pix": ("sample.png", "talking.mp4"), "ear_sr": ("sample.png",)}.get(method, ("talking.mp4",
+                 *{"wav2pix": ("sample.png", "talking.mp4"), "ear_sr": ("sample.png", "eval-closed.json")}.get(method, ("talking.mp4",
                                                                                                       "eval/")),
                  *(("driven.mp4", "demo/lipread_mp4/ABOUT/test/ABOUT_00001.mp4") if method == "davs" else ())):
         assert (tmp_path / "qs" / path).exists(), path

@@ -5,9 +5,15 @@ A training checkpoint holds: ``method``, ``config`` (the recipe after overrides,
 ``networks`` / ``optimizers`` / ``schedulers`` (state dicts by name), ``step``, ``stage``, ``stage_step``,
 ``epoch`` and ``batches_in_epoch`` (the data position) and ``rng`` (torch's CPU and CUDA generator states, one
 entry per DDP rank). A stage's final weights (``stage-<name>.pt``) hold the first four and ``networks``.
+
+A training checkpoint leaves out the networks that still hold what the last stage file beside it holds, or what
+they were built with from the run's seed: ``kept`` names, for each network, that file (or ``initial``) and the
+SHA-1 of its weights there. ``load`` fills them back in from the stage file; ``load_networks`` checks that a
+freshly built network is the one ``initial`` means. Stage files are complete in themselves.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -26,11 +32,36 @@ def save_atomic(state: dict, path: Path) -> None:
     os.replace(temporary, path)
 
 
+INITIAL = "initial"  # a kept network's weights as built from the run's seed
+
+
 def load(path: Path) -> dict:
-    """A checkpoint written by this trainer (``weights_only=True``: tensors and plain values, never code)."""
-    if not Path(path).is_file():
+    """A checkpoint written by this trainer (``weights_only=True``: tensors and plain values, never code), with
+    the networks it keeps in a stage file beside it read from there."""
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    stage_files = {}
+    for name, (where, _) in state.get("kept", {}).items():
+        if name in state["networks"] or where == INITIAL:
+            continue
+        if where not in stage_files:
+            if not (path.parent / where).is_file():
+                raise FileNotFoundError(f"{path} keeps {name} in {where} beside it, which is missing: copy the "
+                                        "stage file with the checkpoint, or use a stage-*.pt file (complete in itself)")
+            stage_files[where] = torch.load(path.parent / where, map_location="cpu", weights_only=True)["networks"]
+        state["networks"][name] = stage_files[where][name]
+    return state
+
+
+def state_digest(state: dict) -> str:
+    """SHA-1 of a state dict's names, dtypes, shapes and bytes: equal exactly when the weights are."""
+    digest = hashlib.sha1()
+    for key, value in state.items():
+        digest.update(f"{key} {value.dtype} {tuple(value.shape)}".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 DATASET_FACTS = ("speakers", "labels", "attributes", "fps", "sample_rate")
@@ -55,8 +86,14 @@ def frame_rate(checkpoint: dict, default: float = 25.0) -> float:
 
 
 def load_networks(nets: dict, checkpoint: dict) -> None:
+    """Each network's weights from ``checkpoint``; one it keeps as ``initial`` must already be that (built from
+    the run's seed)."""
     for name, net in nets.items():
-        net.load_state_dict(checkpoint["networks"][name])
+        if name in checkpoint["networks"]:
+            net.load_state_dict(checkpoint["networks"][name])
+        elif state_digest(net.state_dict()) != checkpoint["kept"][name][1]:
+            raise ValueError(f"the checkpoint keeps {name} as first built from the run's seed, and this build "
+                             "differs (another torch version?): use a stage-*.pt file, complete in itself")
 
 
 def recipe_of(checkpoint: dict) -> dict:

@@ -5,8 +5,9 @@ that is due (``every``), compute its loss, step it and its LR schedule. A method
 ctx)`` splits a loaded batch into several such rounds (HeadGAN: one per 3-frame window of a clip); ``every``
 counts rounds. A method with ``load_auxiliary(device)`` loads its frozen helper networks (never checkpointed)
 before the first step. Checkpoints every ``checkpoint_every``
-steps and at the end hold everything needed to continue exactly: on CPU with the same seed a resumed run draws
-the same batches, dropout masks and updates as one that never stopped.
+steps and at the end hold everything needed to continue exactly (the networks unchanged since the last stage
+file are read from it: ``checkpoint``): on CPU with the same seed a resumed run draws the same batches, dropout
+masks and updates as one that never stopped.
 
 Output folder: ``checkpoint.pt`` (latest), ``stage-<name>.pt`` (weights at each stage's end), ``metrics.jsonl``,
 ``samples/step-NNNNNNN.png`` (a grid every ``sample_every`` steps), ``tensorboard/`` (when installed),
@@ -83,8 +84,12 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
             raise KeyError(f"train.init.{name}: {config.method} has no network {name!r}; it has {sorted(nets)}")
         nets[name].load_state_dict(checkpoints.load_user_weights(spec["file"], f"train.init.{name}",
                                                                   spec.get("strip_prefix", "")))
+    kept = {} if resume or start_stage is not None else {  # what per-step checkpoints may leave out: see _save
+        name: [checkpoints.INITIAL, checkpoints.state_digest(net.state_dict())]
+        for name, net in nets.items() if name not in config.init}
     if resume:
         saved = checkpoints.load(out / "checkpoint.pt")
+        kept = saved.get("kept", {})
         if saved["method"] != config.method:
             raise ValueError(f"{out}/checkpoint.pt is a {saved['method']} run, not {config.method}")
         checkpoints.load_networks(nets, saved)
@@ -159,12 +164,14 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
                     log.picture(grid(method.picture_rows(train_nets, part, out_step)), position.step)
                 stopped = max_steps is not None and position.step >= max_steps
                 if position.step % config.checkpoint_every == 0 or stopped or position.stage_step == total:
-                    _save(out, config, info, nets, optimizers, schedulers, position, node)
+                    _save(out, config, info, nets, optimizers, schedulers, position, node, stage, kept)
             if position.stage_step < total:
                 break
             if node.main:
-                checkpoints.save_atomic(checkpoints.weights(config.method, config.document, info, nets),
-                                        out / f"stage-{stage.name}.pt")
+                stage_file = checkpoints.weights(config.method, config.document, info, nets)
+                checkpoints.save_atomic(stage_file, out / f"stage-{stage.name}.pt")
+                kept = {name: [f"stage-{stage.name}.pt", checkpoints.state_digest(state)]
+                        for name, state in stage_file["networks"].items()}
             position.stage, position.stage_step, position.micro_step = stage_index + 1, 0, 0
             position.epoch, position.batches_in_epoch = 0, 0  # the next stage reads its own data from the start
             if stopped:
@@ -270,11 +277,17 @@ def _channels_last(batch: dict) -> dict:
 
 
 def _save(out: Path, config: TrainConfig, info: dict, nets: dict, optimizers: dict, schedulers: dict,
-          position: Position, node: Node) -> None:
+          position: Position, node: Node, stage: StageSpec, kept: dict) -> None:
+    """``checkpoint.pt``, without the networks that still hold their ``kept`` weights (the last stage file's, or
+    as built): a later stage's checkpoints carry what it trains, not every frozen network again."""
     rng = gather(checkpoints.rng_state())  # every rank's generators: each draws its own dropout masks
     if node.main:
+        state = checkpoints.weights(config.method, config.document, info, nets)
+        state["networks"] = {name: weights for name, weights in state["networks"].items()
+                             if name in stage.networks or name not in kept
+                             or checkpoints.state_digest(weights) != kept[name][1]}
         checkpoints.save_atomic({
-            **checkpoints.weights(config.method, config.document, info, nets),
+            **state, "kept": kept,
             "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in schedulers.items()}, "rng": rng,
             **dataclasses.asdict(position)}, out / "checkpoint.pt")

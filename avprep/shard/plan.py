@@ -111,8 +111,9 @@ def _assign_splits(records: list[dict], speaker_of: dict[str, str], recipe: Reci
     ``speaker`` (open set): whole speakers go to one split. ``video`` (closed set): each speaker's videos spread
     over the splits. ``dataset``: the dataset's own split (LRW's folders, a metadata ``split`` column).
     ``speaker+video``: the open splits (every name not in ``closed_splits``) divide the speakers by their
-    fractions; then each training speaker's videos are divided between ``train`` and the closed splits, in
-    proportion to their fractions (held-out videos of training speakers: a closed-set test beside the open one).
+    fractions; then the videos of each speaker of a training split (``train``, or halves ``train_a``,
+    ``train_b``) are divided between that split and the closed splits, in proportion to their fractions
+    (held-out videos of training speakers: a closed-set test beside the open one).
     """
     if recipe.split_by == "dataset":
         missing = [r["video_id"] for r in records if not r.get("dataset_split")]
@@ -128,9 +129,10 @@ def _assign_splits(records: list[dict], speaker_of: dict[str, str], recipe: Reci
     speakers = _divide(sorted(set(speaker_of.values())), fractions, recipe.seed)
     splits = {video: speakers[speaker] for video, speaker in speaker_of.items()}
     if recipe.split_by == "speaker+video":
-        closed = tuple((name, f) for name, f in recipe.fractions if name in recipe.closed_splits or name == "train")
-        training = {video: speaker for video, speaker in speaker_of.items() if splits[video] == "train"}
-        splits.update(_by_video(training, closed, recipe.seed))
+        closed = tuple((name, f) for name, f in recipe.fractions if name in recipe.closed_splits)
+        for training in recipe.training_splits:
+            members = {video: speaker for video, speaker in speaker_of.items() if splits[video] == training}
+            splits.update(_by_video(members, ((training, dict(recipe.fractions)[training]), *closed), recipe.seed))
     return splits
 
 

@@ -65,6 +65,10 @@ class Recipe:
     closed_splits: tuple[str, ...] = ()  # speaker+video: splits of held-out videos of training speakers
     seed: int = 0
 
+    @property
+    def training_splits(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.fractions if is_training_split(name))
+
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "fractions": dict(self.fractions)}
 
@@ -74,6 +78,11 @@ class Recipe:
         trusted = (self.apply_av_offset and "audio_shift_frames" not in record
                    and (record.get("av_offset_confidence") or 0) >= self.min_offset_confidence)
         return record["av_offset_frames"] / record["fps"] if trusted else 0.0
+
+
+def is_training_split(name: str) -> bool:
+    """The splits models train on: ``train``, or halves such as ``train_a`` and ``train_b`` (Ear-SR's)."""
+    return name == "train" or name.startswith("train_")
 
 
 def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
@@ -171,10 +180,10 @@ def _check(recipe: Recipe) -> None:
         problems.append(f"lr_filter must be one of {', '.join(LR_FILTERS)}")
     if recipe.split_by not in SPLIT_BY or abs(sum(f for _, f in recipe.fractions) - 1) > 1e-6:
         problems.append(f"split.by must be one of {', '.join(SPLIT_BY)} and split.fractions must sum to 1")
-    if recipe.split_by == "speaker+video" and ("train" not in dict(recipe.fractions) or not recipe.closed_splits
+    if recipe.split_by == "speaker+video" and (not recipe.training_splits or not recipe.closed_splits
                                                or set(recipe.closed_splits) - set(dict(recipe.fractions))):
-        problems.append("split.by = 'speaker+video' needs a 'train' split and closed-set splits among the fractions "
-                        "(named '...closed...' or listed in split.closed)")
+        problems.append("split.by = 'speaker+video' needs a training split ('train' or 'train_...') and closed-set "
+                        "splits among the fractions (named '...closed...' or listed in split.closed)")
     if recipe.window not in ("start", "centre"):
         problems.append("window must be 'start' or 'centre'")
     if recipe.quality not in ("good", "face") or recipe.clip_frames < 1 or recipe.stride_s <= 0:

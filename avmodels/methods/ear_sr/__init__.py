@@ -20,7 +20,8 @@ gmeishvili/ear_for_face_super_resolution, TF 1.13, test-only: its training was n
 
 The official code has no training; the later stages are written from the project's notes on the paper (README
 "Ear-SR" says which choices are ours); every weight is in the recipe's ``losses`` tables. ``sample`` draws the
-paper's figure row; ``evaluate`` the paper's identity measure with PSNR and SSIM, beside E_l alone and bicubic.
+paper's figure row; ``evaluate`` the paper's identity measure (closed or open set, by the split) with PSNR and
+SSIM, beside E_l alone and bicubic.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avmodels.data import split_batches
+from avmodels.data import split_batches, training_split
 from avmodels.evaluation import Evaluation, split_samples
 from avmodels.losses import load_vgg19, perceptual_loss
 from avmodels.methods.ear_sr.networks import (
@@ -54,6 +55,7 @@ from avprep.features.spectrogram import earsr_spectrogram
 
 LOSS_DEFAULTS = {"r1": 10.0, "reconstruction": 1.0, "perceptual": 1.0, "latent": 1.0, "downsampling": 40.0}
 ATTRIBUTE_GALLERY = 2000  # training faces the gender and age probes learn from, at most
+GALLERY_PER_SPEAKER = 16  # training faces per speaker that name a closed-set test's faces
 ENCODER_STAGES = ("invert", "invert_joint", "encoders_lr", "encoders_audio", "fuse")
 
 
@@ -287,9 +289,11 @@ class EarSR:
 
     def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
         """On ``split``: faces from the 8 x 8 inputs alone (``*_lr_only``: E_l), from the inputs and the speech
-        (no suffix) and bicubic up-sampling (``*_bicubic``), against the real faces: identity (nearest speaker of
-        the split by dlib descriptors against its real faces' centroids, the paper's identity measure; and the
-        similarity to the sample's own face), PSNR and SSIM. The real faces' identity accuracy is the ceiling. The
+        (no suffix) and bicubic up-sampling (``*_bicubic``), against the real faces: identity (the nearest speaker
+        by dlib descriptors, the paper's identity measure: on a closed-set split (speakers seen in training) among
+        centroids of those speakers' training faces, on an open-set split among its own real faces' centroids;
+        and the similarity to the sample's own face), PSNR and SSIM. The real faces' identity accuracy is the
+        ceiling. The
         picture: real | 8 x 8 | bicubic | E_l | fused | the 8 x 8 input with the voice of the next sample of
         another speaker (the paper's mixing figure) | that speaker's real face."""
         real, low, speakers, spectrograms = [], [], [], []
@@ -311,12 +315,19 @@ class EarSR:
         made = {name: torch.cat(parts) for name, parts in made.items()}
         made["bicubic"] = F.interpolate(low, size=real.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
         truth = to_uint8(real)
-        metrics = {"split": split, "samples": len(real), "speakers_in_split": int(len(set(speakers.tolist()))),
-                   "identity_accuracy_real": identity_accuracy(truth, speakers, truth, speakers)}
+        info = json.loads((Path(data) / "dataset.json").read_text())
+        closed = split in info["recipe"].get("closed_splits", ())
+        if closed:  # speakers seen in training: named against their training faces
+            gallery, gallery_speakers = _training_faces(data, self.view, set(speakers.tolist()))
+        else:  # unseen speakers: only the split's own real faces can name them
+            gallery, gallery_speakers = truth, speakers
+        metrics = {"split": split, "set": "closed" if closed else "open", "samples": len(real),
+                   "speakers_in_split": int(len(set(speakers.tolist()))), "identity_gallery_faces": len(gallery),
+                   "identity_accuracy_real": identity_accuracy(truth, speakers, gallery, gallery_speakers)}
         for name, faces in made.items():
             suffix = f"_{name}" if name else ""
             faces = to_uint8(faces)
-            metrics[f"identity_accuracy{suffix}"] = identity_accuracy(faces, speakers, truth, speakers)
+            metrics[f"identity_accuracy{suffix}"] = identity_accuracy(faces, speakers, gallery, gallery_speakers)
             metrics[f"identity_similarity{suffix}"] = identity_similarity(faces, truth)
             metrics[f"psnr{suffix}"] = psnr(truth, faces)
             metrics[f"ssim{suffix}"] = ssim(truth, faces)
@@ -340,15 +351,7 @@ def _attribute_accuracy(name: str, values: np.ndarray, truth: np.ndarray, made: 
     """``<name>_accuracy*``: a probe (``avmodels.metrics.speaker_identification``'s CNN) trained on the training
     halves' real faces to name the attribute (each value a class), scored on this split's real faces (the
     ceiling) and on each kind of made face, over the samples whose value the training faces have."""
-    train = "train_a+train_b" if "train_a" in json.loads((Path(data) / "dataset.json").read_text())["splits"] \
-        else "train"
-    faces, labels = [], []
-    for batch in split_batches(data, train, view, "cpu"):
-        faces.append(to_uint8(batch["hr"]))
-        labels += list(batch[name])
-        if len(labels) >= ATTRIBUTE_GALLERY:
-            break
-    faces, labels = np.concatenate(faces)[:ATTRIBUTE_GALLERY], np.array(labels[:ATTRIBUTE_GALLERY])
+    faces, labels = _training_faces(data, view, field=name)
     known = labels != ""
     classes = sorted(set(labels[known].tolist()))
     kept = np.isin(values, classes)
@@ -360,6 +363,26 @@ def _attribute_accuracy(name: str, values: np.ndarray, truth: np.ndarray, made: 
                                                 for kind, faces_made in made.items()}}
     scores = speaker_identification(faces[known], np.array([index[v] for v in labels[known]]), tests, len(classes))
     return {f"{name}_accuracy{'_' + kind if kind else ''}": score for kind, score in scores.items()}
+
+
+def _training_faces(data, view: str, speakers: set[int] | None = None, field: str = "speaker",
+                    limit: int = ATTRIBUTE_GALLERY, per_speaker: int = GALLERY_PER_SPEAKER) -> tuple:
+    """Real faces of the training splits (uint8) with each face's ``field``, at most ``limit``; with ``speakers``
+    only theirs, at most ``per_speaker`` each, read until each has that many (a closed-set identity gallery)."""
+    faces, values, counts = [], [], dict.fromkeys(speakers or (), 0)
+    info = json.loads((Path(data) / "dataset.json").read_text())
+    for batch in split_batches(data, training_split(info), view, "cpu"):
+        for i, speaker in enumerate(batch["speaker"].tolist()):
+            if speakers is not None and counts.get(speaker, per_speaker) >= per_speaker:
+                continue
+            counts[speaker] = counts.get(speaker, 0) + 1
+            faces.append(to_uint8(batch["hr"][i:i + 1]))
+            values.append(batch[field][i] if field != "speaker" else speaker)
+        if len(faces) >= limit or (speakers and min(counts.values()) >= per_speaker):
+            break
+    if not faces:
+        raise ValueError(f"{data}: no training faces of the split's speakers ({training_split(info)})")
+    return np.concatenate(faces)[:limit], np.array(values[:limit])
 
 
 def _other_speakers(speakers: np.ndarray) -> np.ndarray:
