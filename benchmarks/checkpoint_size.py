@@ -8,11 +8,14 @@ writes ``checkpoint.pt`` with the stage's optimisers (Adam, their state filled b
 the stage changes have moved (those it trains, plus the moving-average generator in ``stylegan`` and the
 snapshot and plateau state in ``invert_joint``): once with ``kept`` naming the stage file before it (as the
 trainer does; in ``stylegan``, the networks as built), once with nothing kept (every network, as before).
-Columns: the file's size, seconds to write it (with the SHA-1 of the frozen networks) and to load it back whole.
+Columns: the file's size, seconds to write it (with the SHA-1 of the frozen networks, and fsync) and to load it
+back whole (with the SHA-1 of the networks taken from the stage file or rebuilt), each the best of two rounds run
+in alternating order (a process's first large write is slower), the disk flushed before each write.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -48,19 +51,24 @@ def measure(folder: Path, stage_name: str) -> list[str]:
             tensor.data.add_(1e-3)  # the stage moved it
     for optimizer in optimizers.values():
         optimizer.step()  # Adam's moments exist, as in a checkpoint of a running stage
-    rows = []
-    for label, table in (("leaves out what is kept", kept), ("every network", {})):
+    variants = {"leaves out what is kept": kept, "every network": {}}
+    times = {label: [] for label in variants}
+    for label in [*variants, *reversed(variants)]:  # twice, in both orders: a process's first write is slower
+        os.sync()  # earlier writes flushed: each write starts with the disk idle
         started = time.perf_counter()
-        _save(folder, config, DATASET, nets, optimizers, schedulers, Position(), start_node("cpu"), stage, table)
+        _save(folder, config, DATASET, nets, optimizers, schedulers, Position(), start_node("cpu"), stage,
+              variants[label])
         written = time.perf_counter() - started
-        stored = sorted(torch.load(folder / "checkpoint.pt", weights_only=True, mmap=True)["networks"])
         started = time.perf_counter()
-        loaded = checkpoints.load(folder / "checkpoint.pt")
-        checkpoints.load_networks(nets, loaded)  # the networks kept as built are checked by their SHA-1
-        read = time.perf_counter() - started
+        checkpoints.load_networks(nets, checkpoints.load(folder / "checkpoint.pt"))  # kept networks: SHA-1 checked
+        times[label].append((written, time.perf_counter() - started))
+    rows = []
+    for label, table in variants.items():
+        _save(folder, config, DATASET, nets, optimizers, schedulers, Position(), start_node("cpu"), stage, table)
+        stored = sorted(torch.load(folder / "checkpoint.pt", weights_only=True, mmap=True)["networks"])
         size = (folder / "checkpoint.pt").stat().st_size / 1e9
+        written, read = (min(pair[i] for pair in times[label]) for i in (0, 1))
         rows.append(f"| {stage_name} | {label} | {', '.join(stored)} | {size:.2f} | {written:.1f} | {read:.1f} |")
-        del loaded
     return rows
 
 

@@ -383,6 +383,9 @@ def test_checkpoints_leave_out_the_networks_a_stage_file_or_the_seed_already_hol
     (tmp_path / "alone" / "checkpoint.pt").write_bytes((trained / "checkpoint.pt").read_bytes())
     with pytest.raises(FileNotFoundError, match="keeps .* in stage-encoders_audio.pt beside it, which is missing"):
         checkpoints.load(tmp_path / "alone" / "checkpoint.pt")
+    (tmp_path / "alone" / "stage-encoders_audio.pt").write_bytes((trained / "stage-invert.pt").read_bytes())
+    with pytest.raises(ValueError, match="keeps .* in stage-encoders_audio.pt beside it, which has changed"):
+        checkpoints.load(tmp_path / "alone" / "checkpoint.pt")  # e.g. that stage trained again since
 
     run = tmp_path / "first"  # inside the first stage no stage file exists: untouched networks are kept as built
     train(load_train_config("ear_sr", overrides=[*SMALL, 'model.vgg19=""']), shards, run, device="cpu", max_steps=1)

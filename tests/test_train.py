@@ -15,6 +15,7 @@ import soundfile
 import torch
 
 from avmodels.data import split_batches
+from avmodels.methods import get_method
 from avmodels.methods.wav2pix import Wav2Pix
 from avmodels.training import checkpoint as checkpoints
 from avmodels.training.config import load_train_config, parse_train_config
@@ -254,6 +255,18 @@ def test_overrides_reach_stages_and_optimisers():
     assert (stage.steps, stage.epochs, stage.optimizers[0].every) == (7, None, 2)
     assert config.model["image_size"] == 64 and config.precision == "bf16"
     assert load_train_config("wav2pix").stages[0].total_steps(samples_per_epoch=640, batch_size=64, world_size=2) == 1000
+
+
+def test_an_optimiser_can_move_one_of_its_networks_at_a_multiple_of_its_rate():
+    """Ear-SR's fuse stage: F learns at 1e-4 while E_a, already trained, is fine-tuned at a tenth of that."""
+    config = load_train_config("ear_sr", overrides=["model.width=0.125"])
+    nets = get_method("ear_sr")(config.model, {}).networks
+    optimizers, schedulers = make_optimizers(next(s for s in config.stages if s.name == "fuse"), nets)
+    groups = optimizers["fusion"].param_groups
+    assert [g["lr"] for g in groups] == [1e-4, 1e-5] and schedulers["fusion"].base_lrs == [1e-4, 1e-5]
+    assert groups[1]["params"] == list(nets["audio_encoder"].parameters())
+    with pytest.raises(RecipeError, match="lr_scale maps some of its networks"):
+        load_train_config("ear_sr", overrides=["train.stages.fuse.optimizers.fusion.lr_scale={ generator = 2 }"])
 
 
 @pytest.mark.slow

@@ -43,14 +43,18 @@ def load(path: Path) -> dict:
         raise FileNotFoundError(f"no checkpoint at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     stage_files = {}
-    for name, (where, _) in state.get("kept", {}).items():
+    for name, (where, digest) in state.get("kept", {}).items():
         if name in state["networks"] or where == INITIAL:
             continue
         if where not in stage_files:
             if not (path.parent / where).is_file():
                 raise FileNotFoundError(f"{path} keeps {name} in {where} beside it, which is missing: copy the "
                                         "stage file with the checkpoint, or use a stage-*.pt file (complete in itself)")
-            stage_files[where] = torch.load(path.parent / where, map_location="cpu", weights_only=True)["networks"]
+            stage_files[where] = torch.load(path.parent / where, map_location="cpu", weights_only=True,
+                                            mmap=True)["networks"]  # mapped: only the networks taken are read
+        if state_digest(stage_files[where][name]) != digest:
+            raise ValueError(f"{path} keeps {name} in {where} beside it, which has changed since (a stage trained "
+                             "again?): use a stage-*.pt file, complete in itself")
         state["networks"][name] = stage_files[where][name]
     return state
 

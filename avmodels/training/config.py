@@ -46,6 +46,7 @@ class OptimizerSpec:
     schedule: str = "constant"
     warmup_steps: int = 0
     hold: float = 0.0  # share of the stage at full rate before a cosine or linear decay
+    lr_scale: dict = dataclasses.field(default_factory=dict)  # network -> its lr as a multiple of lr (a param group)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +159,10 @@ def _check(config: TrainConfig) -> None:
                     or not 0 <= optimizer.hold < 1):
                 problems.append(f"stage {stage.name}, optimizer {optimizer.name}: schedule one of {SCHEDULES}, "
                                 "every >= 1, lr > 0, 0 <= hold < 1")
+            if set(optimizer.lr_scale) - set(optimizer.networks) or not all(
+                    isinstance(v, (int, float)) and v > 0 for v in optimizer.lr_scale.values()):
+                problems.append(f"stage {stage.name}, optimizer {optimizer.name}: lr_scale maps some of its networks "
+                                f"{list(optimizer.networks)} to multipliers > 0")
     if config.precision not in PRECISIONS:
         problems.append(f"precision must be one of {PRECISIONS}")
     if config.batch_size < 1 or config.num_workers < 0:

@@ -226,14 +226,17 @@ def _batches(config: TrainConfig, view: str, stage: StageSpec, data: Path, node:
 
 
 def make_optimizers(stage: StageSpec, nets: dict, progress=lambda: 0.0) -> tuple[dict, dict]:
-    """Adam per optimiser spec with its LR schedule; ``progress()`` says how far the stage is, in [0, 1]."""
+    """Adam per optimiser spec with its LR schedule; ``progress()`` says how far the stage is, in [0, 1]. Each
+    optimiser given ``lr_scale`` has a parameter group per network, at ``lr`` times its scale (1 unless given)."""
     optimizers, schedulers = {}, {}
     for spec in stage.optimizers:
         unknown = set(spec.networks) - set(nets)
         if unknown:
             raise KeyError(f"stage {stage.name}, optimizer {spec.name}: no networks {sorted(unknown)}; "
                            f"the method has {sorted(nets)}")
-        optimizers[spec.name] = torch.optim.Adam(_parameters(nets, spec), lr=spec.lr, betas=spec.betas,
+        groups = [{"params": list(nets[name].parameters()), "lr": spec.lr * spec.lr_scale.get(name, 1.0)}
+                  for name in spec.networks] if spec.lr_scale else _parameters(nets, spec)
+        optimizers[spec.name] = torch.optim.Adam(groups, lr=spec.lr, betas=spec.betas,
                                                  weight_decay=spec.weight_decay, fused=True)
         schedulers[spec.name] = torch.optim.lr_scheduler.LambdaLR(optimizers[spec.name], _schedule(spec, progress))
     return optimizers, schedulers
