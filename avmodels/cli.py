@@ -317,7 +317,9 @@ def list_methods(
         sampling = f"{given} -> {' or '.join(method.outputs)}"
         for i, stage in enumerate(config.stages):
             length = f"{stage.steps} steps" if stage.steps is not None else f"{stage.epochs:g} epochs"
-            optimizers = "; ".join(f"{o.name}: {'+'.join(o.networks)} {o.lr:g}" for o in stage.optimizers)
+            optimizers = "; ".join(f"{o.name}: {'+'.join(o.networks)} {o.lr:g}"
+                                   + "".join(f" ({net} x{scale:g})" for net, scale in o.lr_scale.items())
+                                   for o in stage.optimizers)
             table.add_row(name if i == 0 else "", sampling if i == 0 else "", stage.name, length, optimizers,
                           str(path) if i == 0 else "")
     console.print(table)

@@ -294,6 +294,7 @@ def test_list_names_methods_stages_and_recipes():
     result = run_avmodels("list")
     assert result.returncode == 0, result.stderr
     assert "wav2pix" in result.stdout and "gan" in result.stdout and "200 epochs" in result.stdout
+    assert "x0.1" in result.stdout  # Ear-SR fine-tunes E_a at a tenth of the fusion rate
     counts = json.loads(run_avmodels("list", "--params", "--json").stdout)
     assert counts["atvgnet"] == {"at_net": 30_071_750, "vg_net": 58_355_781, "discriminator": 20_896_905,
                                  "landmark_pca": 0}
