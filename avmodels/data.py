@@ -45,7 +45,7 @@ view also has ``key`` (str) and ``speaker`` (int64, index into dataset.json ``sp
     ear_sr   hr              uint8    3x128x128      image.jpg
              lr              uint8    3x8x8          lr.png
              spectrogram     float32  1x257x257      avprep.features.spectrogram of the 4 s audio.flac, [-1, 1],
-                                                    time x frequency
+                                                    time x frequency (absent with the view's spectrogram=False)
              gender, age     str                     the --meta CSV's columns ("" where absent)
 
 The uint8 image keys (``IMAGE_KEYS``) are channels-last in memory (a permuted view of ... x H x W x 3 pixels, as

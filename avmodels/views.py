@@ -122,14 +122,16 @@ def _clip_audio(sample: dict) -> dict:
 EARSR_ATTRIBUTES = ("gender", "age")  # what the paper's classifiers name, where a --meta CSV gave them
 
 
-def ear_sr(sample: dict, rng: np.random.Generator | None) -> dict:
-    """Ear-SR's sample: the face, its 8 x 8 copy, the spectrogram of its 4 s of audio, and its ``gender`` and
-    ``age`` as the extract's --meta CSV gave them ("" where absent)."""
-    spectrogram = earsr_spectrogram(sample["audio.flac"]).values
+def ear_sr(sample: dict, rng: np.random.Generator | None, spectrogram: bool = True) -> dict:
+    """Ear-SR's sample: the face, its 8 x 8 copy, its ``gender`` and ``age`` as the extract's --meta CSV gave
+    them ("" where absent) and, with ``spectrogram``, that of its 4 s of audio (most of the view's time: the
+    stages that hear no audio turn it off)."""
     meta = sample["meta.json"]
-    return {**_identity(sample), "hr": _image(sample["image.jpg"]), "lr": _image(sample["lr.png"]),
-            "spectrogram": torch.from_numpy(spectrogram[None].astype(np.float32)),
-            **{name: str(meta.get(name) or "") for name in EARSR_ATTRIBUTES}}
+    out = {**_identity(sample), "hr": _image(sample["image.jpg"]), "lr": _image(sample["lr.png"]),
+           **{name: str(meta.get(name) or "") for name in EARSR_ATTRIBUTES}}
+    if spectrogram:
+        out["spectrogram"] = torch.from_numpy(earsr_spectrogram(sample["audio.flac"]).values[None].astype(np.float32))
+    return out
 
 
 VIEWS = {"wav2pix": wav2pix, "atvgnet": atvgnet, "davs": davs, "headgan": headgan, "ear_sr": ear_sr}

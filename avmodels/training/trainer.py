@@ -84,7 +84,7 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
             raise KeyError(f"train.init.{name}: {config.method} has no network {name!r}; it has {sorted(nets)}")
         nets[name].load_state_dict(checkpoints.load_user_weights(spec["file"], f"train.init.{name}",
                                                                   spec.get("strip_prefix", "")))
-    kept = {} if resume or start_stage is not None else {  # what per-step checkpoints may leave out: see _save
+    kept = {} if resume or start_stage is not None or not node.main else {  # what checkpoints leave out: _save
         name: [checkpoints.INITIAL, checkpoints.state_digest(net.state_dict())]
         for name, net in nets.items() if name not in config.init}
     if resume:

@@ -371,7 +371,7 @@ def _training_faces(data, view: str, speakers: set[int] | None = None, field: st
     only theirs, at most ``per_speaker`` each, read until each has that many (a closed-set identity gallery)."""
     faces, values, counts = [], [], dict.fromkeys(speakers or (), 0)
     info = json.loads((Path(data) / "dataset.json").read_text())
-    for batch in split_batches(data, training_split(info), view, "cpu"):
+    for batch in split_batches(data, training_split(info), view, "cpu", spectrogram=False):
         for i, speaker in enumerate(batch["speaker"].tolist()):
             if speakers is not None and counts.get(speaker, per_speaker) >= per_speaker:
                 continue
