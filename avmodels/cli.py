@@ -45,7 +45,7 @@ def train(
     out = out or Path("runs") / method
     try:
         config = load_train_config(method, recipe, set_)
-        _check_data(data)
+        _shards(data)
         if resume and not (out / "checkpoint.pt").is_file():
             _fail(f"--resume: no checkpoint at {out / 'checkpoint.pt'}")
         summary = run_training(config, data, out, max_steps=max_steps, resume=resume, start_stage=stage,
@@ -57,9 +57,10 @@ def train(
                       f"sample grids {summary['samples']}/", highlight=False)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sample(
-    checkpoint: Path = typer.Option(Path("runs/wav2pix/checkpoint.pt"), "--checkpoint", "-c",
+    context: typer.Context,
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c",
                                     help="A checkpoint.pt or stage-*.pt written by `avmodels train`."),
     audio: Optional[Path] = typer.Option(None, "--audio", "-a", help="Speech: a WAV/FLAC/MP3 file or a video (its "
                                                                      "audio)."),
@@ -72,19 +73,18 @@ def sample(
                                                  "training."),
     out: Path = typer.Option(Path("sample.png"), "--out", "-o", help="out.png (a grid of faces) or out.mp4 (a video "
                                                                      "with the input sound)."),
-    every: float = typer.Option(1.0, help="Wav2Pix PNG: seconds between the starts of successive 1 s windows."),
-    limit: int = typer.Option(16, help="Wav2Pix PNG: at most this many faces."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda; default cuda when there is one."),
 ):
-    """Sample a trained method: each method says which inputs it takes (`avmodels list`) and writes a PNG or an
-    MP4 with sound. Wav2Pix: `--audio speech.wav -o faces.png` (a face per second) or `-o talking.mp4` (a face
-    for every frame, from the second of speech around it)."""
+    """Sample a trained method: each method says which inputs it takes and writes a PNG or an MP4 with sound
+    (`avmodels list`). A method's own options follow as --NAME VALUE (`avmodels list` shows them), e.g. Wav2Pix's
+    `--audio speech.wav -o faces.png --every 0.5` (a face per half second) or `-o talking.mp4` (a face for every
+    frame, from the second of speech around it)."""
     import torch
 
-    from avmodels.evaluation import load_trained
+    from avmodels import checkpoints
+    from avmodels.methods import load_trained
     from avmodels.pictures import grid, write_png
     from avmodels.sampling import InputProblem, prepare_inputs, scratch_folder, write_talking_video
-    from avmodels.training import checkpoint as checkpoints
     from avprep.media.ffmpeg import MediaError
     from avprep.shard.recipe import parse_recipe
 
@@ -95,11 +95,10 @@ def sample(
         method, nets, saved = load_trained(checkpoint, _device(device))
     except (FileNotFoundError, KeyError) as error:
         _fail(str(error))
-    if not hasattr(method, "sample"):
-        _fail(f"{method.name} trains, but its sampling is not built yet (README, its method section)")
     if output not in method.outputs:
         _fail(f"{method.name} makes {' and '.join(method.outputs)} outputs: use -o "
               f"{' or -o '.join('out.png' if o == 'image' else 'out.mp4' for o in method.outputs)}")
+    options = _method_options(method, context.args)
     recipe = parse_recipe(saved["method"], checkpoints.recipe_of(saved))
     fps = checkpoints.frame_rate(saved)
     given = {"audio": audio, "reference": reference, "driving": driving, "lr": lr}
@@ -107,7 +106,7 @@ def sample(
         with scratch_folder() as scratch:
             inputs = prepare_inputs(method, recipe, fps, given, Path(scratch))
             with torch.no_grad():
-                images = method.sample(nets, inputs, output, _device(device), every=every, limit=limit)
+                images = method.sample(nets, inputs, output, _device(device), **options)
     except InputProblem as error:
         _fail(str(error))
     except MediaError as error:
@@ -119,6 +118,24 @@ def sample(
         write_talking_video(out, images, inputs.audio, fps)
         console.print(f"{len(images)} frames at {fps:g} fps with {len(inputs.audio) / 16000:.2f} s of sound -> {out}",
                       highlight=False)
+
+
+def _method_options(method, args: list[str]) -> dict:
+    """``--name value`` pairs of the method's ``sample_options``, each read as its default's type."""
+    declared, options = method.sample_options, {}
+    pairs = list(zip(args[::2], args[1::2]))
+    for flag, text in pairs:
+        name = flag.removeprefix("--").replace("-", "_")
+        if not flag.startswith("--") or name not in declared:
+            known = ", ".join(f"--{n}" for n in declared) or "none"
+            _fail(f"{flag}: not an option of `avmodels sample` or of {method.name} (its own: {known})")
+        try:
+            options[name] = type(declared[name][0])(text)
+        except ValueError:
+            _fail(f"{flag} {text}: expected a {type(declared[name][0]).__name__}")
+    if len(args) % 2:
+        _fail(f"{args[-1]}: give the option a value")
+    return options
 
 
 @app.command("eval")
@@ -135,16 +152,15 @@ def evaluate(
     """The paper's measures of a trained method on a split, each beside its value on the real data (the ceiling),
     as a table, a JSON file and a picture of real vs generated faces; video methods also write side-by-side MP4s
     (real | generated) with sound into eval-<split>/. The split is streamed. Every measure, its paper and
-    protocol: README "Evaluation" and avmodels/metrics/.
+    protocol: docs/evaluation.md and avmodels/metrics/.
     """
-    from avmodels.evaluation import load_trained
+    from avmodels import checkpoints
+    from avmodels.methods import load_trained
     from avmodels.pictures import grid, write_png
     from avmodels.sampling import side_by_side, write_talking_video
-    from avmodels.training import checkpoint as checkpoints
 
     checkpoint = checkpoint or Path("runs") / method / "checkpoint.pt"
-    _check_data(data)
-    splits = json.loads((data / "dataset.json").read_text())["splits"]
+    splits = _shards(data).splits
     if not splits.get(split, {}).get("samples"):
         filled = [name for name, facts in splits.items() if facts["samples"]]
         _fail(f"{data}: the {split!r} split holds no samples; splits with samples: {filled}")
@@ -152,8 +168,6 @@ def evaluate(
         trained, nets, saved = load_trained(checkpoint, _device(device))
         if saved["method"] != method:
             _fail(f"{checkpoint} holds a {saved['method']} model, not {method}")
-        if not hasattr(trained, "evaluate"):
-            _fail(f"{method} trains, but its evaluation is not built yet (README, its method section)")
         result = trained.evaluate(nets, data, split, _device(device), limit=limit)
     except (FileNotFoundError, KeyError, ValueError) as error:
         _fail(str(error).strip("'\""))
@@ -172,67 +186,37 @@ def evaluate(
     console.print(f"-> {out}, {out.with_suffix('.png')}", highlight=False)
 
 
-QUICKSTART_TRAINING = {  # (default steps, settings): small models and short stages, minutes on a CPU
-    "wav2pix": (300, lambda steps: ["--max-steps", str(steps), "--set", "model.image_size=64", "--set",
-                                    "train.batch_size=16", "--set", f"train.sample_every={max(1, steps // 3)}"]),
-    "atvgnet": (60, lambda steps: [
-        "--set", "model.image_size=64", "--set", "model.width=16", "--set", f"train.sample_every={max(1, steps // 2)}",
-        "--set", f"train.stages.at_net.steps={steps}", "--set", "train.stages.at_net.batch_size=4",
-        "--set", f"train.stages.vg_net.steps={steps}", "--set", "train.stages.vg_net.batch_size=4"]),
-    "davs": (30, lambda steps: [  # LRW-like: no speaker ids, so no pid_pretrain
-        "--stage", "word_pretrain", "--set", "model.width=0.125", "--set", "train.batch_size=4",
-        "--set", f"train.sample_every={max(1, steps // 2)}", "--set", f"train.stages.word_pretrain.steps={steps}",
-        "--set", f"train.stages.disentangle.steps={steps}"]),
-    "headgan": (30, lambda steps: [  # no VGG19 file in a quick start: its perceptual terms are off
-        "--set", "model.width=0.125", "--set", 'model.vgg19=""', "--set", "train.batch_size=2",
-        "--set", f"train.sample_every={max(1, steps // 2)}", "--set", f"train.stages.gan.steps={steps}"]),
-    "ear_sr": (20, lambda steps: [  # all six stages; 128 px from the start (no progressive growing), no VGG19
-        "--set", "model.width=0.125", "--set", 'model.vgg19=""', "--set", "train.batch_size=8",
-        "--set", "model.lod_training_kimg=0", "--set", "model.lod_transition_kimg=0",
-        "--set", f"train.sample_every={max(1, steps)}",
-        *[item for stage in ("stylegan", "invert", "invert_joint", "encoders_lr", "encoders_audio", "fuse")
-          for item in ("--set", f"train.stages.{stage}.steps={steps}")]]),
-}
-QUICKSTART_DATA = {  # extra options of `avprep demo`, `extract` and `shard`
-    "davs": {"demo": ("--words", "4", "--speakers", "6", "--seconds", "1.16"),  # DAVS reads words from an LRW tree
-             "shard": ("--set", "split.by=dataset")},
-    "ear_sr": {"shard": ("--set",  # a speaker in each open split, a video of each training speaker in test_closed
-                         "split.fractions={train_a = 0.3, train_b = 0.3, test = 0.2, test_closed = 0.2}")},
-    "headgan": {"extract": ("--asr", "pocketsphinx"),  # speech characters from the demo's speech, no transcripts
-                "shard": ("--set", "data.clip_frames=24", "--set", "data.audio_s=0.96", "--set", "data.stride_s=0.96",
-                          "--set", "split.by=video", "--set", "split.fractions={train = 0.75, test = 0.25}")},
-}
-
-
 @app.command()
 def quickstart(
     out: Path = typer.Argument(Path("quickstart"), help="Folder for everything the chain writes."),
-    method: str = typer.Option("wav2pix", "--method", "-m", help="wav2pix, atvgnet, davs, headgan or ear_sr."),
-    steps: Optional[int] = typer.Option(None, help="Training steps (per stage for ATVGnet, DAVS and Ear-SR; default "
-                                                   "300 for Wav2Pix, 60 for ATVGnet, 30 for DAVS and HeadGAN, 20 "
-                                                   "for Ear-SR): small models, minutes on a CPU."),
+    method: str = typer.Option(..., "--method", "-m", help="A method from `avmodels list`."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (per stage for methods with several; default: "
+                                                   "the recipe's [quickstart] steps): small models, minutes on a "
+                                                   "CPU."),
     jobs: int = typer.Option(2, help="Parallel videos in extract."),
 ):
-    """The whole chain on generated demo media: demo -> extract -> shard -> train -> sample -> eval.
+    """The whole chain on generated demo media: demo -> extract -> shard -> train -> sample -> eval, as the
+    method's recipe says in its [quickstart] table.
 
     Each step is the command a user would type (printed before it runs); re-running skips finished work.
     """
     import pyarrow.parquet as pq
 
-    if method not in QUICKSTART_TRAINING:
-        _fail(f"--method {method}: the quick start knows {', '.join(QUICKSTART_TRAINING)}")
-    default_steps, training = QUICKSTART_TRAINING[method]
-    options = QUICKSTART_DATA.get(method, {})
-    steps = steps or default_steps
+    from avprep.shard.recipe import RecipeError, read_recipe
+
+    try:
+        table = read_recipe(method)[1].get("quickstart")
+    except RecipeError as error:
+        _fail(f"--method {method}: {error}")
+    if table is None:
+        _fail(f"--method {method}: its recipe has no [quickstart] table")
+    steps = steps or table["steps"]
     prep, shards, run = out / "prep", out / "shards", out / "run"
-    steps_run = [
-        ("avprep", "demo", str(out / "demo"), *options.get("demo", ())),
-        ("avprep", "extract", str(out / "demo"), "-o", str(prep), "-j", str(jobs), *options.get("extract", ())),
-        ("avprep", "shard", str(prep), "-o", str(shards), "--recipe", method, *options.get("shard", ())),
-        ("avmodels", "train", "--method", method, "--data", str(shards), "--out", str(run),
-         "--set", "train.num_workers=1", *training(steps)),
-    ]
-    for command in steps_run:
+    for command in (
+        ("avprep", "demo", str(out / "demo"), *table.get("demo", ())),
+        ("avprep", "extract", str(out / "demo"), "-o", str(prep), "-j", str(jobs), *table.get("extract", ())),
+        ("avprep", "shard", str(prep), "-o", str(shards), "--recipe", method, *table.get("shard", ())),
+    ):
         _run_step(command)
     test_videos = list(dict.fromkeys(row["video_id"] for row in pq.read_table(shards / "index.parquet").to_pylist()
                                      if row["split"] == "test"))
@@ -240,37 +224,22 @@ def quickstart(
     clip, speaker = manifest[test_videos[0]]["path"], manifest[test_videos[0]]["speaker"]
     driving = next((manifest[v]["path"] for v in test_videos[1:] if manifest[v]["speaker"] != speaker),
                    manifest[test_videos[-1]]["path"])  # a test video of another speaker where there is one
+    fill = lambda items: [item.format(steps=steps, clip=clip, driving=driving, out=out) for item in items]
+    _run_step(("avmodels", "train", "--method", method, "--data", str(shards), "--out", str(run),
+               "--set", "train.num_workers=1", "--set", f"train.sample_every={max(1, steps // table['pictures'])}",
+               *fill(table.get("train", ()))))
     checkpoint = ("--checkpoint", str(run / "checkpoint.pt"))
-    if method == "wav2pix":
-        _run_step(("avmodels", "sample", *checkpoint, "--audio", clip, "--out", str(out / "sample.png")))
-        made = f"faces drawn from the audio of {clip}: {out / 'sample.png'}, and a face for every frame"
-    elif method == "ear_sr":
-        _run_step(("avmodels", "sample", *checkpoint, "--lr", clip, "--audio", clip, "--out", str(out / "sample.png")))
-        made = f"{clip}'s first face, shrunk to 8 x 8 and super-resolved with and without its speech"
-    elif method == "headgan":
-        made = f"{clip}'s first frame with {driving}'s expressions, head motion and voice"
-    else:
-        made = f"{clip}'s first frame saying its own speech"
-    if method not in ("headgan", "ear_sr"):
-        _run_step(("avmodels", "sample", *checkpoint, "--audio", clip,
-                   *(("--reference", clip) if method != "wav2pix" else ()), "--out", str(out / "talking.mp4")))
-    if method in ("davs", "headgan"):
-        _run_step(("avmodels", "sample", *checkpoint, "--reference", clip, "--driving", driving,
-                   "--out", str(out / ("driven.mp4" if method == "davs" else "talking.mp4"))))
-    if method == "davs":
-        made += f", and mouthing {driving}'s lips: {out / 'driven.mp4'}"
-    _run_step(("avmodels", "eval", "--method", method, "--data", str(shards), *checkpoint, "--limit", "16",
-               "--out", str(out / "eval.json")))
-    closed = ""
-    if method == "ear_sr":  # the paper's closed set beside the open one: unseen videos of the training speakers
+    for options in table.get("sample", ()):
+        _run_step(("avmodels", "sample", *checkpoint, *fill(options)))
+    evaluations = table.get("evaluate", [["test", "eval.json"]])
+    for split, written in evaluations:
         _run_step(("avmodels", "eval", "--method", method, "--data", str(shards), *checkpoint, "--limit", "16",
-                   "--split", "test_closed", "--out", str(out / "eval-closed.json")))
-        closed = f"; closed set: {out / 'eval-closed.json'}"
-    shown = f": {out / 'sample.png'}" if method == "ear_sr" else f"; with sound: {out / 'talking.mp4'}"
-    videos = f"; videos: {out / 'eval'}/" if method in ("atvgnet", "davs", "headgan") else ""
-    console.print(f"\n[bold green]done[/]: {made}{shown}\n"
+                   "--split", split, "--out", str(out / written)))
+    metrics = ", ".join(f"{out / written} ({split})" for split, written in evaluations)
+    videos = f"; videos: {out / 'eval'}/" if (out / "eval").is_dir() else ""
+    console.print(f"\n[bold green]done[/]: {fill([table['says']])[0]}\n"
                   f"  training grids (real above generated): {run / 'samples'}/\n"
-                  f"  metrics: {out / 'eval.json'} (real vs generated: {out / 'eval.png'}{videos}){closed}\n"
+                  f"  metrics: {metrics} (real vs generated: {out / 'eval.png'}{videos})\n"
                   f"  checkpoint: {run / 'checkpoint.pt'}; losses per step: {run / 'metrics.jsonl'}", highlight=False)
 
 
@@ -284,10 +253,9 @@ def list_methods(
     as_json: bool = typer.Option(False, "--json", help="With --params: print {method: {network: count}} as JSON."),
 ):
     """The methods, what they sample from and to, their stages and optimisers, and where their recipes are."""
-    import importlib.resources
-
-    from avmodels.methods import METHODS
+    from avmodels.methods import METHODS, get_method
     from avmodels.training.config import load_train_config
+    from avprep.shard.recipe import shipped_recipe
 
     if params:
         import torch
@@ -295,7 +263,7 @@ def list_methods(
         counts = {}
         for name in sorted(METHODS):
             with torch.device("meta"):  # counted without allocating
-                method = METHODS[name](load_train_config(name).model, LISTED_DATASET)
+                method = get_method(name)(load_train_config(name).model, LISTED_DATASET)
             counts[name] = {net: sum(p.numel() for p in module.parameters()) for net, module in method.networks.items()}
         if as_json:
             print(json.dumps(counts, indent=1))
@@ -309,19 +277,18 @@ def list_methods(
 
     table = Table("method", "sample from -> to", "stage", "length", "optimizers (networks, lr)", "recipe")
     for name in sorted(METHODS):
-        config = load_train_config(name)
-        path = importlib.resources.files("pipelines") / f"{name}.toml"
-        method = METHODS[name]
-        drivers = " or ".join("--" + d for d in getattr(method, "drivers", ()))
+        config, method = load_train_config(name), get_method(name)
+        drivers = " or ".join("--" + d for d in method.drivers)
         given = ", ".join("--" + i for i in method.inputs) + (f" + {drivers}" if drivers else "")
-        sampling = f"{given} -> {' or '.join(method.outputs)}"
+        own = "".join(f" [--{option} {default}]" for option, (default, _) in method.sample_options.items())
+        sampling = f"{given}{own} -> {' or '.join(method.outputs)}"
         for i, stage in enumerate(config.stages):
             length = f"{stage.steps} steps" if stage.steps is not None else f"{stage.epochs:g} epochs"
             optimizers = "; ".join(f"{o.name}: {'+'.join(o.networks)} {o.lr:g}"
                                    + "".join(f" ({net} x{scale:g})" for net, scale in o.lr_scale.items())
                                    for o in stage.optimizers)
             table.add_row(name if i == 0 else "", sampling if i == 0 else "", stage.name, length, optimizers,
-                          str(path) if i == 0 else "")
+                          str(shipped_recipe(name)) if i == 0 else "")
     console.print(table)
 
 
@@ -342,9 +309,14 @@ def _device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _check_data(data: Path) -> None:
-    if not (data / "dataset.json").is_file():
-        _fail(f"{data}: no dataset.json here; make shards with `avprep shard PREP -o {data} --recipe METHOD`")
+def _shards(data: Path):
+    """The shard folder ``data``, or a one-line error saying how to make one."""
+    from avprep.shard.folder import ShardDir
+
+    try:
+        return ShardDir(data)
+    except FileNotFoundError as error:
+        _fail(str(error))
 
 
 def main() -> None:

@@ -1,9 +1,8 @@
-"""Trained methods back from their checkpoints, what a method's ``evaluate`` returns, and the pieces video
-methods' evaluations share: the split's samples one by one, and per-sample measures averaged into metrics."""
+"""What a method's ``evaluate`` returns, and the pieces evaluations share: a split's samples one by one, per-sample
+measures averaged into metrics, the real training faces that identity measures name people against."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -11,7 +10,8 @@ import torch
 
 from avmodels.data import split_batches
 from avmodels.metrics import sync_offset
-from avmodels.training import checkpoint as checkpoints
+from avmodels.pictures import area_resized, to_uint8
+from avprep.shard.folder import ShardDir
 
 
 @dataclasses.dataclass
@@ -25,22 +25,7 @@ class Evaluation:
     videos: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = dataclasses.field(default_factory=list)
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu"):
-    """(method, networks in eval mode on ``device``, checkpoint) from a ``checkpoint.pt`` or ``stage-*.pt``."""
-    from avmodels.methods import (
-        get_method,  # the methods import this module's Evaluation
-    )
-
-    saved = checkpoints.load(Path(path))
-    recipe = checkpoints.recipe_of(saved)
-    with torch.random.fork_rng(devices=[]):  # built as the trainer built them: networks kept as initial match
-        torch.manual_seed(recipe.get("train", {}).get("seed", 0))
-        method = get_method(saved["method"])(recipe.get("model", {}), checkpoints.dataset_of(saved))
-    checkpoints.load_networks(method.networks, saved)
-    return method, {name: net.to(device).eval() for name, net in method.networks.items()}, saved
-
-
-def split_samples(data, split: str, view: str, device, limit: int | None,
+def split_samples(data, split: str, view, device, limit: int | None,
                   batch_size: int = 8) -> Iterator[tuple[dict, int]]:
     """Each sample of ``split`` as (its batch, its index in the batch), at most ``limit``: a method computes
     what a whole batch needs at index 0. Raises ValueError when the split has no samples."""
@@ -86,3 +71,25 @@ def same_speaker_pairs(speakers: np.ndarray) -> np.ndarray:
         if len(members) > 1:
             pairs.append(np.stack([members, np.roll(members, -1)], axis=1))
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+
+
+def training_faces(data, view, key: str, *, limit: int, field: str = "speaker", speakers: set[int] | None = None,
+                   per_speaker: int | None = None, size: int | None = None, **view_options) -> tuple:
+    """(N x H x W x 3 uint8 real faces ``batch[key]`` of the shards' training splits, each one's ``field``), at
+    most ``limit``, area-resized to ``size`` when given; with ``speakers`` only theirs, at most ``per_speaker``
+    each, read until each has that many (a closed-set identity gallery)."""
+    shards = ShardDir(data)
+    faces, values, counts = [], [], dict.fromkeys(speakers or (), 0)
+    for batch in split_batches(data, shards.training_split, view, "cpu", **view_options):
+        for i, speaker in enumerate(batch["speaker"].tolist()):
+            if speakers is not None and counts.get(speaker, per_speaker) >= per_speaker:
+                continue
+            counts[speaker] = counts.get(speaker, 0) + 1
+            faces.append(to_uint8(area_resized(batch[key][i:i + 1], size or batch[key].shape[-1])))
+            values.append(speaker if field == "speaker" else batch[field][i])
+        if len(faces) >= limit or (speakers and min(counts.values()) >= per_speaker):
+            break
+    if not faces:
+        whose = " of the split's speakers" if speakers else ""
+        raise ValueError(f"{data}: no training faces{whose} ({shards.training_split})")
+    return np.concatenate(faces)[:limit], np.array(values[:limit])

@@ -1,11 +1,33 @@
-"""What more than one method's objective uses: the VGG19 perceptual loss (HeadGAN, Ear-SR), its frozen network
-read from a user file (torchvision's state dict; it cannot be downloaded here) and never checkpointed."""
+"""What more than one method's objective uses: BCE on logits and a discriminator's real and fake passes (ATVGnet,
+DAVS, HeadGAN); the VGG19 perceptual loss (HeadGAN, Ear-SR), its frozen network read from a user file
+(torchvision's state dict; it cannot be downloaded here) and never checkpointed."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avmodels.checkpoints import load_user_weights
+from avmodels.methods.base import is_distributed
+
+
+def bce(logit: torch.Tensor, target: float | torch.Tensor) -> torch.Tensor:
+    """BCE of logits against a constant target, in float32 (bf16 autocast refuses plain BCE on probabilities)."""
+    logit = logit.float()
+    return F.binary_cross_entropy_with_logits(logit, torch.as_tensor(target, device=logit.device).expand_as(logit))
+
+
+def real_and_fake(discriminator, real: tuple, fake: tuple) -> tuple[tuple, tuple]:
+    """``discriminator(*real)`` and ``discriminator(*fake)``: two passes, as the official codes (batch-norm
+    statistics of real and fake apart); under DDP one pass over both concatenated, since DDP takes one forward
+    per backward."""
+    if is_distributed(discriminator):
+        outputs = discriminator(*(torch.cat([r, f]) for r, f in zip(real, fake)))
+        count = len(real[0])
+        if torch.is_tensor(outputs):
+            return outputs[:count], outputs[count:]
+        return tuple(o[:count] for o in outputs), tuple(o[count:] for o in outputs)
+    return discriminator(*real), discriminator(*fake)
 
 # torchvision's VGG19 ``features``: channels per 3 x 3 convolution, "M" a 2 x 2 max pool (indices as torchvision's)
 VGG19_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)
@@ -50,8 +72,6 @@ def perceptual_loss(vgg: VGG19Features, fake: torch.Tensor, real: torch.Tensor) 
 def load_vgg19(path: str) -> VGG19Features:
     """VGG19 features from a torchvision ``vgg19`` state dict file (``torch.save(vgg19(weights=...).state_dict())``,
     optionally under ``state_dict``), loaded with ``weights_only=True``; the classifier's keys are ignored."""
-    from avmodels.training.checkpoint import load_user_weights
-
     state = load_user_weights(path, "model.vgg19")
     vgg = VGG19Features()
     wanted = vgg.state_dict()
@@ -65,3 +85,14 @@ def load_vgg19(path: str) -> VGG19Features:
                          f"{tuple(wanted[wrong[0]].shape)}")
     vgg.load_state_dict({key: state[key] for key in wanted})
     return vgg.eval()
+
+
+def vgg19_from_setting(setting: str | None, device, needed_by: str, without: str) -> tuple[VGG19Features | None, list]:
+    """The recipe's ``model.vgg19``: a file -> (the network on ``device``, []); "" -> (None, a note that the
+    perceptual terms are off); absent -> a ValueError saying both ways (``needed_by`` and ``without`` word it)."""
+    if setting is None:
+        raise ValueError(f'{needed_by} uses a VGG19 perceptual loss: set model.vgg19 = "vgg19.pth" (a torchvision '
+                         f'vgg19 state dict saved with torch.save), or model.vgg19 = "" to {without}')
+    if not setting:
+        return None, [f'model.vgg19 = "": the VGG19 perceptual terms are off ({without})']
+    return load_vgg19(setting).to(device), []

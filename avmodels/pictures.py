@@ -15,6 +15,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return pixels.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def from_uint8(pixels: np.ndarray) -> torch.Tensor:
+    """(N x) H x W x 3 uint8 RGB -> (N x) 3 x H x W float32 in [-1, 1]: ``to_uint8``'s inverse."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).movedim(-1, -3).float() / 127.5 - 1
+
+
 def area_resized(images: torch.Tensor, size: int) -> torch.Tensor:
     """(..., 3, H, W) images at ``size`` x ``size``, area-averaged (the shards' crops for a smaller model)."""
     if images.shape[-1] == size:

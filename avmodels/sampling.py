@@ -143,7 +143,7 @@ def prepare_inputs(method, recipe: Recipe, fps: float, given: dict[str, Path | N
     if given.get("reference"):
         inputs.reference = prepare_reference(given["reference"], recipe)
     if given.get("driving"):
-        inputs.driving = prepare_driving(given["driving"], scratch, getattr(method, "driving_asr", None))
+        inputs.driving = prepare_driving(given["driving"], scratch, method.driving_asr)
     if given.get("lr"):
         inputs.lr, inputs.hr = prepare_lr(given["lr"], recipe)
     return inputs

@@ -30,7 +30,8 @@ def demo(
 ):
     """Write a small corpus of talking-head videos made from real faces, to try the toolkit without data.
 
-    Each clip animates a real photo with head motion and a mouth that follows generated speech, muxed as H.264/AAC MP4, with its ground truth (mouth opening, head transform) in <clip>.truth.json.
+    Each clip animates a real photo with head motion and a mouth that follows generated speech, muxed as H.264/AAC
+    MP4, with its ground truth (mouth opening, head transform) in <clip>.truth.json.
     """
     from avprep.synth.catalogue import make_demo_corpus, make_lrw_demo
 
@@ -64,7 +65,7 @@ def extract(
                                                    "the shards (empty cells: missing)."),
     layout: str = typer.Option("auto", help="Dataset layout of the input folders: lrw, grid, voxceleb, hdtf, flat, "
                                             "folders (first folder = speaker), or auto (recognised from the "
-                                            "tree, else folders). See README 'Datasets'."),
+                                            "tree, else folders). See docs/datasets.md."),
     force: bool = typer.Option(False, help="Redo videos already extracted with the same settings."),
     retry_failed: bool = typer.Option(False, help="Redo videos that failed before (they are skipped by default)."),
     fail_on_error: bool = typer.Option(False, help="Exit with code 1 if any video failed."),
@@ -85,7 +86,7 @@ def extract(
                                                                "buffalo_l): detect faces with its SCRFD model "
                                                                "instead of MediaPipe's bundled detector."),
     fix_offset: bool = typer.Option(False, help="Shift the stored audio by the estimated A/V offset when the "
-                                                "estimate is confident (>= 0.3, see the README)."),
+                                                "estimate is confident (>= 0.3, see docs/extract.md)."),
     asr_model: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="ONNX acoustic model giving "
                                              "per-frame character posteriors (HeadGAN's audio input); contract in "
                                              "avprep/features/asr.py."),
@@ -101,7 +102,8 @@ def extract(
 ):
     """Analyse each video once into OUT/videos/<video_id>/ and OUT/manifest.parquet.
 
-    A bad video is recorded as failed with a one-line reason and never stops the run. Re-running skips videos already done with the same settings, so a killed run resumes where it stopped.
+    A bad video is recorded as failed with a one-line reason and never stops the run. Re-running skips videos
+    already done with the same settings, so a killed run resumes where it stopped.
     """
     from avprep.pipeline.config import ExtractConfig, FaceConfig
     from avprep.pipeline.inputs import InputError, discover
@@ -118,7 +120,7 @@ def extract(
         sources = discover(inputs, meta, layout)
     except InputError as error:
         console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if not sources:
         console.print(f"[red]error:[/] no videos found in {', '.join(map(str, inputs))}")
         raise typer.Exit(2)
@@ -168,7 +170,8 @@ def _run_with_progress(sources, out, config, options):
             progress.update(task, advance=1, ok=counts["ok"], failed=counts["failed"],
                             rate=f"{counts['frames'] / elapsed:.0f} frames/s")
             if record["status"] != "ok" and not skipped:
-                progress.console.print(f"[red]failed[/] {record['video_id']}: {record['error_kind']}: {record['error']}")
+                progress.console.print(f"[red]failed[/] {record['video_id']}: "
+                                       f"{record['error_kind']}: {record['error']}")
 
         return run_extract(sources, out, config, options, on_result=on_result)
 
@@ -183,7 +186,8 @@ def _print_summary(summary) -> None:
     hours = summary.video_seconds / 3600
     table.add_row("video processed", f"{hours:.3f} h ({summary.frames} frames)")
     elapsed = max(summary.elapsed_s, 1e-6)
-    table.add_row("throughput", f"{summary.frames / elapsed:.0f} frames/s, {summary.video_seconds / elapsed:.1f}× real time")
+    table.add_row("throughput",
+                  f"{summary.frames / elapsed:.0f} frames/s, {summary.video_seconds / elapsed:.1f}× real time")
     table.add_row("manifest", str(summary.manifest))
     console.print(table)
 
@@ -207,7 +211,8 @@ def inspect(
     out: Path = typer.Option(Path("sheet.png"), "--out", "-o", help="PNG to write."),
     frames: int = typer.Option(8, min=1, max=32, help="Frames to show, spread over the video."),
 ):
-    """Draw a contact sheet of what extract saw in one video: frames with the face box and 68 landmarks above the aligned crops."""
+    """Draw a contact sheet of what extract saw in one video: frames with the face box and 68 landmarks above the
+    aligned crops."""
     import cv2
 
     from avprep.inspect import contact_sheet
@@ -216,7 +221,7 @@ def inspect(
         sheet = contact_sheet(prep, video, frames)
     except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     console.print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]})")
@@ -237,7 +242,8 @@ def shard(
     set_: List[str] = typer.Option([], "--set", help="Override a recipe value: --set split.by=dataset (LRW's own "
                                                      "splits) --set data.window=centre --set data.stride_s=0.5"),
 ):
-    """Cut a recipe's clip windows from PREP into WebDataset tar shards, split by speaker (or video) from a seed. Re-running skips complete shards; the same inputs give byte-identical tars."""
+    """Cut a recipe's clip windows from PREP into WebDataset tar shards, split by speaker (or video) from a seed.
+    Re-running skips complete shards; the same inputs give byte-identical tars."""
     from avprep.shard.recipe import RecipeError, load_recipe
     from avprep.shard.run import run_shard
 
@@ -248,7 +254,7 @@ def shard(
                                 backend=backend, scheduler=scheduler, force=force)
     except RecipeError as error:
         console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     table = Table(title=f"shards of {chosen.name} in {out}", show_header=False)
     for split, count in summary.samples.items():
         table.add_row(f"{split} samples", str(count))
@@ -270,7 +276,8 @@ def _bytes(text: Optional[str]) -> Optional[int]:
 
 @app.command()
 def validate(shards: Path = typer.Argument(..., help="Shard folder written by 'avprep shard'.")):
-    """Read every shard end to end: readable, sample counts as in index.parquet, every field present with the dtype and shape of dataset.json. Exits 1 on any problem."""
+    """Read every shard end to end: readable, sample counts as in index.parquet, every field present with the dtype
+    and shape of dataset.json. Exits 1 on any problem."""
     from avprep.shard.validate import validate_shards
 
     counts, problems = validate_shards(shards)
@@ -289,7 +296,8 @@ def report(
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML page to write."),
     sheets: int = typer.Option(4, min=0, help="Contact sheets of videos to include (prep folders)."),
 ):
-    """Write one self-contained HTML page (plots and pictures inline, nothing fetched) to judge a dataset at a glance: failures, face size, pose, blur, durations, A/V offsets, speakers, contact sheets or sample grids."""
+    """Write one self-contained HTML page (plots and pictures inline, nothing fetched) to judge a dataset at a
+    glance: failures, face size, pose, blur, durations, A/V offsets, speakers, contact sheets or sample grids."""
     from avprep.report import write_report
 
     try:
@@ -297,7 +305,7 @@ def report(
             path = write_report(source, out, max_sheets=sheets)
     except FileNotFoundError as error:
         console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     console.print(f"wrote {path}")
 
 
@@ -313,7 +321,8 @@ def morphable_build(
     identity: int = typer.Option(6, min=1, help="Identity components (at most one fewer than the face tracks)."),
     expression: int = typer.Option(10, min=1, help="Expression components."),
 ):
-    """Learn a morphable model from extracted meshes: Procrustes-aligned, identity from per-track means, expression from within-track variation (PCA). Use it with 'avprep extract --morphable-basis'."""
+    """Learn a morphable model from extracted meshes: Procrustes-aligned, identity from per-track means, expression
+    from within-track variation (PCA). Use it with 'avprep extract --morphable-basis'."""
     from avprep.morphable import build_and_save
 
     try:
@@ -321,7 +330,7 @@ def morphable_build(
             model = build_and_save(prep, out, identity, expression)
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     console.print(f"wrote {out}: {model.identity.shape[0]} identity and {model.expression.shape[0]} expression "
                   f"components on {model.mean.shape[0]} vertices")
 

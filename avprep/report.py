@@ -14,7 +14,6 @@ import itertools
 import json
 import math
 import re
-import tarfile
 from pathlib import Path
 
 import cv2
@@ -27,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 from avprep.inspect import contact_sheet
 from avprep.media.ffmpeg import MediaError
 from avprep.pipeline.config import FaceConfig
+from avprep.shard.tars import shard_samples
 
 MAX_VIDEOS = 2000  # frames.parquet files read for the face histograms, spread over the manifest
 FRAMES_PER_VIDEO = 100  # face frames kept per video, evenly spaced: the shape of a distribution, not every row
@@ -123,7 +123,7 @@ def _total(table: pa.Table, name: str, rows: np.ndarray) -> str | int:
 
 
 def _failures(manifest: pa.Table, failed: np.ndarray) -> tuple[str, str]:
-    how = ("Each failed video is a manifest row with a short reason (error_kind) and a one-line error; the README "
+    how = ("Each failed video is a manifest row with a short reason (error_kind) and a one-line error; docs/extract.md "
            "lists what each reason means. Bars: videos per reason.")
     if not failed.any():
         return _section("Failures", how, "<p>No video failed.</p>")
@@ -302,14 +302,8 @@ def _samples(folder: Path, dataset: dict) -> tuple[str, str]:
 def _read_samples(tar_path: Path, n: int) -> dict[str, dict[str, bytes]]:
     """The SAMPLE_IMAGES members of the first ``n`` samples of a tar (keys hold no dots), reading no further."""
     samples: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(tar_path) as tar:
-        for info in tar:
-            key, _, member = info.name.partition(".")
-            if key not in samples and len(samples) == n:
-                break
-            wanted = samples.setdefault(key, {})
-            if member in SAMPLE_IMAGES:
-                wanted[member] = tar.extractfile(info).read()
+    for sample in itertools.islice(shard_samples(str(tar_path)), n):
+        samples[sample["__key__"]] = {name: data for name, data in sample.items() if name in SAMPLE_IMAGES}
     return samples
 
 

@@ -3,11 +3,12 @@ seed) already holds, against writing every network each time.
 
     python benchmarks/checkpoint_size.py [--stages stylegan fuse] [--out benchmarks/results/checkpoint.md]
 
-Ear-SR's networks at full size on the CPU (3.64 GB of float32). For each stage, the trainer's own ``_save``
-writes ``checkpoint.pt`` with the stage's optimisers (Adam, their state filled by one step) after the networks
-the stage changes have moved (those it trains, plus the moving-average generator in ``stylegan`` and the
-snapshot and plateau state in ``invert_joint``): once with ``kept`` naming the stage file before it (as the
-trainer does; in ``stylegan``, the networks as built), once with nothing kept (every network, as before).
+Ear-SR's networks at full size on the CPU (3.64 GB of float32). For each stage, the trainer's own
+``CheckpointKeeper.save`` writes ``checkpoint.pt`` with the stage's optimisers (Adam, their state filled by one
+step) after the networks the stage changes have moved (those it trains, plus the moving-average generator in
+``stylegan`` and the snapshot and plateau state in ``invert_joint``): once with ``kept`` naming the stage file
+before it (as the trainer does; in ``stylegan``, the networks as built), once with nothing kept (every network,
+as before).
 Columns: the file's size, seconds to write it (with the SHA-1 of the frozen networks, and fsync) and to load it
 back whole (with the SHA-1 of the networks taken from the stage file or rebuilt), each the best of two rounds run
 in alternating order (a process's first large write is slower), the disk flushed before each write.
@@ -21,13 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-
 from _bench import publish
+
+from avmodels import checkpoints
 from avmodels.methods.ear_sr import EarSR
-from avmodels.training import checkpoint as checkpoints
+from avmodels.training.checkpoint import CheckpointKeeper
 from avmodels.training.config import load_train_config
-from avmodels.training.distributed import start_node
-from avmodels.training.trainer import Position, _save, make_optimizers
+from avmodels.training.trainer import Position, make_optimizers
 
 CHANGED_OUTSIDE_OPTIMISERS = {"stylegan": ("generator_ema",), "invert_joint": ("generator_init", "regulariser")}
 DATASET = {"speakers": ["a", "b"]}
@@ -56,15 +57,16 @@ def measure(folder: Path, stage_name: str) -> list[str]:
     for label in [*variants, *reversed(variants)]:  # twice, in both orders: a process's first write is slower
         os.sync()  # earlier writes flushed: each write starts with the disk idle
         started = time.perf_counter()
-        _save(folder, config, DATASET, nets, optimizers, schedulers, Position(), start_node("cpu"), stage,
-              variants[label])
+        CheckpointKeeper(folder, config, DATASET, nets, True, variants[label]).save(optimizers, schedulers, Position(),
+                                                                                    stage.networks)
         written = time.perf_counter() - started
         started = time.perf_counter()
         checkpoints.load_networks(nets, checkpoints.load(folder / "checkpoint.pt"))  # kept networks: SHA-1 checked
         times[label].append((written, time.perf_counter() - started))
     rows = []
     for label, table in variants.items():
-        _save(folder, config, DATASET, nets, optimizers, schedulers, Position(), start_node("cpu"), stage, table)
+        CheckpointKeeper(folder, config, DATASET, nets, True, table).save(optimizers, schedulers, Position(),
+                                                                          stage.networks)
         stored = sorted(torch.load(folder / "checkpoint.pt", weights_only=True, mmap=True)["networks"])
         size = (folder / "checkpoint.pt").stat().st_size / 1e9
         written, read = (min(pair[i] for pair in times[label]) for i in (0, 1))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from _bench import publish
+
 from avprep.pipeline.config import ExtractConfig
 from avprep.pipeline.inputs import discover
 from avprep.pipeline.runner import extract_video

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from _bench import best_of, publish
+
 from avprep.media.audio import decode_audio
 from avprep.media.probe import probe
 from avprep.media.video import decode_frames

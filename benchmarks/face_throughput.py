@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _bench import publish
+
 from avprep.face import detect as face_detect
 from avprep.face import mesh as face_mesh
 from avprep.face.align import cut
@@ -140,7 +140,7 @@ def main() -> None:
             clip = Path(tmp) / f"{label}.mp4"
             make_talking_head(clip, seconds=args.seconds, fps=25, size=size)
             r = measure(clip, Path(tmp) / f"prep-{label}", args.repeats)
-            fps = lambda seconds: f"{r['frames'] / seconds:,.0f} f/s"
+            fps = lambda seconds, r=r: f"{r['frames'] / seconds:,.0f} f/s"
             floor = r["decode"] + r["mesh"]
             rows.append(f"| {label} {args.seconds:.0f} s | {fps(r['decode'])} | {fps(r['mesh'])} | {fps(floor)} | "
                         f"{fps(r['extract'])} | {r['overhead']:+.0f}% | {r['overhead_range'][0]:+.0f}% to "

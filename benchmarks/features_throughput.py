@@ -14,18 +14,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from _bench import best_of, publish
+
 from avprep.features import atvgnet_mfcc, earsr_spectrogram, headgan_lowlevel, syncnet_mfcc
 from avprep.media.audio import read_flac
-from avprep.morphable import (apply_affine, fit_video, load_default_model, nmfc_colours, posed_vertices,
-                              render_nmfc)
+from avprep.morphable import apply_affine, fit_video, load_default_model, nmfc_colours, posed_vertices, render_nmfc
 from avprep.pipeline.config import ExtractConfig
 from avprep.pipeline.inputs import discover
 from avprep.pipeline.runner import extract_video
 from avprep.synth.talking_head import make_talking_head
-
-
 
 
 def main() -> None:
@@ -62,7 +59,8 @@ def main() -> None:
             "NMFC render 256²": best_of(args.repeats, lambda: [render(k) for k in range(0, len(frames), 10)])
             / len(range(0, len(frames), 10)),
         }
-        rounds = [(best_of(1, lambda: extract(face_only)), best_of(1, lambda: extract(full))) for _ in range(args.repeats)]
+        rounds = [(best_of(1, lambda: extract(face_only)), best_of(1, lambda: extract(full)))
+                  for _ in range(args.repeats)]
         face_s, full_s = (min(column) for column in zip(*rounds))
     rows = ["| work | ms per video frame |", "|---|---:|"]
     rows += [f"| {name} | {seconds * 1000:.3f} |" for name, seconds in per_frame.items()]

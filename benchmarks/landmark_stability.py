@@ -15,8 +15,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from _bench import publish
+
 from avprep.face.align import apply
 from avprep.pipeline.config import ExtractConfig
 from avprep.pipeline.inputs import discover

@@ -26,10 +26,11 @@ import cv2
 import numpy as np
 import simplejpeg
 import torch
+from _bench import publish
 from PIL import Image
 
-from _bench import publish
-from avmodels.data import VIEWS, make_dataset, make_loader, shard_urls
+from avmodels.data import make_dataset, make_loader, shard_urls
+from avmodels.methods import get_method
 from avprep.pipeline.config import ExtractConfig
 from avprep.pipeline.inputs import discover
 from avprep.pipeline.runner import RunOptions, run_extract
@@ -141,7 +142,7 @@ def main() -> None:
         evict(frame_files)
         reads |= {"files evicted": read_rate(frame_files)[1], "files cached": read_rate(frame_files)[1]}
 
-        shards = make_loader(make_dataset(urls, VIEWS["davs"], train=False), batch_size=BATCH, num_workers=1)
+        shards = make_loader(make_dataset(urls, get_method("davs").view, train=False), batch_size=BATCH, num_workers=1)
         per_file = {style: torch.utils.data.DataLoader(FolderDataset(folders, research=style == "research"),
                                                        batch_size=BATCH, num_workers=1, persistent_workers=True)
                     for style in ("research", "lean")}

@@ -8,8 +8,9 @@ LRW-shaped demo tree for its word labels; HeadGAN 6, characters from pocketsphin
 weights cannot be had here; Ear-SR 32, every stage started on its own); only the step count and, for the rows
 that say so, the model size are changed. Rows marked CUDA-only (full-size DAVS, HeadGAN and Ear-SR: DAVS's
 word_pretrain at batch 16 runs FAN on 192 frames of 256 px, more memory than a 24 GiB CPU machine has; Ear-SR's
-networks hold 900 M parameters; the others take minutes per step) run with --device cuda. The first two steps (worker start-up, allocator
-warm-up) are left out; the rest are averaged. On CUDA the recipe's default precision applies (bf16 autocast).
+networks hold 900 M parameters; the others take minutes per step) run with --device cuda. The first two steps
+(worker start-up, allocator warm-up) are left out; the rest are averaged. On CUDA the recipe's default precision
+applies (bf16 autocast).
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from _bench import publish
+
 from avmodels.training.config import load_train_config
 from avmodels.training.trainer import train
 from avprep.pipeline.config import ExtractConfig

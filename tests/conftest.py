@@ -1,16 +1,15 @@
-"""Shared test media: generated once per session from real faces (see avprep.synth)."""
+"""Shared test media, generated once per session from real faces (see avprep.synth), and what is made from it:
+one extracted ``prep`` and one extracted LRW-shaped tree, shards of any recipe (``shards_for``, cached), the toy
+method registered for the trainer's tests."""
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-from avprep.media.ffmpeg import ffmpeg_exe
+from support import WORDS, run_cli, run_ffmpeg
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +44,6 @@ def prep(corpus, tmp_path_factory) -> Path:
     return out
 
 
-WORDS = ("ABOUT", "AFTER")
 # GRID .align: start and end in 1/25000 s, silences "sil" and "sp".
 ALIGN = "0 12000 sil\n12000 20000 bin\n20000 30000 blue\n30000 31000 sp\n31000 50000 now\n"
 
@@ -84,14 +82,32 @@ def lrw_prep(trees, tmp_path_factory) -> Path:
     return prep
 
 
-def run_ffmpeg(*args: str) -> None:
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", *args], check=True)
+@pytest.fixture(scope="session")
+def shards_for(prep, lrw_prep, tmp_path_factory):
+    """``shards_for(recipe, source="prep"|"lrw", max_count=None, **recipe_fields)``: the shards of a recipe (its
+    fields replaced) cut from the session's prep, made once per session for each distinct request."""
+    from avprep.shard.recipe import load_recipe
+    from avprep.shard.run import run_shard
+
+    made: dict[tuple, Path] = {}
+
+    def make(recipe: str, source: str = "prep", max_count: int | None = None, **fields) -> Path:
+        request = (recipe, source, max_count, tuple(sorted(fields.items())))
+        if request not in made:
+            folder = tmp_path_factory.mktemp(f"shards_{recipe}")
+            run_shard(prep if source == "prep" else lrw_prep, folder,
+                      dataclasses.replace(load_recipe(recipe), **fields), max_count=max_count)
+            made[request] = folder
+        return made[request]
+
+    return make
 
 
-def run_cli(*args: str, check: bool = True, wrapper: tuple[str, ...] = (), **kwargs) -> subprocess.CompletedProcess:
-    """Run ``avprep`` as a user would, in a subprocess (behind ``wrapper``, a command prefix, when given)."""
-    result = subprocess.run([*wrapper, sys.executable, "-m", "avprep.cli", *args], capture_output=True, text=True,
-                            env={**os.environ, "COLUMNS": "200"}, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"avprep {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
-    return result
+@pytest.fixture(scope="module")
+def toy():
+    """The trainer tests' toy method (``support.Toy``) in the registry, as ``toy``, for one test module."""
+    from avmodels.methods import METHODS
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(METHODS, "toy", "support:Toy")
+        yield "toy"

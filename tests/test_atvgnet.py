@@ -1,9 +1,7 @@
 """ATVGnet's networks: the official parameter counts, shapes, and the ConvGRU against torch's GRU."""
 from __future__ import annotations
 
-import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -11,18 +9,16 @@ import pytest
 import skimage.data
 import soundfile
 import torch
+from support import run_avmodels
 
 from avmodels.data import split_batches
+from avmodels.methods import get_method
 from avmodels.methods.atvgnet import ATVGnet
 from avmodels.methods.atvgnet.networks import ATNet, ConvGRU, GLDiscriminator, VGNet
-from avmodels.training import checkpoint as checkpoints
 from avmodels.training.config import load_train_config
 from avmodels.training.trainer import StepContext, make_optimizers, train, train_step
 from avprep.media.audio import decode_audio
 from avprep.media.probe import probe
-from avprep.shard.recipe import load_recipe
-from avprep.shard.run import run_shard
-from test_train import run_avmodels
 
 OFFICIAL = {ATNet: 30_071_750, VGNet: 58_355_781, GLDiscriminator: 21_491_473 - 594_568}
 
@@ -82,30 +78,27 @@ SMALL = ["model.image_size=64", "model.width=8", "train.num_workers=1", "train.l
 
 
 @pytest.fixture(scope="module")
-def shards(prep, tmp_path_factory) -> Path:
+def shards(shards_for) -> Path:
     """ATVGnet shards of the test corpus: 24-frame clips (an example frame and 16 targets), with audio."""
-    folder = tmp_path_factory.mktemp("atvgnet_shards")
-    recipe = dataclasses.replace(load_recipe("atvgnet"), split_by="video", fractions=(("train", 0.5), ("test", 0.5)))
-    run_shard(prep, folder, recipe, max_count=8)
-    return folder
+    return shards_for("atvgnet", split_by="video", fractions=(("train", 0.5), ("test", 0.5)), max_count=8)
 
 
 def test_the_view_gives_an_example_and_16_targets_and_reads_images_only_when_asked(shards):
-    batch = next(split_batches(shards, "train", "atvgnet", "cpu", batch_size=2))
+    batch = next(split_batches(shards, "train", get_method("atvgnet").view, "cpu", batch_size=2))
     assert batch["landmarks"].shape == (2, 16, 68, 2) and batch["example_landmarks"].shape == (2, 68, 2)
     assert batch["mfcc"].shape == (2, 16, 28, 12) and batch["audio"].shape == (2, 16 * 640)
     assert batch["frames"].shape == (2, 16, 3, 128, 128) and batch["reference"].shape == (2, 3, 128, 128)
-    landmarks_only = next(split_batches(shards, "train", "atvgnet", "cpu", batch_size=2, images=False))
+    landmarks_only = next(split_batches(shards, "train", get_method("atvgnet").view, "cpu", batch_size=2, images=False))
     assert "frames" not in landmarks_only and "reference" not in landmarks_only
     assert torch.equal(landmarks_only["landmarks"], batch["landmarks"])
 
 
 def test_the_landmark_pca_is_fitted_on_the_training_split_and_round_trips_it(shards):
     method = ATVGnet({}, {"speakers": ["a", "b", "c"]})
-    method.fit(method.networks, shards, "cpu")
+    method.begin_stage(method.networks, shards, StepContext("at_net", 0, 0, 0))
     pca = method.networks["landmark_pca"]
     assert bool(pca.fitted)
-    batch = next(split_batches(shards, "train", "atvgnet", "cpu", batch_size=8, images=False))
+    batch = next(split_batches(shards, "train", get_method("atvgnet").view, "cpu", batch_size=8, images=False))
     normalised = pca.normalise(batch["landmarks"])
     assert normalised.abs().max() < 1.5  # x5 of a unit-norm shape: about +-0.5
     error = (pca.reconstruct(pca.project(normalised)) - normalised).abs().mean() / normalised.abs().mean()
@@ -119,8 +112,8 @@ def fixed_batch_losses(shards, stage_name: str, steps: int, key: str) -> list[fl
     stage = next(s for s in config.stages if s.name == stage_name)
     torch.manual_seed(0)
     method = ATVGnet(config.model, {"speakers": ["a", "b", "c"]})
-    method.fit(method.networks, shards, "cpu")
-    batch = next(split_batches(shards, "train", "atvgnet", "cpu", batch_size=2, **stage.view))
+    method.begin_stage(method.networks, shards, StepContext("at_net", 0, 0, 0))
+    batch = next(split_batches(shards, "train", get_method("atvgnet").view, "cpu", batch_size=2, **stage.view))
     optimizers, schedulers = make_optimizers(stage, method.networks)
     for net in method.networks.values():
         net.train()
@@ -140,22 +133,6 @@ def test_at_net_fits_a_fixed_batch(shards):
 def test_vg_net_fits_a_fixed_batch(shards):
     pixels = fixed_batch_losses(shards, "vg_net", 40, "g_pixel")
     assert sum(pixels[-5:]) / 5 < 0.6 * pixels[0], pixels[::8]
-
-
-@pytest.mark.slow  # two full runs of both stages; the other methods' resume tests stay in the default run
-def test_both_stages_run_and_resume_exactly(shards, tmp_path):
-    config = load_train_config("atvgnet", overrides=SMALL)
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    train(config, shards, whole, device="cpu")
-    train(config, shards, parts, max_steps=3, device="cpu")  # stops inside vg_net
-    train(config, shards, parts, resume=True, device="cpu")
-    rows = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
-    assert [row["stage"] for row in rows] == ["at_net"] * 2 + ["vg_net"] * 3
-    for name in ("at_net", "vg_net", "discriminator", "landmark_pca"):
-        for key, value in checkpoints.load(whole / "checkpoint.pt")["networks"][name].items():
-            other = checkpoints.load(parts / "checkpoint.pt")["networks"][name][key]
-            assert torch.allclose(value.float(), other.float(), rtol=1e-4, atol=1e-6), (name, key)
-    assert (whole / "stage-at_net.pt").is_file() and (whole / "stage-vg_net.pt").is_file()
 
 
 def test_sample_writes_a_talking_mp4_as_long_as_the_speech_and_eval_its_measures(shards, prep, tmp_path):
@@ -183,13 +160,3 @@ def test_sample_writes_a_talking_mp4_as_long_as_the_speech_and_eval_its_measures
     assert scores["samples"] == 2 and len(list((tmp_path / "eval").glob("*.mp4"))) == 2
 
 
-def test_two_ddp_ranks_train_both_stages_and_agree(shards, tmp_path):
-    run = tmp_path / "ddp"
-    settings = [arg for setting in SMALL for arg in ("--set", setting)]
-    result = run_avmodels("train", "-m", "atvgnet", "-d", str(shards), "-o", str(run), "--device", "cpu", *settings,
-                          wrapper=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                                   "--master_port", "29541"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["steps"] == 5
-    assert len(set(summary["weights_sha1_per_rank"])) == 1

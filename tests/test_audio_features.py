@@ -45,7 +45,8 @@ def tone_burst(seconds: float, start_s: float, end_s: float, hz: float = 1000.0)
 # --- tiny ONNX acoustic models, built here with the onnx helper API -------------------------------------------
 
 def energy_model(path, input_name: str = "waveform", sidecar: dict | None = None):
-    """Waveform [1, n] -> logits [1, n // 160, 27]: class 3 follows the mean energy of each 10 ms, class 0 wins in silence."""
+    """Waveform [1, n] -> logits [1, n // 160, 27]: class 3 follows the mean energy of each 10 ms, class 0 wins in
+    silence."""
     weights = np.zeros((1, len(DEFAULT_ALPHABET)), np.float32)
     weights[0, TONE_CLASS] = 1000.0
     bias = np.zeros(len(DEFAULT_ALPHABET), np.float32)
@@ -321,7 +322,7 @@ def test_features_do_not_import_torch():
 
 def test_extract_stores_every_feature_on_the_video_clock(corpus, tmp_path):
     """End to end: extract writes each feature with its time base; ASR and transcripts when given."""
-    from conftest import run_cli
+    from support import run_cli
 
     from avprep.pipeline.store import PrepDir
 
@@ -368,7 +369,7 @@ def test_pocketsphinx_spells_the_words_it_hears_across_their_times():
 
 
 def test_extract_with_pocketsphinx_gives_headgan_its_characters(corpus, tmp_path):
-    from conftest import run_cli
+    from support import run_cli
 
     from avprep.pipeline.config import ExtractConfig
     from avprep.pipeline.store import PrepDir

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from support import WORDS, run_cli
 
 from avprep.features.asr import DEFAULT_ALPHABET
 from avprep.pipeline.inputs import InputError, discover
@@ -17,7 +18,7 @@ from avprep.shard.plan import plan_samples
 from avprep.shard.recipe import RecipeError, load_recipe, parse_recipe, read_recipe
 from avprep.shard.run import run_shard
 from avprep.synth.catalogue import make_lrw_demo
-from conftest import WORDS, run_cli
+
 
 @pytest.fixture(scope="session")
 def grid_prep(trees, tmp_path_factory) -> Path:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from support import run_cli, run_ffmpeg
 
 from avprep.media.audio import SAMPLE_RATE, read_flac
 from avprep.pipeline.config import ExtractConfig
 from avprep.pipeline.inputs import discover
 from avprep.pipeline.runner import RunOptions, run_extract
 from avprep.pipeline.store import PrepDir
-from conftest import run_cli, run_ffmpeg
 
 MANIFEST_COLUMNS = {"video_id", "path", "speaker", "status", "error", "error_kind", "duration_s", "fps",
                     "variable_fps", "width", "height", "n_frames", "audio_sr", "audio_duration_s", "config_hash"}

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from support import run_cli
 
 from avprep.face.align import apply
 from avprep.face.points import eye_centres
@@ -20,7 +21,6 @@ from avprep.pipeline.inputs import discover
 from avprep.pipeline.runner import RunOptions, run_extract
 from avprep.pipeline.store import PrepDir
 from avprep.synth.talking_head import make_talking_head
-from conftest import run_cli
 
 OFFSETS = [-6, -3, 0, 3, 6]
 OFFSET_IDENTITIES = ["astronaut", "hanks", "ross", "chandler", "phoebe"]

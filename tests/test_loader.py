@@ -9,60 +9,41 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import soundfile
 import torch
 import webdataset as wds
+from support import clip, flac, jpg, npy, png, write_shards, write_tar
 
-from avmodels.data import (ARENAS_PER_WORKER, VIEWS, Prefetcher, UnsafeMemberError, make_dataset, make_loader,
-                           node_position, shard_urls)
+from avmodels.data import (
+    ARENAS_PER_WORKER,
+    Prefetcher,
+    UnsafeMemberError,
+    make_dataset,
+    make_loader,
+    node_position,
+    shard_urls,
+)
+from avmodels.methods import get_method
 from avmodels.views import EncodedImages
 
 T = 2  # frames per clip: small, the views do not care
 ATVGNET_CLIP = 24  # ATVGnet draws an example frame in [3, 7] and the 16 frames after it
 DAVS_CLIP = 25  # DAVS classifies every other frame of 24 and reads 20 consecutive ones (small images: cheap tars)
-SPEAKERS = ["spk_a", "spk_b", "spk_c"]
 SAMPLES_PER_SHARD = {"train": [3, 3, 3, 3, 3, 2], "val": [2, 2]}
 
 
-def _jpg(rng, size):
-    return cv2.imencode(".jpg", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))[1].tobytes()
-
-
-def _png(rng, size):
-    return cv2.imencode(".png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))[1].tobytes()
-
-
-def _npy(array):
-    buffer = io.BytesIO()
-    np.save(buffer, array.astype(np.float32), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _flac(rng, seconds):
-    buffer = io.BytesIO()
-    soundfile.write(buffer, rng.uniform(-0.5, 0.5, int(seconds * 16000)), 16000, format="FLAC", subtype="PCM_16")
-    return buffer.getvalue()
-
-
-def _clip(rng, prefix, extension, size, frames=None):
-    encode = _jpg if extension == "jpg" else _png
-    return {f"{prefix}{i:03d}.{extension}": encode(rng, size) for i in range(frames or T)}
-
-
 MEMBERS = {  # method -> (rng -> members after meta.json, frames per sample)
-    "wav2pix": (lambda rng: {"image.jpg": _jpg(rng, 128), "audio.flac": _flac(rng, 1.5),
-                             "wrong.jpg": _jpg(rng, 128)}, 1),
-    "atvgnet": (lambda rng: {**_clip(rng, "f", "jpg", 128, ATVGNET_CLIP),
-                             "landmarks.npy": _npy(rng.uniform(0, 128, (ATVGNET_CLIP, 68, 2))),
-                             "mfcc.npy": _npy(rng.normal(size=(ATVGNET_CLIP, 28, 12)))}, ATVGNET_CLIP),
-    "davs": (lambda rng: {**_clip(rng, "f", "jpg", 32, DAVS_CLIP),
-                          "mfcc.npy": _npy(rng.normal(size=(DAVS_CLIP, 20, 12)))}, DAVS_CLIP),
-    "headgan": (lambda rng: {**_clip(rng, "f", "jpg", 256), **_clip(rng, "nmfc", "png", 256),
-                             "ref.jpg": _jpg(rng, 256), "audio_features.npy": _npy(rng.normal(size=(T, 300)))}, T),
-    "ear_sr": (lambda rng: {"image.jpg": _jpg(rng, 128), "lr.png": _png(rng, 8), "audio.flac": _flac(rng, 4.0)}, 1),
+    "wav2pix": (lambda rng: {"image.jpg": jpg(rng, 128), "audio.flac": flac(rng, 1.5),
+                             "wrong.jpg": jpg(rng, 128)}, 1),
+    "atvgnet": (lambda rng: {**clip(rng, "f", "jpg", 128, ATVGNET_CLIP),
+                             "landmarks.npy": npy(rng.uniform(0, 128, (ATVGNET_CLIP, 68, 2))),
+                             "mfcc.npy": npy(rng.normal(size=(ATVGNET_CLIP, 28, 12)))}, ATVGNET_CLIP),
+    "davs": (lambda rng: {**clip(rng, "f", "jpg", 32, DAVS_CLIP),
+                          "mfcc.npy": npy(rng.normal(size=(DAVS_CLIP, 20, 12)))}, DAVS_CLIP),
+    "headgan": (lambda rng: {**clip(rng, "f", "jpg", 256, T), **clip(rng, "nmfc", "png", 256, T),
+                             "ref.jpg": jpg(rng, 256), "audio_features.npy": npy(rng.normal(size=(T, 300)))}, T),
+    "ear_sr": (lambda rng: {"image.jpg": jpg(rng, 128), "lr.png": png(rng, 8), "audio.flac": flac(rng, 4.0)}, 1),
 }
 
 SHAPES = {  # view key -> (dtype, shape of one sample)
@@ -81,47 +62,11 @@ SHAPES = {  # view key -> (dtype, shape of one sample)
 }
 
 
-def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> None:
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for key, members in samples:
-            for field, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{field}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-
-
-def write_shards(folder: Path, method: str, seed: int = 0) -> Path:
-    """A shard folder: dataset.json, index.parquet and <split>-NNNNNN.tar for SAMPLES_PER_SHARD."""
-    rng, (members, n_frames) = np.random.default_rng(seed), MEMBERS[method]
-    folder.mkdir(parents=True)
-    splits, index = {}, []
-    for split, counts in SAMPLES_PER_SHARD.items():
-        names = [f"{split}-{number:06d}.tar" for number in range(len(counts))]
-        for name, count in zip(names, counts):
-            samples = []
-            for _ in range(count):
-                key = f"{split}_{len(index):04d}"
-                speaker = len(index) % len(SPEAKERS)
-                row = dict(key=key, shard=name, split=split, speaker=SPEAKERS[speaker], video_id=f"vid{speaker}",
-                           track=0, start_frame=len(index) * 10, n_frames=n_frames)
-                meta = {**row, "speaker_index": speaker, "label_index": speaker, "fps": 25.0, "sample_rate": 16000,
-                        "audio_start_s": -0.25, "av_offset_frames": 0}
-                del meta["shard"], meta["split"]
-                samples.append((key, {"meta.json": json.dumps(meta).encode(), **members(rng)}))
-                index.append(row)
-            write_tar(folder / name, samples)
-        splits[split] = {"samples": sum(counts), "shards": names}
-    dataset = {"schema_version": 1, "recipe": {"name": method}, "fields": {}, "speakers": SPEAKERS,
-               "sample_rate": 16000, "splits": splits}
-    (folder / "dataset.json").write_text(json.dumps(dataset))
-    pq.write_table(pa.Table.from_pylist(index), folder / "index.parquet")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("loader_shards")
-    return {method: write_shards(root / method, method) for method in MEMBERS}
+    return {method: write_shards(root / method, method, SAMPLES_PER_SHARD, members=members, frames=frames)
+            for method, (members, frames) in MEMBERS.items()}
 
 
 def split_keys(folder: Path, split: str) -> list[str]:
@@ -135,7 +80,7 @@ def loaded_keys(loader) -> list[str]:
 
 @pytest.mark.parametrize("method", list(MEMBERS))
 def test_views_have_the_documented_shapes(shards, method):
-    dataset = make_dataset(shard_urls(shards[method], "val"), VIEWS[method], train=False)
+    dataset = make_dataset(shard_urls(shards[method], "val"), get_method(method).view, train=False)
     batch = next(iter(make_loader(dataset, batch_size=2, num_workers=0)))
     for key, (dtype, shape) in SHAPES[method].items():
         assert batch[key].dtype == dtype and tuple(batch[key].shape) == (2, *shape), key
@@ -151,7 +96,8 @@ def test_worker_batches_equal_in_process_batches_and_images_read_as_cv2_reads_th
     urls = shard_urls(shards[method], "val")
 
     def batches(workers):
-        return list(make_loader(make_dataset(urls, VIEWS[method], train=False), batch_size=3, num_workers=workers))
+        dataset = make_dataset(urls, get_method(method).view, train=False)
+        return list(make_loader(dataset, batch_size=3, num_workers=workers))
 
     in_process, in_worker = batches(0), batches(1)
     assert [len(batch["key"]) for batch in in_worker] == [3, 1]  # the last batch is partial
@@ -172,8 +118,9 @@ def test_worker_batches_equal_in_process_batches_and_images_read_as_cv2_reads_th
 def test_batches_a_consumer_keeps_are_not_overwritten(shards):
     """More batches held than a worker has arenas: it must take fresh memory, not reuse theirs."""
     urls = shard_urls(shards["headgan"], "train")
-    reference = list(make_loader(make_dataset(urls, VIEWS["headgan"], train=False), batch_size=1, num_workers=0))
-    loader = make_loader(make_dataset(urls, VIEWS["headgan"], train=False), batch_size=1, num_workers=1)
+    view = get_method("headgan").view
+    reference = list(make_loader(make_dataset(urls, view, train=False), batch_size=1, num_workers=0))
+    loader = make_loader(make_dataset(urls, get_method("headgan").view, train=False), batch_size=1, num_workers=1)
     for _ in range(2):
         kept = list(loader)
         assert len(kept) == len(reference) > 2 * ARENAS_PER_WORKER
@@ -195,13 +142,14 @@ def test_long_member_names_keep_their_keys_in_every_tar_format(tmp_path, tar_for
             info = tarfile.TarInfo(f"{key}.{field}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    [sample] = list(make_dataset(str(tmp_path / "long.tar"), VIEWS["wav2pix"], train=False))
+    [sample] = list(make_dataset(str(tmp_path / "long.tar"), get_method("wav2pix").view, train=False))
     assert sample["key"] == key and tuple(sample["image"].shape) == (3, 128, 128)
 
 
 def test_a_pipe_url_reads_what_the_path_reads(shards):
     shard = shard_urls(shards["davs"], "val")[0]
-    via_path, via_pipe = (list(make_dataset(url, VIEWS["davs"], train=False)) for url in (shard, f"pipe:cat {shard}"))
+    via_path, via_pipe = (list(make_dataset(url, get_method("davs").view, train=False))
+                          for url in (shard, f"pipe:cat {shard}"))
     assert [sample["key"] for sample in via_pipe] == [sample["key"] for sample in via_path]
     assert torch.equal(via_pipe[-1]["frames"], via_path[-1]["frames"])
 
@@ -212,9 +160,9 @@ def test_fsspec_urls_read_what_the_path_reads(shards):
     shard = shard_urls(shards["davs"], "val")[0]
     with fsspec.open("memory://avmodels-test/val.tar", "wb") as remote:
         remote.write(Path(shard).read_bytes())
-    via_path = list(make_dataset(shard, VIEWS["davs"], train=False))
+    via_path = list(make_dataset(shard, get_method("davs").view, train=False))
     for url in ("memory://avmodels-test/val.tar", "file://" + shard):
-        samples = list(make_dataset(url, VIEWS["davs"], train=False))
+        samples = list(make_dataset(url, get_method("davs").view, train=False))
         assert [s["key"] for s in samples] == [s["key"] for s in via_path]
         assert torch.equal(samples[-1]["frames"], via_path[-1]["frames"])
 
@@ -225,21 +173,21 @@ def test_truncated_and_foreign_files_are_refused(shards, tmp_path):
                                    ("text.tar", b"not a tar\n" * 100, "not a tar")]:
         (tmp_path / name).write_bytes(content)
         with pytest.raises(ValueError, match=message):
-            list(make_dataset(str(tmp_path / name), VIEWS["davs"], train=False))
+            list(make_dataset(str(tmp_path / name), get_method("davs").view, train=False))
 
 
 def test_wav2pix_audio_is_a_peak_normalised_pre_emphasised_second(shards):
     urls = shard_urls(shards["wav2pix"], "val")
-    crops = [next(iter(make_dataset(urls, VIEWS["wav2pix"], seed=seed, shuffle_buffer=0)))["audio"]
+    crops = [next(iter(make_dataset(urls, get_method("wav2pix").view, seed=seed, shuffle_buffer=0)))["audio"]
              for seed in (0, 1)]
-    centre = next(iter(make_dataset(urls, VIEWS["wav2pix"], train=False)))["audio"]
+    centre = next(iter(make_dataset(urls, get_method("wav2pix").view, train=False)))["audio"]
     assert not torch.equal(crops[0], crops[1])  # random, seeded training crops
     assert 1.0 < centre.abs().max() <= 1.95  # x / max|x|, then x[n] - 0.95 x[n - 1]
 
 
 def test_two_ranks_with_two_workers_each_cover_the_split_once(shards):
     urls = shard_urls(shards["wav2pix"], "train")
-    seen = [loaded_keys(make_loader(make_dataset(urls, VIEWS["wav2pix"], seed=3, rank=rank, world_size=2),
+    seen = [loaded_keys(make_loader(make_dataset(urls, get_method("wav2pix").view, seed=3, rank=rank, world_size=2),
                                     batch_size=2, num_workers=2)) for rank in (0, 1)]
     assert not set(seen[0]) & set(seen[1]) and seen[0] and seen[1]
     assert sorted(seen[0] + seen[1]) == sorted(split_keys(shards["wav2pix"], "train"))
@@ -260,7 +208,7 @@ def test_an_initialised_process_group_decides_the_rank(tmp_path):
 def test_resampled_mode_gives_every_rank_exactly_epoch_samples(shards):
     urls = shard_urls(shards["wav2pix"], "train")
     for rank in (0, 1):
-        loader = make_loader(make_dataset(urls, VIEWS["wav2pix"], resampled=True, epoch_samples=7, rank=rank,
+        loader = make_loader(make_dataset(urls, get_method("wav2pix").view, resampled=True, epoch_samples=7, rank=rank,
                                           world_size=2), batch_size=3, num_workers=2)
         assert [len(loaded_keys(loader)) for _ in range(2)] == [7, 7]
 
@@ -269,11 +217,11 @@ def test_the_order_is_a_function_of_the_seed(shards):
     urls = shard_urls(shards["wav2pix"], "train")
 
     def order(seed):
-        return [sample["key"] for sample in make_dataset(urls, VIEWS["wav2pix"], seed=seed, shuffle_buffer=4)]
+        return [sample["key"] for sample in make_dataset(urls, get_method("wav2pix").view, seed=seed, shuffle_buffer=4)]
 
     assert order(1) == order(1) != order(2)
     assert sorted(order(1)) == sorted(order(2))
-    dataset = make_dataset(urls, VIEWS["wav2pix"], seed=1, shuffle_buffer=4)
+    dataset = make_dataset(urls, get_method("wav2pix").view, seed=1, shuffle_buffer=4)
     assert [s["key"] for s in dataset] != [s["key"] for s in dataset]  # the next epoch reshuffles
 
 
@@ -282,7 +230,7 @@ def test_pickle_members_are_refused(tmp_path, member):
     key, field = member.split(".", 1)
     write_tar(tmp_path / "bad.tar", [(key, {"meta.json": b"{}", field: b"\x80\x04N."})])
     with pytest.raises(UnsafeMemberError, match=rf"{member} is \.{field}, a pickle: refused"):
-        list(make_dataset(str(tmp_path / "bad.tar"), VIEWS["wav2pix"]))
+        list(make_dataset(str(tmp_path / "bad.tar"), get_method("wav2pix").view))
 
 
 def test_folders_brace_patterns_lists_and_urls_resolve(shards):
@@ -296,7 +244,7 @@ def test_folders_brace_patterns_lists_and_urls_resolve(shards):
                                                                   "s3://bucket/val-000001.tar"]
     with pytest.raises(ValueError, match="choose a split"):
         shard_urls(folder)
-    keys = [sample["key"] for sample in make_dataset(f"{folder}/val-{{000000..000001}}.tar", VIEWS["wav2pix"],
+    keys = [sample["key"] for sample in make_dataset(f"{folder}/val-{{000000..000001}}.tar", get_method("wav2pix").view,
                                                       train=False)]
     assert keys == split_keys(folder, "val")
 
@@ -311,7 +259,7 @@ def test_plain_tar_and_plain_webdataset_read_the_shards(shards):
 
 
 def test_the_prefetcher_on_cpu_gives_images_in_unit_range(shards):
-    dataset = make_dataset(shard_urls(shards["headgan"], "val"), VIEWS["headgan"], train=False)
+    dataset = make_dataset(shard_urls(shards["headgan"], "val"), get_method("headgan").view, train=False)
     batch = next(iter(Prefetcher(make_loader(dataset, batch_size=2, num_workers=1), "cpu")))
     raw = next(iter(make_loader(dataset, batch_size=2, num_workers=1)))
     for key in ("frames", "nmfc", "reference"):

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import run_ffmpeg
 
 from avprep.media.audio import SAMPLE_RATE, decode_audio
 from avprep.media.probe import channel_count, probe
 from avprep.media.video import decode_frames
 from avprep.synth.talking_head import make_talking_head
-from conftest import run_ffmpeg
 
 
 def decode_all(path, **kwargs) -> np.ndarray:
@@ -109,7 +109,8 @@ def test_audio_that_starts_late_is_padded_onto_the_video_timeline(tmp_path):
 
 
 def test_channel_layout_names():
-    assert [channel_count(n) for n in ["mono", "stereo", "5.1(side)", "7.1", "3 channels", "quad"]] == [1, 2, 6, 8, 3, 4]
+    names = ["mono", "stereo", "5.1(side)", "7.1", "3 channels", "quad"]
+    assert [channel_count(n) for n in names] == [1, 2, 6, 8, 3, 4]
 
 
 def test_the_mp4_writer_muxes_frames_and_sound_of_the_same_length(tmp_path):

@@ -11,12 +11,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from avprep.face.quality import head_pose
-from avprep.morphable import (MorphableModel, apply_affine, build_model, fit_track, fit_video, load_default_model,
-                              nmfc_colours, posed_vertices, render_nmfc)
+from avprep.morphable import (
+    MorphableModel,
+    apply_affine,
+    build_model,
+    fit_track,
+    fit_video,
+    load_default_model,
+    nmfc_colours,
+    posed_vertices,
+    render_nmfc,
+)
 from avprep.morphable.build import similarity_align
 from avprep.morphable.default import DEFAULT_BASIS
 from avprep.morphable.fit import project
-from avprep.morphable.topology import tesselation_edges, signed_areas
+from avprep.morphable.topology import signed_areas, tesselation_edges
 from avprep.pipeline.config import ExtractConfig
 from avprep.pipeline.inputs import discover
 from avprep.pipeline.runner import run_extract
@@ -191,7 +200,7 @@ def test_nmfc_in_the_canonical_crop_covers_the_face(model, extracted):
 
 
 def test_extract_stores_the_fit_and_a_built_basis_can_replace_the_default(extracted, corpus, tmp_path):
-    from conftest import run_cli
+    from support import run_cli
 
     record = json.loads((extracted / "record.json").read_text())
     assert record["morphable_error_iod"] < 0.02
@@ -199,7 +208,8 @@ def test_extract_stores_the_fit_and_a_built_basis_can_replace_the_default(extrac
     assert np.load(extracted / "morphable_camera.npy").shape == (n, 6)
     assert np.load(extracted / "morphable_identity.npy").shape[0] == record["n_tracks"]
     one_track = run_cli("morphable", "build", str(extracted.parent.parent), "-o", str(tmp_path / "x.npz"), check=False)
-    assert one_track.returncode == 1 and "at least two tracks" in one_track.stderr and "Traceback" not in one_track.stderr
+    assert (one_track.returncode == 1 and "at least two tracks" in one_track.stderr
+            and "Traceback" not in one_track.stderr)
     run_cli("extract", str(corpus), "-o", str(tmp_path / "corpus_prep"), "-j", "2", "--no-audio-features")
     basis = tmp_path / "basis.npz"
     run_cli("morphable", "build", str(tmp_path / "corpus_prep"), "-o", str(basis), "--expression", "4")

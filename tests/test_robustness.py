@@ -14,13 +14,13 @@ import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import pytest
+from support import run_cli, run_ffmpeg
 
 from avprep.pipeline.inputs import discover
 from avprep.pipeline.store import PrepDir
 from avprep.shard.recipe import load_recipe
 from avprep.shard.run import run_shard
 from avprep.synth.talking_head import make_talking_head
-from conftest import run_cli, run_ffmpeg
 
 FPS = 25
 SECONDS = 3.0
@@ -79,7 +79,8 @@ def test_short_and_late_audio_never_loses_a_video(short_audio):
     ("starts_0.5s_late", 12, 74), ("offset-6", 0, 68), ("offset+6", 5, 74)])
 def test_frames_outside_the_real_audio_are_marked(short_audio, name, first, last):
     """has_audio is true exactly on the frames whose one-frame audio window the track covers (a late AAC track's
-    first packet carries 1024 priming samples, 64 ms at 16 kHz, so it counts from 64 ms before the sound: 0.436 s rather than 0.5 s)."""
+    first packet carries 1024 priming samples, 64 ms at 16 kHz, so it counts from 64 ms before the sound: 0.436 s
+    rather than 0.5 s)."""
     prep, _, _ = short_audio
     has_audio = np.asarray(frames_table(prep, by_name(prep)[name])["has_audio"])
     assert np.flatnonzero(has_audio).tolist() == list(range(first, last + 1))

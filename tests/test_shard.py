@@ -14,22 +14,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile
+from support import run_cli
 
 from avprep.shard.recipe import load_recipe, shipped_recipes
 from avprep.shard.run import run_shard
 from avprep.shard.writer import tar_bytes, tar_file_bytes
-from conftest import run_cli
 
 RECIPES = ["wav2pix", "atvgnet", "davs", "headgan", "ear_sr"]
 
 
 @pytest.fixture(scope="session")
-def shards(prep, tmp_path_factory) -> dict[str, Path]:
-    folders = {}
-    for name in RECIPES:
-        folders[name] = tmp_path_factory.mktemp(f"shards_{name}")
-        run_shard(prep, folders[name], load_recipe(name), max_count=4)
-    return folders
+def shards(shards_for) -> dict[str, Path]:
+    return {name: shards_for(name, max_count=4) for name in RECIPES}
 
 
 def members(tar_path: Path) -> dict[str, bytes]:
@@ -177,11 +173,12 @@ def test_real_shards_load_into_tensors_through_each_view(shards, name):
     """Round trip: extract -> shard -> avmodels.data view -> batches, with the documented shapes."""
     import torch
 
-    from avmodels.data import VIEWS, Prefetcher, make_dataset, make_loader, shard_urls
+    from avmodels.data import Prefetcher, make_dataset, make_loader, shard_urls
+    from avmodels.methods import get_method
 
     dataset_json = json.loads((shards[name] / "dataset.json").read_text())
     split = "train_a+train_b" if name == "ear_sr" else "train"  # Ear-SR's training halves
-    dataset = make_dataset(shard_urls(shards[name], split), VIEWS[name], seed=1, shuffle_buffer=8)
+    dataset = make_dataset(shard_urls(shards[name], split), get_method(name).view, seed=1, shuffle_buffer=8)
     batch = next(iter(Prefetcher(make_loader(dataset, batch_size=2, num_workers=0), "cpu")))
     n, t = 2, dataset_json["recipe"]["clip_frames"]
     expected = {"wav2pix": {"image": (n, 3, 128, 128), "wrong": (n, 3, 128, 128), "audio": (n, 16000)},

@@ -1,243 +1,177 @@
-"""avmodels: Wav2Pix's architecture, the trainer (overfitting, exact resume, stages, DDP) and the CLIs."""
+"""The generic trainer on a toy method and synthetic shards (exact resume across epochs and stages, stages that
+train only their networks, checkpoints that leave out what stage files hold, DDP, user weights, schedules,
+recipe checks) and the `avmodels` commands' errors and listing."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-import cv2
 import pytest
-import soundfile
 import torch
+from support import TOY_RECIPE, avmodels_here, free_port, torchrun, toy_shards
 
-from avmodels.data import split_batches
-from avmodels.methods import get_method
-from avmodels.methods.wav2pix import Wav2Pix
-from avmodels.training import checkpoint as checkpoints
+from avmodels import checkpoints
+from avmodels.methods import get_method, load_trained
 from avmodels.training.config import load_train_config, parse_train_config
 from avmodels.training.distributed import start_node
-from avmodels.training.trainer import Position, StepContext, _batches, make_optimizers, train, train_step
-from avprep.media.audio import decode_audio
-from avprep.media.probe import probe
-from avprep.shard.recipe import RecipeError, load_recipe, read_recipe
-from avprep.shard.run import run_shard
+from avmodels.training.trainer import Position, _batches, make_optimizers, train
+from avprep.shard.folder import ShardDir
+from avprep.shard.recipe import RecipeError, read_recipe
 
-SMALL = ["model.image_size=64", "train.batch_size=2", "train.num_workers=1", "train.log_every=1",
-         "train.sample_every=2", "train.checkpoint_every=2"]
+pytestmark = pytest.mark.usefixtures("toy")
 
 
 @pytest.fixture(scope="module")
-def shards(prep, tmp_path_factory) -> Path:
-    """Wav2Pix shards of the test corpus (3 speakers x 2 clips): one clip of each speaker trains, one validates."""
-    folder = tmp_path_factory.mktemp("train_shards")
-    recipe = dataclasses.replace(load_recipe("wav2pix"), fractions=(("train", 0.5), ("val", 0.5)))
-    run_shard(prep, folder, recipe, max_count=4)
-    return folder
+def shards(tmp_path_factory):
+    return toy_shards(tmp_path_factory.mktemp("toy_shards") / "shards")
 
 
-def run_avmodels(*args: str, wrapper: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    command = [*wrapper, "-m", "avmodels.cli", *args] if wrapper else [sys.executable, "-m", "avmodels.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+def toy_config(*overrides: str):
+    return load_train_config("toy", str(TOY_RECIPE), list(overrides))
 
 
-def metrics(run: Path) -> list[dict]:
+def metrics(run) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def count(module: torch.nn.Module) -> int:
-    return sum(parameter.numel() for parameter in module.parameters())
+def weights(run) -> dict:
+    return checkpoints.load(run / "checkpoint.pt")["networks"]
 
 
-def test_parameter_counts_match_the_official_code():
-    at128 = Wav2Pix({"image_size": 128}, {"speakers": list("abcdefghij")}).networks
-    assert count(at128["speech_encoder"]) == 11_495_424
-    assert count(at128["speaker_classifier"]) == 28_230
-    assert count(at128["generator"]) == 13_241_344
-    assert sum(count(at128[name]) for name in ("speech_encoder", "speaker_classifier", "generator")) == 24_764_998
-    assert count(at128["discriminator"]) == 11_162_624
-    at64 = Wav2Pix({"image_size": 64}, {"speakers": list("abcdefghij")}).networks
-    assert sum(count(at64[name]) for name in ("speech_encoder", "speaker_classifier", "generator")) == 15_327_814
-    assert count(at64["discriminator"]) == 2_765_824
+@pytest.fixture(scope="module")
+def whole(shards, tmp_path_factory, toy):
+    """The uninterrupted run (2 warm-up steps, 4 GAN steps) that the resumed ones must equal."""
+    run = tmp_path_factory.mktemp("toy_whole")
+    train(toy_config("train.num_workers=1"), shards, run, device="cpu")
+    return run
 
 
-def test_shapes_and_the_official_losses_and_optimisers():
-    config = load_train_config("wav2pix")
-    stage = config.stages[0]
-    assert stage.losses == {"adversarial": 1.0, "feature_matching": 100.0, "l1": 50.0, "speaker": 20.0}
-    assert [(o.name, o.lr, o.betas) for o in stage.optimizers] == [
-        ("discriminator", 4e-4, (0.5, 0.999)), ("generator", 1e-4, (0.5, 0.999))]
-    method = Wav2Pix(config.model, {"speakers": ["a", "b", "c"]})
-    batch = {"audio": torch.randn(2, 16000), "image": torch.rand(2, 3, 128, 128) * 2 - 1,
-             "wrong": torch.rand(2, 3, 128, 128) * 2 - 1, "speaker": torch.tensor([0, 2])}
-    out = method.forward(method.networks, batch)
-    assert out["z"].shape == (2, 128) and out["fake"].shape == (2, 3, 128, 128)
-    assert out["fake"].abs().max() <= 1 and out["speaker_logits"].shape == (2, 3)
-    _, terms = method.loss("discriminator", method.networks, batch, out, stage.losses)
-    assert set(terms) == {"d_fake", "d_real", "d_wrong"}
-
-
-def test_a_fixed_batch_is_overfit(shards):
-    """L1 to the target faces falls by at least half in 200 steps with the recipe's losses and optimisers.
-
-    Dropout is off, as usual for an overfit-one-batch check: with it on, the generator's output stays noisy and
-    the fall is ~50% rather than ~80%.
-    """
-    config = load_train_config("wav2pix", overrides=["model.image_size=64", "model.dropout=0.0"])
-    stage = config.stages[0]
-    torch.manual_seed(0)
-    method = Wav2Pix(config.model, {"speakers": ["a", "b", "c"]})
-    batch = next(split_batches(shards, "train", "wav2pix", "cpu", batch_size=2))
-    optimizers, schedulers = make_optimizers(stage, method.networks)
-    l1 = []
-    for step in range(200):
-        ctx = StepContext(stage.name, step, step, 0)
-        _, losses = train_step(method, method.networks, method.networks, batch, stage, optimizers, schedulers, ctx)
-        l1.append(losses["g_l1"])
-    assert sum(l1[-5:]) / 5 <= 0.5 * l1[0], l1[::20]
-
-
-def test_a_resumed_run_equals_an_uninterrupted_one(shards, tmp_path):
-    train_samples = json.loads((shards / "dataset.json").read_text())["splits"]["train"]["samples"]
-    batch = f"train.batch_size={max(2, train_samples // 2)}"  # two batches an epoch: the run crosses epochs
-    config = load_train_config("wav2pix", overrides=[*SMALL, batch])
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    train(config, shards, whole, max_steps=5, device="cpu")
-    train(config, shards, parts, max_steps=2, device="cpu")
-    assert checkpoints.load(parts / "checkpoint.pt")["step"] == 2
-    train(config, shards, parts, max_steps=5, resume=True, device="cpu")
+@pytest.mark.parametrize("stop", [1, 3, 5])
+def test_a_resumed_run_equals_an_uninterrupted_one(shards, whole, tmp_path, stop):
+    """Stopped in the first stage, in the second and in its second epoch (12 training samples, batches of 2,
+    one worker: 6 batches an epoch), then resumed: the same losses at every step and the same weights."""
+    config, parts = toy_config("train.num_workers=1"), tmp_path / "parts"
+    train(config, shards, parts, max_steps=stop, device="cpu")
+    assert checkpoints.load(parts / "checkpoint.pt")["step"] == stop
+    train(config, shards, parts, resume=True, device="cpu")
     first, second = metrics(whole), metrics(parts)
-    assert [row["step"] for row in second] == [1, 2, 3, 4, 5]
-    assert {row["epoch"] for row in first} == {0, 1, 2}, "the run must cross epoch boundaries"
+    assert [row["step"] for row in second] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(first, second):
-        for name in a:
-            if name.startswith(("d_", "g_")):
-                assert b[name] == pytest.approx(a[name], rel=1e-5, abs=1e-7), (a["step"], name)
-    for name in ("generator", "discriminator", "speech_encoder"):
-        for key, value in checkpoints.load(whole / "checkpoint.pt")["networks"][name].items():
-            assert torch.allclose(value.float(), checkpoints.load(parts / "checkpoint.pt")["networks"][name][key].float(),
-                                  rtol=1e-4, atol=1e-6), key
-    assert sorted(p.name for p in (whole / "samples").iterdir()) == ["step-0000002.png", "step-0000004.png"]
+        assert {k: v for k, v in a.items() if k.startswith(("d_", "g_"))} == pytest.approx(
+            {k: v for k, v in b.items() if k.startswith(("d_", "g_"))}, rel=1e-6), a["step"]
+    for name, state in weights(whole).items():
+        assert all(torch.equal(value, weights(parts)[name][key]) for key, value in state.items()), name
+    assert sorted(p.name for p in (whole / "samples").iterdir()) == [f"step-000000{i}.png" for i in (2, 4, 6)]
 
 
-def test_stages_train_only_their_networks_and_hand_over_weights(shards, tmp_path):
-    recipe = tmp_path / "two_stages.toml"
-    recipe.write_text("""
-[model]
-image_size = 64
-[train]
-batch_size = 2
-num_workers = 0
-log_every = 1
-[[train.stages]]
-name = "reconstruct"
-steps = 2
-losses = { l1 = 1.0 }
-[train.stages.optimizers.generator]
-networks = ["speech_encoder", "generator"]
-lr = 1e-3
-[[train.stages]]
-name = "gan"
-steps = 2
-init_from = "reconstruct"
-losses = { adversarial = 1.0, l1 = 50.0 }
-[train.stages.optimizers.discriminator]
-networks = ["discriminator"]
-lr = 4e-4
-every = 2
-[train.stages.optimizers.generator]
-networks = ["speech_encoder", "generator"]
-lr = 1e-4
-""")
-    config = load_train_config("wav2pix", str(recipe))
+def test_stages_train_only_their_networks_and_hand_over_weights(whole, shards, toy):
+    torch.manual_seed(0)
+    initial = get_method("toy")({"width": 32}, {}).networks["discriminator"].state_dict()
+    after_warmup = checkpoints.load(whole / "stage-warmup.pt")["networks"]
+    assert all(torch.equal(value, after_warmup["discriminator"][key]) for key, value in initial.items())
+    rows = metrics(whole)
+    assert [row["stage"] for row in rows] == ["warmup"] * 2 + ["gan"] * 4
+    assert [("d_fake" in row) for row in rows] == [False, False, True, False, True, False], "D every second step"
+    final = checkpoints.load(whole / "stage-gan.pt")["networks"]
+    assert any(not torch.equal(v, after_warmup["generator"][k]) for k, v in final["generator"].items())
+
+
+def test_a_stage_run_again_continues_the_history(whole, shards, tmp_path):
+    run = tmp_path / "again"
+    run.mkdir()
+    for name in ("checkpoint.pt", "stage-warmup.pt", "stage-gan.pt", "metrics.jsonl"):
+        (run / name).write_bytes((whole / name).read_bytes())
+    train(toy_config(), shards, run, device="cpu", start_stage="gan")  # from the warm-up's weights, steps go on
+    rows = metrics(run)
+    assert [row["step"] for row in rows] == list(range(1, 11))
+    assert [row["stage"] for row in rows] == ["warmup"] * 2 + ["gan"] * 8
+
+
+def test_checkpoints_leave_out_what_the_seed_or_a_stage_file_holds(whole, shards, tmp_path, toy):
     run = tmp_path / "run"
-    torch.manual_seed(config.seed)
-    initial = Wav2Pix(config.model, {"speakers": ["a", "b", "c"]}).networks["discriminator"].state_dict()
-    train(config, shards, run, device="cpu")
-    after_first = checkpoints.load(run / "stage-reconstruct.pt")["networks"]
-    for key, value in initial.items():
-        assert torch.equal(value, after_first["discriminator"][key]), "a frozen network changed"
-    rows = metrics(run)
-    assert [row["stage"] for row in rows] == ["reconstruct"] * 2 + ["gan"] * 2
-    assert [("d_fake" in row) for row in rows] == [False, False, True, False], "D steps every second step"
-    assert any(not torch.equal(v, after_first["generator"][k])
-               for k, v in checkpoints.load(run / "stage-gan.pt")["networks"]["generator"].items())
-    train(config, shards, run, device="cpu", start_stage="gan")  # a stage again: the history and steps go on
-    rows = metrics(run)
-    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
-    assert [row["stage"] for row in rows] == ["reconstruct"] * 2 + ["gan"] * 4
+    train(toy_config(), shards, run, max_steps=1, device="cpu")  # in the warm-up: D is still as built
+    raw = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert set(raw["networks"]) == {"generator"} and raw["kept"]["discriminator"][0] == checkpoints.INITIAL
+    method, nets, saved = load_trained(run / "checkpoint.pt")
+    torch.manual_seed(0)
+    built = get_method("toy")({"width": 32}, {}).networks["discriminator"].state_dict()
+    assert all(torch.equal(value, nets["discriminator"].state_dict()[key]) for key, value in built.items())
+    final = torch.load(whole / "checkpoint.pt", weights_only=True)  # the GAN stage trains both: nothing left out
+    assert set(final["networks"]) == {"generator", "discriminator"}
 
 
-def test_a_stage_takes_its_own_batch_size(shards):
-    config = load_train_config("wav2pix", overrides=["train.batch_size=2", "train.num_workers=0",
-                                                     "train.stages.gan.batch_size=3"])
-    stage = config.stages[0]
-    batches = _batches(config, "wav2pix", stage, shards, start_node("cpu"), Position(), 8)
+def test_a_stage_takes_its_own_batch_size(shards, toy):
+    config = toy_config("train.stages.gan.batch_size=3")
+    batches = _batches(config, get_method("toy"), config.stages[1], ShardDir(shards), start_node("cpu"), Position())
     assert len(next(batches)["key"]) == 3
 
 
-def test_sample_and_eval_write_their_files(shards, prep, tmp_path):
-    config = load_train_config("wav2pix", overrides=SMALL)
-    run = tmp_path / "run"
-    train(config, shards, run, max_steps=2, device="cpu")
-    clip = next((prep / "videos").iterdir())
-    audio = tmp_path / "speech.flac"
-    (Path(str(audio))).write_bytes((clip / "audio.flac").read_bytes())
-    result = run_avmodels("sample", "-c", str(run / "checkpoint.pt"), "-a", str(audio), "-o", str(tmp_path / "s.png"))
-    assert result.returncode == 0, result.stderr
-    picture = cv2.imread(str(tmp_path / "s.png"))
-    assert picture.shape[0] == 64 and picture.shape[1] >= 64  # one row of 64 px faces, one per second
-    result = run_avmodels("sample", "-c", str(run / "checkpoint.pt"), "-a", str(audio), "-o", str(tmp_path / "t.mp4"))
-    assert result.returncode == 0, result.stderr
-    video = probe(tmp_path / "t.mp4")
-    seconds = soundfile.info(str(audio)).duration
-    assert (video.width, video.height, video.audio_codec, video.fps) == (64, 64, "aac", 25.0)
-    assert video.n_packets == round(seconds * 25)  # a face for every frame of the speech
-    assert abs(len(decode_audio(tmp_path / "t.mp4", 1)) / 16000 - seconds) < 1 / 25
-    result = run_avmodels("sample", "-c", str(run / "checkpoint.pt"), "-o", str(tmp_path / "t.mp4"))
-    assert result.returncode == 2 and "give --audio" in result.stdout
-    result = run_avmodels("eval", "-m", "wav2pix", "-d", str(shards), "-c", str(run / "checkpoint.pt"),
-                          "--split", "val", "--limit", "3", "-o", str(tmp_path / "eval.json"))
-    assert result.returncode == 0, result.stderr + result.stdout
-    scores = json.loads((tmp_path / "eval.json").read_text())
-    for name in ("face_detectability", "dlib_detectability", "speaker_id_accuracy", "identity_accuracy"):
-        assert 0.0 <= scores[name] <= 1.0 and 0.0 <= scores[f"{name}_real"] <= 1.0, name
-    assert scores["face_detectability_real"] >= 0.9 and scores["dlib_detectability_real"] >= 0.9
-    assert scores["identity_similarity_real"] > 0.85 and scores["identity_accuracy_real"] >= 0.6
-    assert scores["samples"] == 3 and (tmp_path / "eval.png").is_file()
+DDP_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from avmodels.methods import METHODS
+from avmodels.training.config import load_train_config
+from avmodels.training.trainer import train
+METHODS["toy"] = "support:Toy"
+train(load_train_config("toy", {recipe!r}), {shards!r}, {out!r}, device="cpu")
+"""
 
 
-def test_two_process_ddp_ranks_agree_on_the_weights(shards, tmp_path):
-    run = tmp_path / "ddp"
-    settings = [arg for setting in SMALL for arg in ("--set", setting)]
-    result = run_avmodels("train", "-m", "wav2pix", "-d", str(shards), "-o", str(run), "--max-steps", "3",
-                          "--device", "cpu", *settings,
-                          wrapper=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                                   "--master_port", "29533"))
+def test_two_gloo_ranks_agree_on_the_weights(shards, tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(TOY_RECIPE.parent), recipe=str(TOY_RECIPE), shards=str(shards),
+                                        out=str(tmp_path / "ddp")))
+    result = __import__("subprocess").run([*torchrun(free_port()), str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["steps"] == 3
-    digests = summary["weights_sha1_per_rank"]
-    assert len(digests) == 2 and digests[0] == digests[1]
-    assert metrics(run)[-1]["samples_per_s"] > 0
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 6
+    assert len(summary["weights_sha1_per_rank"]) == 2 and len(set(summary["weights_sha1_per_rank"])) == 1
+    assert metrics(tmp_path / "ddp")[-1]["samples_per_s"] > 0
+
+
+def test_a_network_starts_from_a_user_file_and_pickled_objects_are_refused(shards, tmp_path, toy):
+    donor = get_method("toy")({"width": 32}, {}).networks["discriminator"]  # the warm-up leaves it as it is
+    torch.save({"state_dict": {f"module.{k}": v for k, v in donor.state_dict().items()}}, tmp_path / "d.pt")
+    config = toy_config(f'train.init.discriminator={{ file = "{tmp_path / "d.pt"}", strip_prefix = "module." }}')
+    train(config, shards, tmp_path / "run", max_steps=1, device="cpu")
+    loaded = weights(tmp_path / "run")["discriminator"]
+    assert all(torch.equal(loaded[k], v) for k, v in donor.state_dict().items())
+    torch.save({"generator": argparse.Namespace(payload=1)}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="weights_only=True"):
+        train(toy_config(f'train.init.generator={{ file = "{tmp_path / "evil.pt"}" }}'), shards, tmp_path / "evil",
+              max_steps=1, device="cpu")
+    with pytest.raises(FileNotFoundError, match="train.init.generator"):
+        train(toy_config('train.init.generator={ file = "nope.pt" }'), shards, tmp_path / "none", device="cpu")
+
+
+def test_a_recipe_naming_an_unknown_stage_or_loss_term_is_refused_when_loaded(toy):
+    with pytest.raises(RecipeError, match="'polish': toy has the stages"):
+        toy_config("train.stages.gan.name=polish")
+    with pytest.raises(RecipeError, match=r"stage gan: losses must weigh exactly.*unknown \['l2'\]"):
+        toy_config("train.stages.gan.losses={ l1 = 1.0, adversarial = 1.0, l2 = 3.0 }")
+    with pytest.raises(RecipeError, match=r"missing \['adversarial'\]"):
+        toy_config("train.stages.gan.losses={ l1 = 1.0 }")
+    with pytest.raises(RecipeError, match="no stage named 'gann'"):
+        load_train_config("wav2pix", overrides=["train.stages.gann.steps=3"])
+    with pytest.raises(RecipeError, match="only the data half"):
+        parse_train_config("headgan", read_recipe("headgan")[1] | {"train": {}})
 
 
 def test_clear_errors(shards, tmp_path):
-    result = run_avmodels("train", "-m", "nosuch", "-d", str(shards))
-    assert result.returncode == 2 and "no recipe named 'nosuch'" in result.stdout
-    with pytest.raises(RecipeError, match="only the data half"):
-        parse_train_config("headgan", read_recipe("headgan")[1] | {"train": {}})
-    result = run_avmodels("train", "-m", "davs", "-d", str(shards), "-o", str(tmp_path / "davs"))
-    assert result.returncode == 2 and "DAVS trains on word labels and these shards have none" in result.stdout
-    with pytest.raises(RecipeError, match="no stage named 'gann'"):
-        load_train_config("wav2pix", overrides=["train.stages.gann.steps=3"])
-    result = run_avmodels("train", "-m", "wav2pix", "-d", str(shards), "-o", str(tmp_path / "none"), "--resume")
-    assert result.returncode == 2 and "no checkpoint" in result.stdout
-    result = run_avmodels("eval", "-m", "wav2pix", "-d", str(shards), "--split", "test")
-    assert result.returncode == 2 and "the 'test' split holds no samples" in result.stdout
+    result = avmodels_here("train", "-m", "nosuch", "-d", str(shards))
+    assert result.exit_code == 2 and "no recipe named 'nosuch'" in result.output
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    info = json.loads((shards / "dataset.json").read_text())
+    (unlabelled / "dataset.json").write_text(json.dumps({**info, "labels": []}))
+    result = avmodels_here("train", "-m", "davs", "-d", str(unlabelled), "-o", str(tmp_path / "davs"))
+    assert result.exit_code == 2 and "DAVS trains on word labels and these shards have none" in result.output
+    result = avmodels_here("train", "-m", "wav2pix", "-d", str(tmp_path), "-o", str(tmp_path / "none"))
+    assert result.exit_code == 2 and "no dataset.json here; make shards with `avprep shard" in result.output
+    result = avmodels_here("train", "-m", "wav2pix", "-d", str(shards), "-o", str(tmp_path / "none"), "--resume")
+    assert result.exit_code == 2 and "no checkpoint" in result.output
+    result = avmodels_here("eval", "-m", "wav2pix", "-d", str(shards), "--split", "test")
+    assert result.exit_code == 2 and "the 'test' split holds no samples" in result.output
 
 
 def test_checkpoints_load_without_pickle(tmp_path):
@@ -254,7 +188,8 @@ def test_overrides_reach_stages_and_optimisers():
     stage = config.stages[0]
     assert (stage.steps, stage.epochs, stage.optimizers[0].every) == (7, None, 2)
     assert config.model["image_size"] == 64 and config.precision == "bf16"
-    assert load_train_config("wav2pix").stages[0].total_steps(samples_per_epoch=640, batch_size=64, world_size=2) == 1000
+    stage = load_train_config("wav2pix").stages[0]
+    assert stage.total_steps(samples_per_epoch=640, batch_size=64, world_size=2) == 1000
 
 
 def test_an_optimiser_can_move_one_of_its_networks_at_a_multiple_of_its_rate():
@@ -267,59 +202,6 @@ def test_an_optimiser_can_move_one_of_its_networks_at_a_multiple_of_its_rate():
     assert groups[1]["params"] == list(nets["audio_encoder"].parameters())
     with pytest.raises(RecipeError, match="lr_scale maps some of its networks"):
         load_train_config("ear_sr", overrides=["train.stages.fuse.optimizers.fusion.lr_scale={ generator = 2 }"])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method, steps", [("wav2pix", 4), ("atvgnet", 8), ("davs", 4), ("headgan", 2),
-                                           ("ear_sr", 2)])
-def test_quickstart_runs_the_whole_chain(tmp_path, method, steps):
-    """`avmodels quickstart`: demo media -> extract -> shard -> train -> sample -> eval, every output there."""
-    result = run_avmodels("quickstart", str(tmp_path / "qs"), "--method", method, "--steps", str(steps))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for path in ("eval.json", "eval.png", "run/checkpoint.pt", "run/metrics.jsonl",
-                 "shards/dataset.json",
-                 *{"wav2pix": ("sample.png", "talking.mp4"), "ear_sr": ("sample.png", "eval-closed.json")}.get(method, ("talking.mp4",
-                                                                                                      "eval/")),
-                 *(("driven.mp4", "demo/lipread_mp4/ABOUT/test/ABOUT_00001.mp4") if method == "davs" else ())):
-        assert (tmp_path / "qs" / path).exists(), path
-    if method == "headgan":  # the demo's speech heard by pocketsphinx; cross-identity videos among eval's
-        assert all(json.loads(p.read_text())["transcript_source"] == "pocketsphinx"
-                   for p in (tmp_path / "qs" / "prep" / "videos").glob("*/record.json"))
-        assert list((tmp_path / "qs" / "eval").glob("cross-*.mp4"))
-    stages = {"wav2pix": 1, "atvgnet": 2, "davs": 2, "headgan": 1, "ear_sr": 6}[method]  # DAVS: no pid_pretrain
-    assert json.loads((tmp_path / "qs" / "eval.json").read_text())["step"] == steps * stages
-
-
-def test_list_names_methods_stages_and_recipes():
-    result = run_avmodels("list")
-    assert result.returncode == 0, result.stderr
-    assert "wav2pix" in result.stdout and "gan" in result.stdout and "200 epochs" in result.stdout
-    assert "x0.1" in result.stdout  # Ear-SR fine-tunes E_a at a tenth of the fusion rate
-    counts = json.loads(run_avmodels("list", "--params", "--json").stdout)
-    assert counts["atvgnet"] == {"at_net": 30_071_750, "vg_net": 58_355_781, "discriminator": 20_896_905,
-                                 "landmark_pca": 0}
-    assert counts["wav2pix"]["generator"] == 13_241_344
-    assert counts["davs"]["decoder"] == 22_404_547 and counts["davs"]["word_classifier"] == 1_829_876  # 500 words
-    assert "--reference + --audio or --driving -> video" in result.stdout
-
-
-def test_a_network_starts_from_a_user_file_and_pickled_objects_are_refused(shards, tmp_path):
-    donor = Wav2Pix({"image_size": 64}, {"speakers": ["a", "b", "c"]}).networks["speech_encoder"]
-    torch.save({"state_dict": {f"module.{k}": v for k, v in donor.state_dict().items()}}, tmp_path / "encoder.pt")
-    config = load_train_config("wav2pix", overrides=[
-        *SMALL, f'train.init.speech_encoder={{ file = "{tmp_path / "encoder.pt"}", strip_prefix = "module." }}',
-        "train.stages.gan.optimizers.generator.networks=['generator']"])  # the encoder stays as loaded
-    train(config, shards, tmp_path / "run", max_steps=1, device="cpu")
-    loaded = checkpoints.load(tmp_path / "run" / "checkpoint.pt")["networks"]["speech_encoder"]
-    assert all(torch.equal(loaded[k], v) for k, v in donor.state_dict().items())
-    torch.save({"speech_encoder": argparse.Namespace(payload=1)}, tmp_path / "evil.pt")
-    evil = load_train_config("wav2pix", overrides=[
-        *SMALL, f'train.init.speech_encoder={{ file = "{tmp_path / "evil.pt"}" }}'])
-    with pytest.raises(ValueError, match="weights_only=True"):
-        train(evil, shards, tmp_path / "evil", max_steps=1, device="cpu")
-    missing = load_train_config("wav2pix", overrides=[*SMALL, 'train.init.speech_encoder={ file = "nope.pt" }'])
-    with pytest.raises(FileNotFoundError, match="train.init.speech_encoder"):
-        train(missing, shards, tmp_path / "missing", max_steps=1, device="cpu")
 
 
 def test_a_decay_holds_the_rate_for_its_share_of_the_stage_then_falls_to_zero():
@@ -338,3 +220,16 @@ def test_a_decay_holds_the_rate_for_its_share_of_the_stage_then_falls_to_zero():
     assert cosine(1) == pytest.approx(0.5)  # the second of 4 warm-up updates
     with pytest.raises(RecipeError, match="0 <= hold < 1"):
         load_train_config("wav2pix", overrides=["train.stages.gan.optimizers.generator.hold=1.0"])
+
+
+def test_list_names_methods_stages_and_recipes():
+    result = avmodels_here("list")
+    assert result.exit_code == 0, result.output
+    assert "wav2pix" in result.output and "gan" in result.output and "200 epochs" in result.output
+    assert "x0.1" in result.output  # Ear-SR fine-tunes E_a at a tenth of the fusion rate
+    counts = json.loads(avmodels_here("list", "--params", "--json").output)
+    assert counts["atvgnet"] == {"at_net": 30_071_750, "vg_net": 58_355_781, "discriminator": 20_896_905,
+                                 "landmark_pca": 0}
+    assert counts["wav2pix"]["generator"] == 13_241_344
+    assert counts["davs"]["decoder"] == 22_404_547 and counts["davs"]["word_classifier"] == 1_829_876  # 500 words
+    assert "--reference + --audio or --driving -> video" in result.output

@@ -1,38 +1,41 @@
-"""The methods the trainer knows, by name. One file per method holds its networks, losses and pictures.
+"""The methods, by name, and trained methods back from their checkpoints.
 
-A method is a class built as ``Method(model: dict, dataset: dict)`` (the recipe's ``[model]`` table and the facts
-of the shards' dataset.json: ``speakers`` and ``labels`` lists, which size classifier heads) with:
-
-    name, view               its registry name and its ``avmodels.views.VIEWS`` entry
-    networks                 dict name -> nn.Module; the recipe's optimisers name these
-    forward(nets, batch, ctx) the step's shared forward pass -> dict (e.g. generated images); ``ctx`` is the
-                             trainer's StepContext (stage name, stage step, step, epoch, rank, world size)
-    loss(optimizer, nets, batch, out, weights, ctx) -> (loss tensor, dict of floats to log)
-                             the loss that optimiser minimises; ``weights`` is the stage's ``losses`` table
-    picture_rows(nets, batch, out) -> list of N x 3 x H x W tensors in [-1, 1], one grid row each
-    fit(nets, data, device, split)  optional: statistics computed before training (kept in networks' buffers)
-    load_auxiliary(device) -> notes  optional: frozen helper networks from user files (VGG19), never checkpointed
-    micro_batches(batch, ctx) -> list  optional: several optimiser rounds per loaded batch (HeadGAN's windows)
-    after_step(nets, batch, ctx)   optional: called after each optimiser round (Ear-SR's moving-average generator)
-    inputs, outputs, sample(nets, inputs, output, device, **options), evaluate(nets, data, split, device, limit)
-                             what ``avmodels sample`` and ``avmodels eval`` call (avmodels.sampling)
-    drivers                  optional: inputs of which the user gives one (DAVS: audio or driving)
-
-``nets`` is ``networks`` as training sees them (wrapped for DDP or compiled), so the same code serves both. To
-add a method: write ``avmodels/methods/<name>.py``, list its class here, and give it ``pipelines/<name>.toml``.
+A method is a package here whose class subclasses ``avmodels.methods.base.Method`` (the whole contract); adding
+one is that package, a line in ``METHODS``, a recipe ``pipelines/<name>.toml`` and ``docs/methods/<name>.md``
+(docs/training.md, "Adding a method").
 """
 from __future__ import annotations
 
-from avmodels.methods.atvgnet import ATVGnet
-from avmodels.methods.davs import DAVS
-from avmodels.methods.ear_sr import EarSR
-from avmodels.methods.headgan import HeadGAN
-from avmodels.methods.wav2pix import Wav2Pix
+import importlib
+from pathlib import Path
 
-METHODS = {"atvgnet": ATVGnet, "davs": DAVS, "ear_sr": EarSR, "headgan": HeadGAN, "wav2pix": Wav2Pix}
+import torch
+
+from avmodels import checkpoints
+from avmodels.methods.base import Method
+
+METHODS = {  # name -> its class, imported when asked for (a method imports only what it uses)
+    "atvgnet": "avmodels.methods.atvgnet:ATVGnet",
+    "davs": "avmodels.methods.davs:DAVS",
+    "ear_sr": "avmodels.methods.ear_sr:EarSR",
+    "headgan": "avmodels.methods.headgan:HeadGAN",
+    "wav2pix": "avmodels.methods.wav2pix:Wav2Pix",
+}
 
 
-def get_method(name: str) -> type:
+def get_method(name: str) -> type[Method]:
     if name not in METHODS:
         raise KeyError(f"no method named {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    module, _, attribute = METHODS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[Method, dict, dict]:
+    """(method, networks in eval mode on ``device``, checkpoint) from a ``checkpoint.pt`` or ``stage-*.pt``."""
+    saved = checkpoints.load(Path(path))
+    recipe = checkpoints.recipe_of(saved)
+    with torch.random.fork_rng(devices=[]):  # built as the trainer built them: networks kept as initial match
+        torch.manual_seed(recipe.get("train", {}).get("seed", 0))
+        method = get_method(saved["method"])(recipe.get("model", {}), checkpoints.dataset_of(saved))
+    checkpoints.load_networks(method.networks, saved)
+    return method, {name: net.to(device).eval() for name, net in method.networks.items()}, saved

@@ -1,4 +1,4 @@
-"""The papers' measures, each by its paper's protocol (README "Evaluation"): image and clip measures
+"""The papers' measures, each by its paper's protocol (docs/evaluation.md): image and clip measures
 (``images``), face measures with real pretrained models (``faces``) and audio-visual sync (``sync``).
 
 Every method's ``evaluate`` reports a measure beside its value on the real data of the same split (the ceiling).

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avmodels.pictures import from_uint8
 from avprep.face.still import StillFaces, with_context
 from avprep.face.still import landmarks68 as mesh_to_68
 
@@ -52,7 +53,8 @@ def dlib_models():
         raise MissingModels("face_recognition_models is not installed: pip install face_recognition_models (it "
                             "ships dlib's 68-point predictor and face descriptor)")
     models = Path(spec.submodule_search_locations[0]) / "models"
-    return (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat")),
+    return (dlib.get_frontal_face_detector(),
+            dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat")),
             dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")))
 
 
@@ -238,5 +240,4 @@ def speaker_identification(train_images: np.ndarray, train_speakers: np.ndarray,
 
 def _tensors(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC at any size -> float NCHW 64 px in [-1, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return F.interpolate(tensor, size=(PROBE_SIZE, PROBE_SIZE), mode="area")
+    return F.interpolate(from_uint8(images), size=(PROBE_SIZE, PROBE_SIZE), mode="area")

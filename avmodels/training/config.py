@@ -29,6 +29,7 @@ import copy
 import dataclasses
 import math
 
+from avmodels.methods import get_method
 from avprep.shard.recipe import RecipeError, apply_override, read_recipe
 
 SCHEDULES = ("constant", "cosine", "linear")
@@ -143,11 +144,21 @@ def _stage(table: dict) -> StageSpec:
 
 
 def _check(config: TrainConfig) -> None:
+    """Every problem of the recipe at once, before any shard is opened."""
     problems = []
     names = [stage.name for stage in config.stages]
     if len(set(names)) != len(names):
         problems.append(f"stage names must differ: {names}")
+    method = get_method(config.method)
     for i, stage in enumerate(config.stages):
+        if stage.name not in method.stages:
+            problems.append(f"stage {stage.name!r}: {config.method} has the stages {list(method.stages)}")
+        else:
+            terms = method.loss_terms[stage.name]
+            unknown, missing = sorted(set(stage.losses) - set(terms)), [t for t in terms if t not in stage.losses]
+            if unknown or missing:
+                problems.append(f"stage {stage.name}: losses must weigh exactly {list(terms)} (the recipe is their "
+                                f"one source); unknown {unknown}, missing {missing}")
         if (stage.steps is None) == (stage.epochs is None):
             problems.append(f"stage {stage.name}: give steps or epochs (one of them)")
         if stage.batch_size is not None and stage.batch_size < 1:

@@ -48,6 +48,10 @@ def gather(value) -> list:
     return values
 
 
-def stop_node() -> None:
+def stop_node(finished: bool = True) -> None:
+    """Leave the process group; after a run that ``finished``, once every rank has (tearing the group down while
+    another rank still talks to it can abort the process). A failed rank leaves at once: torchrun stops the rest."""
     if dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()

@@ -1,13 +1,10 @@
 """The generic trainer: stages of optimisers over a method's networks, fed by the shard loader.
 
-One training step: take a batch, run the method's shared forward pass, then for every optimiser of the stage
-that is due (``every``), compute its loss, step it and its LR schedule. A method with ``micro_batches(batch,
-ctx)`` splits a loaded batch into several such rounds (HeadGAN: one per 3-frame window of a clip); ``every``
-counts rounds. A method with ``load_auxiliary(device)`` loads its frozen helper networks (never checkpointed)
-before the first step. Checkpoints every ``checkpoint_every``
-steps and at the end hold everything needed to continue exactly (the networks unchanged since the last stage
-file are read from it: ``checkpoint``): on CPU with the same seed a resumed run draws the same batches, dropout
-masks and updates as one that never stopped.
+One training step: take a batch, split it into the method's optimiser rounds (``micro_batches``: one round for
+most methods), and in each round run the method's shared forward pass, then for every optimiser of the stage
+that is due (``every`` counts rounds) compute its loss, step it and its LR schedule. Checkpoints every
+``checkpoint_every`` steps and at the end hold everything needed to continue exactly: on CPU with the same seed a
+resumed run draws the same batches, dropout masks and updates as one that never stopped.
 
 Output folder: ``checkpoint.pt`` (latest), ``stage-<name>.pt`` (weights at each stage's end), ``metrics.jsonl``,
 ``samples/step-NNNNNNN.png`` (a grid every ``sample_every`` steps), ``tensorboard/`` (when installed),
@@ -17,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -27,26 +23,16 @@ from typing import Iterator
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from avmodels.data import Prefetcher, make_dataset, make_loader, samples_in, shard_urls, view_with
+from avmodels import checkpoints
+from avmodels.data import Prefetcher, make_dataset, make_loader, view_with
 from avmodels.methods import get_method
+from avmodels.methods.base import Method, StepContext
 from avmodels.pictures import grid
-from avmodels.training import checkpoint as checkpoints
+from avmodels.training.checkpoint import CheckpointKeeper, set_rng_state
 from avmodels.training.config import OptimizerSpec, StageSpec, TrainConfig
 from avmodels.training.distributed import Node, gather, start_node, stop_node
 from avmodels.training.logs import RunLog
-
-
-@dataclasses.dataclass(frozen=True)
-class StepContext:
-    """What a method's ``forward`` and ``loss`` are told about the step they serve."""
-
-    stage: str
-    stage_step: int
-    step: int  # overall, across stages
-    epoch: int  # of this stage's data
-    rank: int = 0
-    world_size: int = 1
-    micro_step: int | None = None  # optimiser rounds in this stage so far (None: stage_step), what ``every`` counts
+from avprep.shard.folder import ShardDir
 
 
 @dataclasses.dataclass
@@ -60,43 +46,116 @@ class Position:
     batches_in_epoch: int = 0
     micro_step: int = 0  # optimiser rounds in the stage (more than stage_step when a method splits batches)
 
+    def context(self, stage: StageSpec, node: Node, split: str) -> StepContext:
+        return StepContext(stage.name, self.stage_step, self.step, self.epoch, node.rank, node.world_size,
+                           self.micro_step, split)
+
+    def next_stage(self) -> None:
+        """The next stage reads its own data from the start."""
+        self.stage, self.stage_step, self.micro_step, self.epoch, self.batches_in_epoch = self.stage + 1, 0, 0, 0, 0
+
 
 def train(config: TrainConfig, data: str | Path, out: str | Path, *, max_steps: int | None = None,
           resume: bool = False, start_stage: str | None = None, device: str | None = None) -> dict:
     """Train ``config.method`` on the shards in ``data``; return the run summary (also ``out/summary.json``)."""
-    node, out = start_node(device), Path(out)
+    node, out, finished = start_node(device), Path(out), False
     try:
-        return _train(config, Path(data), out, node, max_steps, resume, start_stage)
+        summary = _train(config, ShardDir(data), out, node, max_steps, resume, start_stage)
+        finished = True
+        return summary
     finally:
-        stop_node()
+        stop_node(finished)
 
 
-def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: int | None, resume: bool,
+def _train(config: TrainConfig, shards: ShardDir, out: Path, node: Node, max_steps: int | None, resume: bool,
            start_stage: str | None) -> dict:
-    info = json.loads((data / "dataset.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    method, nets, position, saved, keeper = restore(config, shards.info, out, node, resume, start_stage)
+    for note in method.load_auxiliary(node.device):
+        if node.main:
+            print(f"note: {note}")
+    torch.manual_seed(config.seed * 1000 + node.rank + 1)  # training randomness differs between ranks
+    if saved is not None:
+        set_rng_state(saved["rng"][node.rank])
+    log = RunLog(out, config.log_every, position.step if resume or start_stage else None, enabled=node.main)
+    autocast = _autocast(config, node)
+    stopped, batches = False, None
+    try:
+        for stage_index in range(position.stage, len(config.stages)):
+            stage, split = config.stages[stage_index], config.stages[stage_index].split_in(config)
+            total = stage.total_steps(shards.samples(split), stage.batch_size_in(config), node.world_size)
+            if batches is not None:
+                batches.close()  # the previous stage's loader and its workers
+            batches = _batches(config, method, stage, shards, node, position)
+            optimizers, schedulers = make_optimizers(stage, nets, lambda t=max(1, total): position.stage_step / t)
+            if saved is not None and saved["stage"] == stage_index:
+                for name in optimizers:
+                    optimizers[name].load_state_dict(saved["optimizers"][name])
+                    schedulers[name].load_state_dict(saved["schedulers"][name])
+            train_nets = prepare_networks(nets, stage, config, node)
+            with torch.random.fork_rng(devices=[node.device] if node.device.type == "cuda" else []):
+                method.begin_stage(nets, shards.path, position.context(stage, node, split))  # draws nothing of ours
+            log.begin_stage(f"{config.method}: {stage.name}", total, position.stage_step)
+            while position.stage_step < total and not stopped:
+                started = time.perf_counter()
+                batch = _channels_last(next(batches)) if config.channels_last else next(batches)
+                waited = time.perf_counter() - started
+                losses: dict[str, list[float]] = {}
+                for part in method.micro_batches(batch, position.context(stage, node, split)):
+                    ctx = position.context(stage, node, split)
+                    out_step, terms = train_step(method, nets, train_nets, part, stage, optimizers, schedulers, ctx,
+                                                 config.grad_clip, autocast)
+                    method.after_step(nets, part, ctx)
+                    position.micro_step += 1
+                    for name, value in terms.items():
+                        losses.setdefault(name, []).append(value)
+                position.step, position.stage_step = position.step + 1, position.stage_step + 1
+                log.step(step=position.step, stage=stage.name, epoch=position.epoch,
+                         samples=len(batch["key"]) * node.world_size, seconds=time.perf_counter() - started,
+                         waited=waited, losses={name: sum(v) / len(v) for name, v in losses.items()},
+                         lrs={name: scheduler.get_last_lr()[0] for name, scheduler in schedulers.items()})
+                if position.step % config.sample_every == 0:
+                    log.picture(grid(method.picture_rows(train_nets, part, out_step)), position.step)
+                stopped = max_steps is not None and position.step >= max_steps
+                if position.step % config.checkpoint_every == 0 or stopped or position.stage_step == total:
+                    keeper.save(optimizers, schedulers, position, stage.networks)
+            if position.stage_step < total:
+                break
+            keeper.save_stage(stage.name)
+            position.next_stage()
+            if stopped:
+                break
+    finally:
+        log.close()
+    return _summary(out, config, nets, position, log, node)
+
+
+def restore(config: TrainConfig, info: dict, out: Path, node: Node, resume: bool,
+            start_stage: str | None) -> tuple[Method, dict, Position, dict | None, CheckpointKeeper]:
+    """The method, its networks and the position the run starts from: networks built from the seed (alike on every
+    rank), then user weights (``train.init``), then ``--resume``'s checkpoint or ``--stage``'s ``init_from``
+    weights; with the checkpoint resumed from (None for a new start) and the keeper of the run's checkpoints."""
+    torch.manual_seed(config.seed)
     method = get_method(config.method)(config.model, info)
     nets = {name: net.to(node.device) for name, net in method.networks.items()}
-    position, saved = Position(), None
-    for name, spec in config.init.items():  # user weights first: a resumed run or a stage's init_from replaces them
+    for name, spec in config.init.items():
         if name not in nets:
             raise KeyError(f"train.init.{name}: {config.method} has no network {name!r}; it has {sorted(nets)}")
         nets[name].load_state_dict(checkpoints.load_user_weights(spec["file"], f"train.init.{name}",
                                                                   spec.get("strip_prefix", "")))
-    kept = {} if resume or start_stage is not None or not node.main else {  # what checkpoints leave out: _save
-        name: [checkpoints.INITIAL, checkpoints.state_digest(net.state_dict())]
-        for name, net in nets.items() if name not in config.init}
+    if not resume and start_stage is None:
+        return method, nets, Position(), None, CheckpointKeeper.fresh(out, config, info, nets, node.main)
+    position, saved, kept = Position(), None, {}
     if resume:
         saved = checkpoints.load(out / "checkpoint.pt")
-        kept = saved.get("kept", {})
         if saved["method"] != config.method:
             raise ValueError(f"{out}/checkpoint.pt is a {saved['method']} run, not {config.method}")
         checkpoints.load_networks(nets, saved)
+        kept = saved.get("kept", {})
         position = Position(**{field: saved[field] for field in Position.__dataclass_fields__ if field in saved})
         if "micro_step" not in saved:  # a checkpoint from before micro-batches: one round per step
             position.micro_step = position.stage_step
-    elif start_stage is not None:
+    else:
         position.stage = _stage_index(config, start_stage)
         source = config.stages[position.stage].init_from
         if source is not None:
@@ -106,85 +165,13 @@ def _train(config: TrainConfig, data: Path, out: Path, node: Node, max_steps: in
             position.step = previous["step"]
             if source is None:
                 checkpoints.load_networks(nets, previous)
-    if hasattr(method, "fit"):  # statistics some stages need (e.g. a landmark PCA), kept in the networks' buffers
-        method.fit(nets, data, node.device, config.split)
-    if hasattr(method, "load_auxiliary"):  # frozen helpers from user files (VGG19): never in checkpoints
-        for note in method.load_auxiliary(node.device):
-            if node.main:
-                print(f"note: {note}")
-    torch.manual_seed(config.seed * 1000 + node.rank + 1)  # training randomness differs between ranks
-    if saved is not None:
-        checkpoints.set_rng_state(saved["rng"][node.rank])
-
-    log = RunLog(out, config.log_every, position.step if resume or start_stage else None, enabled=node.main)
-    precision = torch.bfloat16 if config.precision == "bf16" or (
-        config.precision == "auto" and node.device.type == "cuda") else None
-    autocast = (lambda: torch.autocast(node.device.type, dtype=precision)) if precision else contextlib.nullcontext
-    stopped, batches = False, None
-    try:
-        for stage_index in range(position.stage, len(config.stages)):
-            stage = config.stages[stage_index]
-            split_samples = samples_in(info, stage.split_in(config))
-            total = stage.total_steps(split_samples, stage.batch_size_in(config), node.world_size)
-            if batches is not None:
-                batches.close()  # the previous stage's loader and its workers
-            batches = _batches(config, method.view, stage, data, node, position, split_samples)
-            progress = lambda total=total: position.stage_step / max(1, total)  # noqa: E731  what LR decays follow
-            optimizers, schedulers = make_optimizers(stage, nets, progress)
-            if saved is not None and saved["stage"] == stage_index:
-                for name in optimizers:
-                    optimizers[name].load_state_dict(saved["optimizers"][name])
-                    schedulers[name].load_state_dict(saved["schedulers"][name])
-            train_nets = prepare_networks(nets, stage, config, node)
-            log.begin_stage(f"{config.method}: {stage.name}", total, position.stage_step)
-            while position.stage_step < total and not stopped:
-                started = time.perf_counter()
-                batch = _channels_last(next(batches)) if config.channels_last else next(batches)
-                waited = time.perf_counter() - started
-                ctx = StepContext(stage.name, position.stage_step, position.step, position.epoch, node.rank,
-                                  node.world_size, position.micro_step)
-                rounds = method.micro_batches(batch, ctx) if hasattr(method, "micro_batches") else [batch]
-                losses: dict[str, list[float]] = {}
-                for part in rounds:
-                    ctx = dataclasses.replace(ctx, micro_step=position.micro_step)
-                    out_step, terms = train_step(method, nets, train_nets, part, stage, optimizers, schedulers,
-                                                 ctx, config.grad_clip, autocast)
-                    if hasattr(method, "after_step"):  # e.g. a moving average of a network's weights
-                        method.after_step(nets, part, ctx)
-                    position.micro_step += 1
-                    for name, value in terms.items():
-                        losses.setdefault(name, []).append(value)
-                losses = {name: sum(values) / len(values) for name, values in losses.items()}  # mean over rounds
-                position.step += 1
-                position.stage_step += 1
-                log.step(step=position.step, stage=stage.name, epoch=position.epoch,
-                         samples=len(batch["key"]) * node.world_size, seconds=time.perf_counter() - started,
-                         waited=waited, losses=losses, lrs={n: s.get_last_lr()[0] for n, s in schedulers.items()})
-                if position.step % config.sample_every == 0:
-                    log.picture(grid(method.picture_rows(train_nets, part, out_step)), position.step)
-                stopped = max_steps is not None and position.step >= max_steps
-                if position.step % config.checkpoint_every == 0 or stopped or position.stage_step == total:
-                    _save(out, config, info, nets, optimizers, schedulers, position, node, stage, kept)
-            if position.stage_step < total:
-                break
-            if node.main:
-                stage_file = checkpoints.weights(config.method, config.document, info, nets)
-                checkpoints.save_atomic(stage_file, out / f"stage-{stage.name}.pt")
-                kept = {name: [f"stage-{stage.name}.pt", checkpoints.state_digest(state)]
-                        for name, state in stage_file["networks"].items()}
-            position.stage, position.stage_step, position.micro_step = stage_index + 1, 0, 0
-            position.epoch, position.batches_in_epoch = 0, 0  # the next stage reads its own data from the start
-            if stopped:
-                break
-    finally:
-        log.close()
-    return _summary(out, config, nets, position, log, node)
+    return method, nets, position, saved, CheckpointKeeper(out, config, info, nets, node.main, kept)
 
 
-def train_step(method, nets: dict, train_nets: dict, batch: dict, stage: StageSpec, optimizers: dict,
+def train_step(method: Method, nets: dict, train_nets: dict, batch: dict, stage: StageSpec, optimizers: dict,
                schedulers: dict, ctx: StepContext, grad_clip: float = 0.0,
                autocast=contextlib.nullcontext) -> tuple[dict, dict[str, float]]:
-    """One step: the method's shared forward, then each due optimiser's loss, backward, clipping and update."""
+    """One round: the method's shared forward, then each due optimiser's loss, backward, clipping and update."""
     losses = {}
     with autocast():
         out = method.forward(train_nets, batch, ctx)
@@ -203,18 +190,25 @@ def train_step(method, nets: dict, train_nets: dict, batch: dict, stage: StageSp
     return out, losses
 
 
-def _batches(config: TrainConfig, view: str, stage: StageSpec, data: Path, node: Node, position: Position,
-             split_samples: int) -> Iterator[dict]:
+def _autocast(config: TrainConfig, node: Node):
+    """bf16 autocast where the recipe asks for it (``auto``: on CUDA), else nothing."""
+    precision = torch.bfloat16 if config.precision == "bf16" or (
+        config.precision == "auto" and node.device.type == "cuda") else None
+    return (lambda: torch.autocast(node.device.type, dtype=precision)) if precision else contextlib.nullcontext
+
+
+def _batches(config: TrainConfig, method: Method, stage: StageSpec, shards: ShardDir, node: Node,
+             position: Position) -> Iterator[dict]:
     """Endless batches of a stage on the device, epoch after epoch, keeping ``position`` on the last batch handed
     out. The stage's batch size, split and view options apply.
 
     Resampled shards with an epoch of whole batches per worker make every rank take the same number of batches
     and make the position exact (``ShardStream.resume``).
     """
-    batch_size = stage.batch_size_in(config)
+    batch_size, split = stage.batch_size_in(config), stage.split_in(config)
     per_round = batch_size * max(1, config.num_workers)
-    epoch_samples = max(per_round, split_samples // node.world_size // per_round * per_round)
-    dataset = make_dataset(shard_urls(data, stage.split_in(config)), view_with(view, **stage.view), seed=config.seed,
+    epoch_samples = max(per_round, shards.samples(split) // node.world_size // per_round * per_round)
+    dataset = make_dataset(shards.urls(split), view_with(method.view, **stage.view), seed=config.seed,
                            shuffle_buffer=config.shuffle_buffer, resampled=True, epoch_samples=epoch_samples)
     dataset.resume(position.epoch, position.batches_in_epoch, batch_size)
     loader = Prefetcher(make_loader(dataset, batch_size, config.num_workers), node.device)
@@ -279,23 +273,6 @@ def _channels_last(batch: dict) -> dict:
             else value for key, value in batch.items()}
 
 
-def _save(out: Path, config: TrainConfig, info: dict, nets: dict, optimizers: dict, schedulers: dict,
-          position: Position, node: Node, stage: StageSpec, kept: dict) -> None:
-    """``checkpoint.pt``, without the networks that still hold their ``kept`` weights (the last stage file's, or
-    as built): a later stage's checkpoints carry what it trains, not every frozen network again."""
-    rng = gather(checkpoints.rng_state())  # every rank's generators: each draws its own dropout masks
-    if node.main:
-        state = checkpoints.weights(config.method, config.document, info, nets)
-        state["networks"] = {name: weights for name, weights in state["networks"].items()
-                             if name in stage.networks or name not in kept
-                             or checkpoints.state_digest(weights) != kept[name][1]}
-        checkpoints.save_atomic({
-            **state, "kept": kept,
-            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-            "schedulers": {n: s.state_dict() for n, s in schedulers.items()}, "rng": rng,
-            **dataclasses.asdict(position)}, out / "checkpoint.pt")
-
-
 def _stage_index(config: TrainConfig, name: str) -> int:
     names = [stage.name for stage in config.stages]
     if name not in names:
@@ -303,17 +280,8 @@ def _stage_index(config: TrainConfig, name: str) -> int:
     return names.index(name)
 
 
-def weights_digest(nets: dict) -> str:
-    """SHA-1 of every parameter's bytes: equal on all ranks when DDP kept them in step."""
-    digest = hashlib.sha1()
-    for name in sorted(nets):
-        for parameter in nets[name].parameters():
-            digest.update(parameter.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _summary(out: Path, config: TrainConfig, nets: dict, position: Position, log: RunLog, node: Node) -> dict:
-    digests = gather(weights_digest(nets))
+    digests = gather(parameters_digest(nets))
     summary = {"method": config.method, "steps": position.step, "stages_done": position.stage,
                "world_size": node.world_size, "weights_sha1_per_rank": digests, "last_metrics": log.last_row,
                "checkpoint": str(out / "checkpoint.pt"), "metrics": str(out / "metrics.jsonl"),
@@ -321,3 +289,10 @@ def _summary(out: Path, config: TrainConfig, nets: dict, position: Position, log
     if node.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def parameters_digest(nets: dict) -> str:
+    """The digest of every network's parameters: equal on all ranks when DDP kept them in step (buffers such as
+    batch-norm statistics may differ between ranks after a step)."""
+    return checkpoints.state_digest({f"{name}.{key}": parameter.detach() for name in sorted(nets)
+                                     for key, parameter in nets[name].named_parameters()})

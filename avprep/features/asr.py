@@ -41,11 +41,11 @@ import onnxruntime
 from avprep.features.mfcc import RATE_HZ as MFCC_RATE_HZ
 from avprep.features.mfcc import atvgnet_mfcc
 from avprep.features.timebase import (
-    SAMPLE_RATE,
     TimedFeature,
     fit_length,
     rows_for_video,
 )
+from avprep.media.audio import SAMPLE_RATE
 
 DEFAULT_ALPHABET = (" ", *string.ascii_lowercase)  # 27 classes: space/blank, a-z
 INPUT_RATES_HZ = {"waveform": float(SAMPLE_RATE), "mfcc": MFCC_RATE_HZ}

@@ -19,7 +19,8 @@ import math
 import numpy as np
 
 from avprep.features.mfcc import dct_matrix, mel_filterbank
-from avprep.features.timebase import SAMPLE_RATE, TimedFeature, centred_frames
+from avprep.features.timebase import TimedFeature, centred_frames
+from avprep.media.audio import SAMPLE_RATE
 
 ST_WINDOW = 800  # 50 ms
 ST_STEP = 400  # 25 ms

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avprep.features.timebase import SAMPLE_RATE, TimedFeature, centred_frames, rows_for_video
+from avprep.features.timebase import TimedFeature, centred_frames, rows_for_video
+from avprep.media.audio import SAMPLE_RATE
 
 RATE_HZ = 100.0
 WINDOW = 400  # 25 ms

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from avprep.features.timebase import SAMPLE_RATE, TimedFeature, fit_length
+from avprep.features.timebase import TimedFeature, fit_length
+from avprep.media.audio import SAMPLE_RATE
 
 CLIP_SAMPLES = 64000  # 4 s
 WINDOW = 512

@@ -5,8 +5,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avprep.media.audio import SAMPLE_RATE  # re-exported: the features modules import it from here
-
 
 @dataclass(frozen=True)
 class TimedFeature:

@@ -8,12 +8,14 @@ and its frames around that mean are expression samples; PCA of each gives the ba
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
 from avprep.face.points import eye_centres
 from avprep.face.quality import head_pose
 from avprep.morphable.data import face_videos, read_video_tracks
+from avprep.morphable.default import DEFAULT_BASIS
 from avprep.morphable.model import MorphableModel, rotation_matrices
 from avprep.morphable.topology import FACE_VERTICES, face_triangles
 
@@ -99,3 +101,17 @@ def principal_components(samples: np.ndarray, count: int) -> tuple[np.ndarray, n
 def _spread(length: int, count: int) -> np.ndarray:
     """Up to ``count`` indices spread evenly over ``range(length)``."""
     return np.unique(np.linspace(0, length - 1, min(length, count)).round().astype(int))
+
+
+def remake_default_basis(work_dir: str | os.PathLike, out_path: str | os.PathLike = DEFAULT_BASIS) -> MorphableModel:
+    """Generate the demo corpus in ``work_dir``, extract it and build the default basis from it."""
+    from avprep.morphable.build import build_and_save
+    from avprep.pipeline.config import ExtractConfig
+    from avprep.pipeline.inputs import discover
+    from avprep.pipeline.runner import RunOptions, run_extract
+    from avprep.synth.catalogue import make_demo_corpus
+
+    corpus, prep = Path(work_dir) / "corpus", Path(work_dir) / "prep"
+    make_demo_corpus(corpus, speakers=7, clips_per_speaker=2, seconds=4.0)
+    run_extract(discover([corpus]), prep, ExtractConfig(), RunOptions(jobs=2))
+    return build_and_save(prep, out_path, n_identity=6, n_expression=10)

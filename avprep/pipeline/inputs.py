@@ -62,7 +62,7 @@ def discover(inputs: list[str | os.PathLike], meta_csv: str | os.PathLike | None
             relatives.setdefault(root, []).append(Path(os.path.relpath(path, os.path.abspath(root))).as_posix())
         layouts = {root: detect_layout(paths) for root, paths in relatives.items()}
     sources = []
-    for path, (root, given) in sorted(found.items()):
+    for path, (root, _given) in sorted(found.items()):
         relative = os.path.relpath(path, os.path.abspath(root))
         video_id = video_id_for(relative)
         try:

@@ -17,9 +17,27 @@ from avprep.media.probe import probe
 from avprep.media.video import decode_frames
 from avprep.pipeline.config import SCHEMA_VERSION, ExtractConfig
 from avprep.pipeline.inputs import VideoSource
-from avprep.pipeline.stages import VideoContext, default_stages
+from avprep.pipeline.stages import AudioStage, Stage, VideoContext, VideoTimingStage
 from avprep.pipeline.store import PrepDir
 from avprep.pipeline.workers import Lost, run_watched
+
+
+def default_stages(config: ExtractConfig) -> list[Stage]:
+    """The stages of an extract run, in order. Later stages may read what earlier ones left in the context."""
+    stages: list[Stage] = [AudioStage(), VideoTimingStage()]
+    if config.face is not None:
+        from avprep.face.stage import FaceStage  # mediapipe loads only when faces are analysed
+
+        stages.append(FaceStage())
+        if config.morphable:
+            from avprep.morphable.stage import MorphableStage
+
+            stages.append(MorphableStage())
+    if config.audio_features:
+        from avprep.features.stage import AudioFeatureStage
+
+        stages.append(AudioFeatureStage())
+    return stages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +111,8 @@ def extract_video(source: VideoSource, prep_root: str, config: ExtractConfig, ma
     except Exception as error:  # a bug or an unforeseen input must still not stop the other videos
         where = traceback.extract_tb(error.__traceback__)[-1]
         record.update(status="failed", error_kind="internal error",
-                      error=one_line(f"{type(error).__name__}: {error} ({os.path.basename(where.filename)}:{where.lineno})"))
+                      error=one_line(f"{type(error).__name__}: {error} "
+                                     f"({os.path.basename(where.filename)}:{where.lineno})"))
     if record["status"] == "failed":
         for leftover in workdir.iterdir():  # a failed video keeps only its record
             leftover.unlink()

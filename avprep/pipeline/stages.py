@@ -107,21 +107,3 @@ class VideoTimingStage(Stage):
             av_duration_mismatch_s=round(mismatch, 6),
             av_duration_mismatch=bool(abs(mismatch) > 1.0 / video.fps),
         )
-
-
-def default_stages(config: ExtractConfig) -> list[Stage]:
-    """The stages of an extract run, in order. Later stages may read what earlier ones left in the context."""
-    stages: list[Stage] = [AudioStage(), VideoTimingStage()]
-    if config.face is not None:
-        from avprep.face.stage import FaceStage  # mediapipe loads only when faces are analysed
-
-        stages.append(FaceStage())
-        if config.morphable:
-            from avprep.morphable.stage import MorphableStage
-
-            stages.append(MorphableStage())
-    if config.audio_features:
-        from avprep.features.stage import AudioFeatureStage
-
-        stages.append(AudioFeatureStage())
-    return stages

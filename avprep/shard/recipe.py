@@ -1,7 +1,7 @@
 """Recipes: the data half of a method, read from ``pipelines/<name>.toml`` or any TOML file.
 
 The ``[data]`` table says what one sample holds; ``[split]`` how speakers or videos are divided. Other tables
-(the model and training half) are left to avmodels.
+(the model and training half, the quick start's ``[quickstart]``) are left to avmodels.
 """
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ CROPS = {
     "davs": (-0.025, 0.175, 3.35),  # DAVS's eyes + mouth-centre template: its 268 px window (preprocess/)
     "ffhq": (0.0, 0.115, 4.14),  # FFHQ: side 4 x max(eye distance, 0.9 eye-to-mouth), centred 0.1 towards mouth
 }
+
+
+RECIPES = "avprep.recipes"  # the pipelines/ folder, installed as this package (setup.py)
 
 
 class RecipeError(ValueError):
@@ -102,7 +105,7 @@ def read_recipe(name_or_path: str) -> tuple[str, dict]:
             raise RecipeError(f"recipe file not found: {path}")
         text, name = path.read_text(encoding="utf-8"), path.stem
     else:
-        resource = importlib.resources.files("pipelines") / f"{name_or_path}.toml"
+        resource = shipped_recipe(name_or_path)
         if not resource.is_file():
             raise RecipeError(f"no recipe named {name_or_path!r}; shipped: {', '.join(shipped_recipes())}")
         text, name = resource.read_text(encoding="utf-8"), name_or_path
@@ -138,7 +141,12 @@ def apply_override(document: dict, override: str) -> None:
 
 
 def shipped_recipes() -> list[str]:
-    return sorted(p.name[:-5] for p in importlib.resources.files("pipelines").iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name[:-5] for p in importlib.resources.files(RECIPES).iterdir() if p.name.endswith(".toml"))
+
+
+def shipped_recipe(name: str):
+    """Where the shipped recipe ``name`` is (``pipelines/<name>.toml`` in the source tree)."""
+    return importlib.resources.files(RECIPES) / f"{name}.toml"
 
 
 def parse_recipe(name: str, document: dict) -> Recipe:

@@ -20,6 +20,7 @@ import soundfile
 
 from avprep.face import align, still
 from avprep.features.asr import headgan_asr_window
+from avprep.features.mfcc import atvgnet_mfcc, syncnet_mfcc
 from avprep.features.timebase import TimedFeature, windows_at_frames
 from avprep.media.audio import SAMPLE_RATE
 from avprep.media.images import downsample, jpeg, png
@@ -28,6 +29,7 @@ from avprep.shard.recipe import CROPS, Recipe
 
 JPEG_QUALITY = 95
 MFCC_RATE = 100.0
+MFCC_KINDS = {"syncnet": syncnet_mfcc, "atvgnet": atvgnet_mfcc}  # a recipe's ``mfcc``: extract's features
 
 
 def frame_names(recipe: Recipe) -> list[str]:
@@ -192,10 +194,19 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
 
 
 def _mfcc_windows(video: PrepVideo, recipe: Recipe, frames: range, shift: float) -> np.ndarray:
-    """(T, rows, 12): each frame's MFCC rows from ``mfcc_start_s`` after its time (zeros past the ends)."""
-    times = np.array(frames) / video.fps + shift
-    return windows_at_frames(video.array(f"mfcc_{recipe.mfcc}"), MFCC_RATE, times, recipe.mfcc_start_s,
-                             recipe.mfcc_rows)
+    return mfcc_windows(video.array(f"mfcc_{recipe.mfcc}"), recipe, np.array(frames) / video.fps + shift)
+
+
+def mfcc_windows(rows: np.ndarray, recipe: Recipe, times: np.ndarray) -> np.ndarray:
+    """(T, rows, 12): the recipe's MFCC window of each frame time, its ``mfcc_rows`` rows from ``mfcc_start_s``
+    after the time (zeros past the ends): what the shards hold and what sampling feeds the same model."""
+    return windows_at_frames(rows, MFCC_RATE, times, recipe.mfcc_start_s, recipe.mfcc_rows)
+
+
+def audio_mfcc_windows(audio: np.ndarray, recipe: Recipe, fps: float, frames: int) -> np.ndarray:
+    """``mfcc_windows`` of the recipe's MFCC (``mfcc``) of a waveform, one per frame at ``fps``."""
+    rows = MFCC_KINDS[recipe.mfcc](audio, fps, frames).values
+    return mfcc_windows(rows, recipe, np.arange(frames) / fps)
 
 
 def headgan_audio_features(video: PrepVideo, frames: range, shift: float = 0.0) -> np.ndarray:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import collections
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import soundfile
+
+from avprep.shard.tars import shard_samples
 
 
 def validate_shards(folder: str | Path) -> tuple[dict[str, int], list[str]]:
@@ -38,21 +39,17 @@ def _check_shard(path: Path, schema: dict[str, dict]) -> tuple[int, list[str]]:
     samples: dict[str, set[str]] = collections.defaultdict(set)
     problems: list[str] = []
     try:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                key, _, field = member.name.partition(".")
-                data = tar.extractfile(member).read()
-                if len(data) != member.size:
-                    raise tarfile.ReadError(f"{member.name} is cut short")
-                samples[key].add(field)
+        for sample in shard_samples(str(path), whole=True):
+            key = sample.pop("__key__")
+            del sample["__url__"]
+            samples[key].update(sample)
+            for field, data in sample.items():
                 problem = _check_field(field, data, schema)
                 if problem:
-                    problems.append(f"{path.name}: {member.name}: {problem}")
-            tar.fileobj.seek(tar.offset)  # where the member list stopped: the end-of-archive blocks, in a whole tar
-            if len(marker := tar.fileobj.read(1024)) < 1024 or marker.strip(b"\0"):
-                raise tarfile.ReadError("it stops between members, without the end-of-archive blocks")
-    except (tarfile.TarError, OSError, EOFError) as error:
-        return len(samples), [f"{path.name}: unreadable or truncated ({error})"]
+                    problems.append(f"{path.name}: {key}.{field}: {problem}")
+    except (ValueError, OSError) as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        return len(samples), [f"{path.name}: unreadable or truncated ({reason})"]
     for key, fields in samples.items():
         if fields != set(schema):
             missing, extra = sorted(set(schema) - fields), sorted(fields - set(schema))

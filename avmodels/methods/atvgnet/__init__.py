@@ -27,22 +27,24 @@ from torch import nn
 
 from avmodels.data import split_batches
 from avmodels.evaluation import Evaluation, Measures, split_samples
-from avmodels.methods.adversarial import bce, real_and_fake
+from avmodels.losses import bce, real_and_fake
 from avmodels.methods.atvgnet.landmarks import LandmarkPCA
 from avmodels.methods.atvgnet.networks import LANDMARKS, ATNet, GLDiscriminator, VGNet
+from avmodels.methods.atvgnet.view import view as shard_view
+from avmodels.methods.base import Method, StepContext
 from avmodels.metrics import cpbd, landmarks68, lmd, psnr, ssim
-from avmodels.pictures import area_resized, to_uint8
-from avprep.features.mfcc import atvgnet_mfcc
-from avprep.features.timebase import windows_at_frames
+from avmodels.pictures import area_resized, from_uint8, to_uint8
+from avprep.shard.sample import audio_mfcc_windows
 
 MOUTH_Y = slice(2 * 48 + 1, LANDMARKS, 2)  # y of points 48-67 in the flat (x0, y0, x1, y1, ...) vector
-MFCC_RATE, MFCC_ROWS, MFCC_START_S = 100.0, 28, -0.12
 SYNC_MAX_LAG = 3  # a 16-frame clip holds enough frames for lags of up to 3 (avprep.face.sync's rule)
 
 
-class ATVGnet:
+class ATVGnet(Method):
     name = "atvgnet"
-    view = "atvgnet"
+    stages = ("at_net", "vg_net")
+    loss_terms = {"at_net": ("coefficients",), "vg_net": ("pixel", "adversarial", "landmarks", "mouth")}
+    view = staticmethod(shard_view)
     inputs = ("audio", "reference")
     outputs = ("video",)
 
@@ -60,12 +62,13 @@ class ATVGnet:
         }
 
     @torch.no_grad()
-    def fit(self, nets: dict[str, nn.Module], data, device, split: str = "train") -> None:
-        """The mean shape and landmark PCA from the training split's landmarks, once (checkpoints keep them)."""
+    def begin_stage(self, nets: dict[str, nn.Module], data, ctx: StepContext) -> None:
+        """The mean shape and landmark PCA from the training split's landmarks, once, before the first stage
+        (checkpoints keep them in the ``landmark_pca`` buffers)."""
         pca = nets["landmark_pca"]
         if bool(pca.fitted):
             return
-        points, count = [], 0
+        points, count, split = [], 0, ctx.split
         for batch in split_batches(data, split, self.view, "cpu", images=False):
             frames = torch.cat([batch["example_landmarks"][:, None], batch["landmarks"]], dim=1).flatten(0, 1)
             points.append(frames)
@@ -74,7 +77,7 @@ class ATVGnet:
                 break
         if not points:
             raise ValueError(f"{data}: the {split} split has no samples to fit the landmark PCA on")
-        pca.fit(torch.cat(points)[: self.pca_frames].to(device))
+        pca.fit(torch.cat(points)[: self.pca_frames].to(pca.mean.device))
 
     def forward(self, nets: dict[str, nn.Module], batch: dict, ctx=None) -> dict:
         """AT-net's coefficients for the target frames; with images in the batch (the vg_net stage), also the
@@ -93,8 +96,8 @@ class ATVGnet:
              ctx=None) -> tuple[torch.Tensor, dict[str, float]]:
         if optimizer == "at_net":
             error = F.mse_loss(out["coefficients"].float(), out["true_coefficients"])
-            return weights.get("coefficients", 1.0) * error, {"at_mse": error.item()}
-        discriminator, mouth = nets["discriminator"], weights.get("mouth", 100.0)
+            return weights["coefficients"] * error, {"at_mse": error.item()}
+        discriminator, mouth = nets["discriminator"], weights["mouth"]
         if optimizer == "discriminator":
             (real_logit, real_landmarks), (fake_logit, fake_landmarks) = real_and_fake(
                 discriminator, (out["real"], out["example"]), (out["fake"].detach(), out["example"]))
@@ -107,7 +110,7 @@ class ATVGnet:
             logit, landmarks = discriminator(fake, out["example"])
             terms = {"pixel": (torch.abs(out["fake"].float() - out["real"]) * (out["attention"].detach() + 0.5)).mean(),
                      "adversarial": bce(logit, 1.0), "landmarks": _masked_mse(landmarks, out["targets"], mouth)}
-            total = sum(weights.get(name, 0.0) * value for name, value in terms.items())
+            total = sum(weights[name] * value for name, value in terms.items())
             return total, {f"g_{name}": value.item() for name, value in terms.items()}
         raise KeyError(f"atvgnet has no optimiser {optimizer!r} (at_net, discriminator, generator)")
 
@@ -134,10 +137,8 @@ class ATVGnet:
 
     def sample(self, nets: dict[str, nn.Module], inputs, output: str, device, **options) -> torch.Tensor:
         """A talking video of the reference face saying the audio: one frame per frame time at ``inputs.fps``."""
-        times = np.arange(inputs.frames) / inputs.fps
-        rows = atvgnet_mfcc(inputs.audio, inputs.fps, inputs.frames).values
-        mfcc = torch.from_numpy(windows_at_frames(rows, MFCC_RATE, times, MFCC_START_S, MFCC_ROWS))
-        reference = torch.from_numpy(inputs.reference.image).permute(2, 0, 1).float() / 127.5 - 1
+        mfcc = torch.from_numpy(audio_mfcc_windows(inputs.audio, inputs.recipe, inputs.fps, inputs.frames)).float()
+        reference = from_uint8(inputs.reference.image)
         landmarks = torch.from_numpy(inputs.reference.landmarks68).float()
         return self.talk(nets, reference[None].to(device), landmarks[None].to(device), mfcc[None].to(device))[0]
 
@@ -191,4 +192,4 @@ def draw_landmarks(flat: torch.Tensor, size: int = 128) -> torch.Tensor:
     for picture, shape in zip(pictures, points):
         for x, y in shape * scale + size / 2:
             cv2.circle(picture, (int(round(x)), int(round(y))), 1, (40, 40, 40), -1)
-    return torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return from_uint8(pictures)

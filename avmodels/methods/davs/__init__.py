@@ -31,15 +31,15 @@ embeddings by 1.5 and visual ones by 0.8, as the official test models; the check
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from avmodels.evaluation import Evaluation, Measures, split_samples
-from avmodels.methods.adversarial import bce, real_and_fake
+from avmodels.losses import bce, real_and_fake
+from avmodels.methods.base import Method
+from avmodels.methods.davs import sampling
 from avmodels.methods.davs.networks import (
     AudioWordEncoder,
     Decoder,
@@ -51,26 +51,22 @@ from avmodels.methods.davs.networks import (
     WordClassifier,
     scaled,
 )
+from avmodels.methods.davs.view import CLASSIFIED, GENERATED, IDENTITY, MOUTH
+from avmodels.methods.davs.view import view as shard_view
 from avmodels.metrics import identity_similarity, landmarks68, lmd, psnr, ssim
 from avmodels.pictures import to_uint8
-from avmodels.sampling import InputProblem
-from avmodels.views import DAVS_CLASSIFIED, DAVS_GENERATED, DAVS_IDENTITY
-from avprep.features.mfcc import syncnet_mfcc
-from avprep.features.timebase import windows_at_frames
-from avprep.shard.sample import recipe_crop
 
-MOUTH = (slice(170, 234), slice(64, 192))  # the official fixed mouth mask on the 256 px crop (rows, columns)
-MFCC_RATE, MFCC_ROWS, MFCC_START_S = 100.0, 20, -0.10
 SYNC_MAX_LAG = 5
 LRW_WORDS = 500
-STAGES = ("pid_pretrain", "word_pretrain", "disentangle")
-LOSS_DEFAULTS = {"adversarial": 1.0, "sync": 1.0, "frame": 4.0, "mouth": 8.0, "smooth": 5.0, "contrastive": 1.0,
-                 "identity_uniform": 1e6, "words": 1.0, "modality": 5.0, "identity_words": 1.0}
 
 
-class DAVS:
+class DAVS(Method):
     name = "davs"
-    view = "davs"
+    stages = ("pid_pretrain", "word_pretrain", "disentangle")
+    loss_terms = {"pid_pretrain": (), "word_pretrain": ("words", "contrastive", "modality"),
+                  "disentangle": ("adversarial", "sync", "frame", "mouth", "smooth", "contrastive", "identity_uniform",
+                                  "words", "modality", "identity_words")}
+    view = staticmethod(shard_view)
     inputs = ("reference",)
     drivers = ("audio", "driving")  # one of them: audio-driven, or video-driven (lips from the driving video)
     outputs = ("video",)
@@ -78,8 +74,8 @@ class DAVS:
     def __init__(self, model: dict, dataset: dict):
         words = len(dataset.get("labels") or [])
         if not words:
-            raise ValueError("DAVS trains on word labels and these shards have none: shard an LRW tree (README "
-                             "'Datasets'), or give `avprep extract` a --meta CSV with a 'label' column")
+            raise ValueError("DAVS trains on word labels and these shards have none: shard an LRW tree (docs/"
+                             "datasets.md), or give `avprep extract` a --meta CSV with a 'label' column")
         width = float(model.get("width", 1.0))
         self.words = words
         self.margin = float(model.get("contrastive_margin", 1.0))
@@ -93,17 +89,15 @@ class DAVS:
             "visual_encoder": VisualWordEncoder(width),
             "audio_encoder": AudioWordEncoder(),
             "decoder": Decoder(width),
-            "word_classifier": WordClassifier(DAVS_CLASSIFIED, words),
+            "word_classifier": WordClassifier(CLASSIFIED, words),
             "person_classifier": nn.Linear(scaled(256, width), max(1, len(dataset["speakers"]))),
             "embedding_discriminator": EmbeddingDiscriminator(),
-            "identity_discriminator": IdentityDiscriminator(DAVS_IDENTITY, words, width),
-            "sequence_discriminator": SequenceDiscriminator(DAVS_GENERATED, width),
+            "identity_discriminator": IdentityDiscriminator(IDENTITY, words, width),
+            "sequence_discriminator": SequenceDiscriminator(GENERATED, width),
         }
 
     def forward(self, nets: dict[str, nn.Module], batch: dict, ctx=None) -> dict:
         stage = ctx.stage if ctx is not None else "disentangle"
-        if stage not in STAGES:
-            raise KeyError(f"davs has no stage {stage!r}; its stages are {', '.join(STAGES)}")
         frames = (batch["frames"] + 1) / 2
         rows = torch.arange(len(frames), device=frames.device)[:, None]
         reference = frames[rows[:, 0], batch["reference_index"]]
@@ -114,17 +108,17 @@ class DAVS:
         classified, mfcc = out["classified"], out["mfcc"]
         if stage == "word_pretrain":
             return out
-        window = batch["generated"][:, None] + torch.arange(DAVS_GENERATED, device=frames.device)
-        identity_frames = frames[rows, batch["identity_start"][:, None] + torch.arange(DAVS_IDENTITY,
+        window = batch["generated"][:, None] + torch.arange(GENERATED, device=frames.device)
+        identity_frames = frames[rows, batch["identity_start"][:, None] + torch.arange(IDENTITY,
                                                                                        device=frames.device)]
         # One pass of the person-id encoder over the references and the identity frames (DDP takes one forward
         # per backward): the references' features drive the decoder, the others feed the identity discriminator.
         person = nets["person_encoder"](torch.cat([reference, identity_frames.flatten(0, 1)]))
         references = [feature[:len(frames)] for feature in person]
         words = torch.cat([out["audio"][rows, window].flatten(0, 1), out["visual"][rows, window].flatten(0, 1)])
-        both = [feature.repeat_interleave(DAVS_GENERATED, 0).repeat(2, *[1] * (feature.dim() - 1))
+        both = [feature.repeat_interleave(GENERATED, 0).repeat(2, *[1] * (feature.dim() - 1))
                 for feature in references]
-        fakes = nets["decoder"](both, words).unflatten(0, (2, len(frames), DAVS_GENERATED))
+        fakes = nets["decoder"](both, words).unflatten(0, (2, len(frames), GENERATED))
         return {**out, "reference": reference, "targets": classified[rows, window], "sync_mfcc": mfcc[rows, window],
                 "from_audio": fakes[0], "from_video": fakes[1], "person_sequence": person[4][len(frames):]}
 
@@ -139,7 +133,6 @@ class DAVS:
 
     def loss(self, optimizer: str, nets: dict[str, nn.Module], batch: dict, out: dict, weights: dict[str, float],
              ctx=None) -> tuple[torch.Tensor, dict[str, float]]:
-        weight = lambda name: float(weights.get(name, LOSS_DEFAULTS[name]))  # noqa: E731
         labels = batch["label"]
         if optimizer == "person_id":
             error = F.cross_entropy(out["speaker_logits"].float(), batch["speaker"])
@@ -154,9 +147,8 @@ class DAVS:
                      "contrastive": (_contrastive(out["visual"].detach(), out["audio"], self.margin)
                                      + _contrastive(out["audio"].detach(), out["visual"], self.margin)),
                      "modality": self._modality_fooled(nets, out)}
-            total = (weights.get("words", 1.0) * (terms["words_audio"] + terms["words_visual"])
-                     + weights.get("contrastive", 1.0) * terms["contrastive"]
-                     + weights.get("modality", 1.0) * terms["modality"])
+            total = (weights["words"] * (terms["words_audio"] + terms["words_visual"])
+                     + weights["contrastive"] * terms["contrastive"] + weights["modality"] * terms["modality"])
             return total, {**{n: v.item() for n, v in terms.items()}, "accuracy_audio": _accuracy(audio_logits, labels),
                            "accuracy_visual": _accuracy(visual_logits, labels)}
         if optimizer == "discriminators":
@@ -171,7 +163,7 @@ class DAVS:
                      "d_identity_words": F.cross_entropy(
                          nets["identity_discriminator"](out["person_sequence"].detach()).float(), labels)}
             total = (terms["d_sequence"] + terms["d_sync"] + terms["d_modality"]
-                     + weight("identity_words") * terms["d_identity_words"])
+                     + weights["identity_words"] * terms["d_identity_words"])
             return total, {n: v.item() for n, v in terms.items()}
         if optimizer == "generator":
             patch, sync = nets["sequence_discriminator"](
@@ -187,7 +179,7 @@ class DAVS:
                      "words": F.cross_entropy(audio_logits.float(), labels) + F.cross_entropy(visual_logits.float(),
                                                                                                labels),
                      "modality": self._modality_fooled(nets, out)}
-            total = sum(weight(name) * value for name, value in terms.items())
+            total = sum(weights[name] * value for name, value in terms.items())
             return total, {**{f"g_{n}": v.item() for n, v in terms.items()},
                            "accuracy_audio": _accuracy(audio_logits, labels),
                            "accuracy_visual": _accuracy(visual_logits, labels)}
@@ -246,53 +238,12 @@ class DAVS:
 
     def fine_tuned(self, nets: dict[str, nn.Module], reference: torch.Tensor, first_words: torch.Tensor | None,
                    tuned: tuple[str, ...]) -> dict[str, nn.Module]:
-        """Copies of ``nets`` with ``tuned`` fitted to the reference (official test-time training): each step a
-        fresh Adam step on 4 x L1 between the reference and its reconstruction, the mouth weighted 0.001.
-        ``first_words`` (N, 20, 12) MFCC windows drive the reconstruction (audio-driven, one per step);
-        None: the reference's own lips do (video-driven). The given networks are never modified."""
-        nets = {name: copy.deepcopy(net) if name in tuned else net for name, net in nets.items()}
-        mask = torch.ones_like(reference)
-        mask[..., MOUTH[0], MOUTH[1]] = 0.001
-        with torch.enable_grad():
-            for step in range(self.finetune_steps):
-                for name in tuned:
-                    nets[name].train(name != "audio_encoder")  # the official keeps the MFCC encoder in eval mode
-                if first_words is None:
-                    words = nets["visual_encoder"](reference)
-                else:
-                    words = nets["audio_encoder"](first_words[min(step, len(first_words) - 1)][None])
-                made = nets["decoder"](nets["person_encoder"](reference), words)
-                optimizer = torch.optim.Adam([p for name in tuned for p in nets[name].parameters()],
-                                             lr=self.finetune_lr, betas=(0.9, 0.999))
-                (4 * F.l1_loss(made * mask, reference * mask)).backward()
-                optimizer.step()
-        for name in tuned:
-            nets[name].eval()
-        return nets
+        """Copies of ``nets`` with ``tuned`` fitted to the reference (official test-time training): ``sampling.py``."""
+        return sampling.fine_tuned(self, nets, reference, first_words, tuned)
 
     def sample(self, nets: dict[str, nn.Module], inputs, output: str, device, **options) -> torch.Tensor:
-        """The reference face saying ``inputs.audio`` (audio-driven), or mouthing the driving video's lips
-        (video-driven, when ``inputs.driving`` is given): one frame per frame time at ``inputs.fps``."""
-        reference = torch.from_numpy(inputs.reference.image).permute(2, 0, 1)[None].float().to(device) / 255
-        if inputs.driving is not None:
-            count = min(inputs.driving.record["n_frames"], inputs.frames or inputs.driving.record["n_frames"])
-            lips = np.stack([recipe_crop(inputs.driving, i, inputs.recipe) for i in range(count)])
-            tuned = self.fine_tuned(nets, reference, None, ("person_encoder", "decoder"))
-            lips = torch.from_numpy(lips).permute(0, 3, 1, 2).float().to(device) / 255
-            return self.talk(tuned, reference, self.video_embeddings(tuned, lips)) * 2 - 1
-        if inputs.audio is None:
-            raise InputProblem("davs samples from --reference with --audio (audio-driven) or --driving "
-                               "(video-driven)")
-        mfcc = self.mfcc_windows(inputs.audio, inputs.fps, inputs.frames).to(device)
-        tuned = self.fine_tuned(nets, reference, mfcc[:5], ("person_encoder", "decoder", "audio_encoder"))
-        return self.talk(tuned, reference, self.audio_embeddings(tuned, mfcc)) * 2 - 1
-
-    @staticmethod
-    def mfcc_windows(audio: np.ndarray, fps: float, frames: int) -> torch.Tensor:
-        """(frames, 20, 12) SyncNet MFCC windows, one per frame time, as the shards hold them."""
-        rows = syncnet_mfcc(audio, fps, frames).values
-        times = np.arange(frames) / fps
-        return torch.from_numpy(windows_at_frames(rows, MFCC_RATE, times, MFCC_START_S, MFCC_ROWS)).float()
+        """The reference face saying ``inputs.audio``, or mouthing the driving video's lips: ``sampling.py``."""
+        return sampling.sample(self, nets, inputs, device)
 
     def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
         """On ``split``: word accuracy from the audio embedding, the visual embedding and both (the paper's

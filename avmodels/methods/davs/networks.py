@@ -19,7 +19,7 @@ the official architecture. Parameter counts at the defaults, asserted by the tes
                                                        unused conv8, bn7, bn8, bn9 (2,562) left out
 
 Left-out layers are never called by the official forward passes; keeping them would break DDP (parameters
-without gradients), so the README table gives both numbers.
+without gradients), so docs/methods/davs.md gives both numbers.
 
 ``width`` scales the convolutional channels of the image networks (person-id encoder, visual encoder, decoder,
 identity and sequence discriminators) for small runs: tests and CPU quick starts train at ``width = 0.125`` on the
@@ -45,8 +45,10 @@ class MaxFeatureMap(nn.Module):
 
     def __init__(self, channels_in: int, channels_out: int, kernel: int = 3, stride: int = 1, padding: int = 1):
         super().__init__()
-        self.a = nn.Sequential(nn.Conv2d(channels_in, channels_out, kernel, stride, padding), nn.BatchNorm2d(channels_out))
-        self.b = nn.Sequential(nn.Conv2d(channels_in, channels_out, kernel, stride, padding), nn.BatchNorm2d(channels_out))
+        self.a = nn.Sequential(nn.Conv2d(channels_in, channels_out, kernel, stride, padding),
+                               nn.BatchNorm2d(channels_out))
+        self.b = nn.Sequential(nn.Conv2d(channels_in, channels_out, kernel, stride, padding),
+                               nn.BatchNorm2d(channels_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.max(self.a(x), self.b(x))

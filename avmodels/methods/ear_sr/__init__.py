@@ -1,7 +1,7 @@
 """Ear-SR (Meishvili et al., CVPR 2020, "Learning to Have an Ear for Face Super-Resolution";
 gmeishvili/ear_for_face_super_resolution, TF 1.13, test-only: its training was never released). An 8 x 8 face and
 4 s of speech -> a 128 x 128 face, through the latent space (W+, 12 x 512) of a StyleGAN. Networks:
-``networks.py``. Stages (README "Ear-SR"):
+``networks.py``. Stages (docs/methods/ear_sr.md):
 
     stylegan   the official networks_stylegan.py trained as StyleGAN v1's training loop: non-saturating logistic
                loss, R1 on reals (gamma 10), Adam (0, 0.99), style mixing 0.9, a moving-average generator
@@ -18,25 +18,22 @@ gmeishvili/ear_for_face_super_resolution, TF 1.13, test-only: its training was n
     fuse            F and E_a on all the training data: F's residual on E_l's W+ towards E_h's, with the same
                     downsampling consistency
 
-The official code has no training; the later stages are written from the project's notes on the paper (README
-"Ear-SR" says which choices are ours); every weight is in the recipe's ``losses`` tables. ``sample`` draws the
-paper's figure row; ``evaluate`` the paper's identity measure (closed or open set, by the split) with PSNR and
-SSIM, beside E_l alone and bicubic.
+The official code has no training; the later stages are written from the project's notes on the paper
+(docs/methods/ear_sr.md says which choices are ours); every weight is in the recipe's ``losses`` tables.
+``sample`` draws the paper's figure row; ``evaluation.py`` the paper's identity measure (closed or open set, by
+the split) with PSNR and SSIM, beside E_l alone and bicubic.
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avmodels.data import split_batches, training_split
-from avmodels.evaluation import Evaluation, split_samples
-from avmodels.losses import load_vgg19, perceptual_loss
+from avmodels.losses import perceptual_loss, vgg19_from_setting
+from avmodels.methods.base import Method, StepContext, unwrapped
+from avmodels.methods.ear_sr import evaluation
 from avmodels.methods.ear_sr.networks import (
     LATENT,
     STYLES,
@@ -47,16 +44,10 @@ from avmodels.methods.ear_sr.networks import (
     LREncoder,
     SpectrogramEncoder,
 )
-from avmodels.metrics import identity_accuracy, identity_similarity, psnr, speaker_identification, ssim
-from avmodels.pictures import to_uint8
-from avmodels.views import EARSR_ATTRIBUTES
+from avmodels.methods.ear_sr.view import view as shard_view
+from avmodels.pictures import from_uint8
 from avprep.features.spectrogram import CLIP_SAMPLES as SPECTROGRAM_SAMPLES
 from avprep.features.spectrogram import earsr_spectrogram
-
-LOSS_DEFAULTS = {"r1": 10.0, "reconstruction": 1.0, "perceptual": 1.0, "latent": 1.0, "downsampling": 40.0}
-ATTRIBUTE_GALLERY = 2000  # training faces the gender and age probes learn from, at most
-GALLERY_PER_SPEAKER = 16  # training faces per speaker that name a closed-set test's faces
-ENCODER_STAGES = ("invert", "invert_joint", "encoders_lr", "encoders_audio", "fuse")
 
 
 class PlateauHalving(nn.Module):
@@ -83,9 +74,13 @@ class PlateauHalving(nn.Module):
             self.waited.zero_()
 
 
-class EarSR:
+class EarSR(Method):
     name = "ear_sr"
-    view = "ear_sr"
+    stages = ("stylegan", "invert", "invert_joint", "encoders_lr", "encoders_audio", "fuse")
+    loss_terms = {"stylegan": ("r1",), "invert": ("reconstruction", "perceptual"),
+                  "invert_joint": ("reconstruction", "perceptual"), "encoders_lr": ("latent", "downsampling"),
+                  "encoders_audio": ("latent",), "fuse": ("latent", "downsampling")}
+    view = staticmethod(shard_view)
     inputs = ("lr",)  # and --audio, optional: without it only E_l's face is drawn
     outputs = ("image",)
 
@@ -116,12 +111,23 @@ class EarSR:
         self.vgg19_file, self.vgg = model.get("vgg19"), None
 
     def load_auxiliary(self, device) -> list[str]:
-        """The frozen VGG19 of the inversion's perceptual loss, from ``model.vgg19`` (never checkpointed); the
-        stylegan stage does without it."""
-        if not self.vgg19_file:
-            return [] if self.vgg19_file is None else ['model.vgg19 = "": the inversion\'s perceptual term is off']
-        self.vgg = load_vgg19(self.vgg19_file).to(device)
-        return []
+        """The frozen VGG19 of the inversion's perceptual loss, from ``model.vgg19`` (never checkpointed); a run
+        of the stylegan stage alone does without it (``begin_stage`` asks for it where it is needed)."""
+        if self.vgg19_file is None:
+            return []
+        self.vgg, notes = vgg19_from_setting(self.vgg19_file, device, *self.VGG_USE)
+        return notes
+
+    VGG_USE = ("Ear-SR's inversion", "invert without it")
+
+    def begin_stage(self, nets: dict[str, nn.Module], data, ctx: StepContext) -> None:
+        """The inversion stages need the VGG19 setting; ``invert_joint`` starting holds the generator as it finds
+        it (``generator_init``: what the regulariser keeps the generator near)."""
+        if ctx.stage.startswith("invert") and self.vgg19_file is None:
+            vgg19_from_setting(None, "cpu", *self.VGG_USE)  # says how to set it
+        if ctx.stage == "invert_joint" and ctx.stage_step == 0:
+            with torch.no_grad():
+                nets["generator_init"].load_state_dict(unwrapped(nets["generator_ema"]).state_dict())
 
     # stylegan -------------------------------------------------------------------------------------------------------
 
@@ -141,23 +147,14 @@ class EarSR:
             lod -= max(into - self.growing["training_kimg"], 0.0) / self.growing["transition_kimg"]
         return max(lod, 0.0)
 
-    def forward(self, nets: dict[str, nn.Module], batch: dict, ctx=None) -> dict:
-        if ctx is not None and ctx.stage == "stylegan":
+    def forward(self, nets: dict[str, nn.Module], batch: dict, ctx: StepContext) -> dict:
+        if ctx.stage == "stylegan":
             count = len(batch["hr"])
             lod = self.lod(ctx.stage_step * count * ctx.world_size)
             fake = nets["generator"](torch.randn(count, LATENT, device=batch["hr"].device), lod=lod,
                                      mixing=self.mixing, track_average=True)
             return {"fake": fake, "real": _reals_at(_mirrored(batch["hr"]), lod), "lod": lod}
-        stage = getattr(ctx, "stage", None)
-        if stage not in ENCODER_STAGES:
-            raise KeyError(f"ear_sr has no stage {stage!r} (stylegan, {', '.join(ENCODER_STAGES)})")
-        if stage.startswith("invert") and self.vgg19_file is None:
-            raise ValueError('Ear-SR\'s inversion uses a VGG19 perceptual loss: set model.vgg19 = "vgg19.pth" (a '
-                             'torchvision vgg19 state dict saved with torch.save), or model.vgg19 = "" to invert '
-                             "without it")
-        if stage == "invert_joint" and ctx.stage_step == 0 and ctx.micro_step == 0:
-            with torch.no_grad():  # the generator as the stage finds it: what the regulariser holds it near
-                nets["generator_init"].load_state_dict(_unwrapped(nets["generator_ema"]).state_dict())
+        stage = ctx.stage
         real, draw = batch["hr"], lambda w: nets["generator_ema"](w_plus=w, noise="off")  # noqa: E731
         out = {"real": real}
         if stage.startswith("invert"):
@@ -167,8 +164,10 @@ class EarSR:
                 return out
             w = nets["generator_init"].mapping(torch.randn(len(real), LATENT, device=real.device))
             w = w[:, None].expand(-1, STYLES, -1)
-            out["made"], out["drawn"] = draw(torch.cat([out["latent"], w])).split(len(real))  # one pass (DDP)
-            out["drawn_before"] = nets["generator_init"](w_plus=w, noise="off")
+            both = torch.cat([out["latent"], w])
+            out["made"], out["drawn"] = draw(both).split(len(real))  # one pass (DDP)
+            with torch.no_grad():  # the same batch as the trained generator's: equal weights draw equal images
+                out["drawn_before"] = nets["generator_init"](w_plus=both.detach(), noise="off")[len(real):]
             return out
         with torch.no_grad():
             out["target"] = nets["hr_encoder"](real)
@@ -190,7 +189,6 @@ class EarSR:
 
     def loss(self, optimizer: str, nets: dict[str, nn.Module], batch: dict, out: dict, weights: dict[str, float],
              ctx=None) -> tuple[torch.Tensor, dict[str, float]]:
-        weight = lambda name: float(weights.get(name, LOSS_DEFAULTS[name]))  # noqa: E731
         if optimizer == "discriminator":
             real = out["real"].detach().requires_grad_(True)
             scores = nets["discriminator"](torch.cat([real, out["fake"].detach()]), lod=out["lod"], minibatches=2)
@@ -201,17 +199,17 @@ class EarSR:
             if ctx is None or ctx.stage_step % self.r1_every == 0:
                 [gradient] = torch.autograd.grad(real_scores.float().sum(), real, create_graph=True)
                 terms["r1"] = gradient.pow(2).flatten(1).sum(1).mean()
-                total = total + weight("r1") / 2 * self.r1_every * terms["r1"]
+                total = total + weights["r1"] / 2 * self.r1_every * terms["r1"]
             return total, {name: value.item() for name, value in terms.items()}
         if optimizer == "generator":
             adversarial = F.softplus(-nets["discriminator"](out["fake"], lod=out["lod"]).float()).mean()
             return adversarial, {"g_adversarial": adversarial.item(), "lod": out["lod"]}
         if optimizer in ("inversion", "lr_encoder", "audio_encoder", "fusion"):
-            return self._encoder_loss(ctx.stage, nets, batch, out, weight)
+            return self._encoder_loss(ctx.stage, nets, batch, out, weights)
         raise KeyError(f"ear_sr has no optimiser {optimizer!r} (discriminator, generator, inversion, lr_encoder, "
                        "audio_encoder, fusion)")
 
-    def _encoder_loss(self, stage: str, nets, batch: dict, out: dict, weight) -> tuple[torch.Tensor, dict]:
+    def _encoder_loss(self, stage: str, nets, batch: dict, out: dict, weights: dict) -> tuple[torch.Tensor, dict]:
         made, terms = out["made"].float(), {}
         if stage.startswith("invert"):
             terms["reconstruction"] = F.l1_loss(made, out["real"])
@@ -221,7 +219,7 @@ class EarSR:
             terms["latent"] = F.l1_loss(out["latent"].float(), out["target"].float())
         if stage in ("encoders_lr", "fuse"):  # the face made, shrunk as the input was, must be the input
             terms["downsampling"] = F.l1_loss(shrink(made, batch["lr"].shape[-1]), batch["lr"])
-        total = sum(weight(name) * value for name, value in terms.items())
+        total = sum(weights[name] * value for name, value in terms.items())
         logged = {name: value.item() for name, value in terms.items()}
         if stage == "invert_joint":
             regulariser = nets["regulariser"]
@@ -237,7 +235,7 @@ class EarSR:
         if ctx.stage != "stylegan":
             return
         beta = 0.5 ** (len(batch["hr"]) * ctx.world_size / (self.ema_kimg * 1000)) if self.ema_kimg > 0 else 0.0
-        generator = _unwrapped(nets["generator"])
+        generator = unwrapped(nets["generator"])
         with torch.no_grad():
             for average, current in zip(nets["generator_ema"].parameters(), generator.parameters()):
                 average.lerp_(current, 1 - beta)
@@ -272,130 +270,27 @@ class EarSR:
     def sample(self, nets: dict[str, nn.Module], inputs, output: str, device, **options) -> torch.Tensor:
         """The paper's figure row: the face (when a larger photo was given) | the 8 x 8 input (nearest) | from the
         input alone | from the input and the speech (the 4 s around the middle of --audio, when given)."""
-        def tensor(image):
-            return torch.tensor(image).permute(2, 0, 1)[None].float().to(device) / 127.5 - 1
-
-        lr = tensor(inputs.lr)
+        lr = from_uint8(inputs.lr[None]).to(device)
         spectrogram = None
         if inputs.audio is not None:
             middle = max(0, (len(inputs.audio) - SPECTROGRAM_SAMPLES) // 2)
             values = earsr_spectrogram(inputs.audio[middle:middle + SPECTROGRAM_SAMPLES]).values
             spectrogram = torch.from_numpy(values)[None, None].float().to(device)
         from_lr, fused = self.super_resolve(nets, lr, spectrogram)
-        shown = [tensor(inputs.hr)] if inputs.hr is not None else []
+        shown = [from_uint8(inputs.hr[None]).to(device)] if inputs.hr is not None else []
         shown += [F.interpolate(lr, size=from_lr.shape[-2:], mode="nearest"), from_lr]
         return torch.cat(shown + ([fused] if fused is not None else []))
 
+    def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None):
+        """The paper's identity measure (closed or open set, by the split), PSNR and SSIM, beside E_l alone and
+        bicubic: ``evaluation.py``."""
+        return evaluation.evaluate(self, nets, data, split, device, limit)
 
-    def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
-        """On ``split``: faces from the 8 x 8 inputs alone (``*_lr_only``: E_l), from the inputs and the speech
-        (no suffix) and bicubic up-sampling (``*_bicubic``), against the real faces: identity (the nearest speaker
-        by dlib descriptors, the paper's identity measure: on a closed-set split (speakers seen in training) among
-        centroids of those speakers' training faces, on an open-set split among its own real faces' centroids;
-        and the similarity to the sample's own face), PSNR and SSIM. The real faces' identity accuracy is the
-        ceiling. The
-        picture: real | 8 x 8 | bicubic | E_l | fused | the 8 x 8 input with the voice of the next sample of
-        another speaker (the paper's mixing figure) | that speaker's real face."""
-        real, low, speakers, spectrograms = [], [], [], []
-        attributes = {name: [] for name in EARSR_ATTRIBUTES}
-        for batch, i in split_samples(data, split, self.view, device, limit):
-            real.append(batch["hr"][i])
-            low.append(batch["lr"][i])
-            spectrograms.append(batch["spectrogram"][i])
-            speakers.append(int(batch["speaker"][i]))
-            for name in EARSR_ATTRIBUTES:
-                attributes[name].append(batch[name][i])
-        real, low, spectrograms, speakers = (torch.stack(real), torch.stack(low), torch.stack(spectrograms),
-                                             np.array(speakers))
-        made = {"lr_only": [], "": []}
-        for start in range(0, len(real), 16):
-            from_lr, fused = self.super_resolve(nets, low[start:start + 16], spectrograms[start:start + 16])
-            made["lr_only"].append(from_lr)
-            made[""].append(fused)
-        made = {name: torch.cat(parts) for name, parts in made.items()}
-        made["bicubic"] = F.interpolate(low, size=real.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
-        truth = to_uint8(real)
-        info = json.loads((Path(data) / "dataset.json").read_text())
-        closed = split in info["recipe"].get("closed_splits", ())
-        if closed:  # speakers seen in training: named against their training faces
-            gallery, gallery_speakers = _training_faces(data, self.view, set(speakers.tolist()))
-        else:  # unseen speakers: only the split's own real faces can name them
-            gallery, gallery_speakers = truth, speakers
-        metrics = {"split": split, "set": "closed" if closed else "open", "samples": len(real),
-                   "speakers_in_split": int(len(set(speakers.tolist()))), "identity_gallery_faces": len(gallery),
-                   "identity_accuracy_real": identity_accuracy(truth, speakers, gallery, gallery_speakers)}
-        for name, faces in made.items():
-            suffix = f"_{name}" if name else ""
-            faces = to_uint8(faces)
-            metrics[f"identity_accuracy{suffix}"] = identity_accuracy(faces, speakers, gallery, gallery_speakers)
-            metrics[f"identity_similarity{suffix}"] = identity_similarity(faces, truth)
-            metrics[f"psnr{suffix}"] = psnr(truth, faces)
-            metrics[f"ssim{suffix}"] = ssim(truth, faces)
-        for name, values in attributes.items():
-            if any(values):
-                metrics.update(_attribute_accuracy(name, np.array(values), truth, made, data, self.view))
-        voices = _other_speakers(speakers)
-        with torch.no_grad():
-            _, mixed = self.super_resolve(nets, low[:8], spectrograms[voices[:8]])
-        rows = [real[:8], F.interpolate(low[:8], size=real.shape[-2:], mode="nearest"), made["bicubic"][:8],
-                made["lr_only"][:8], made[""][:8], mixed, real[voices[:8]]]
-        return Evaluation(metrics, [row.float() for row in rows])
 
 def shrink(images: torch.Tensor, size: int) -> torch.Tensor:
     """Faces shrunk to ``size`` as the 8 x 8 inputs were (PIL's antialiased bicubic), differentiably: torch's
     antialiased bicubic, within 0.3 grey levels of PIL's on real faces (tests)."""
     return F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-
-
-def _attribute_accuracy(name: str, values: np.ndarray, truth: np.ndarray, made: dict, data, view: str) -> dict:
-    """``<name>_accuracy*``: a probe (``avmodels.metrics.speaker_identification``'s CNN) trained on the training
-    halves' real faces to name the attribute (each value a class), scored on this split's real faces (the
-    ceiling) and on each kind of made face, over the samples whose value the training faces have."""
-    faces, labels = _training_faces(data, view, field=name)
-    known = labels != ""
-    classes = sorted(set(labels[known].tolist()))
-    kept = np.isin(values, classes)
-    if len(classes) < 2 or not kept.any():
-        return {}
-    index = {value: k for k, value in enumerate(classes)}
-    targets = np.array([index[value] for value in values[kept]])
-    tests = {"real": (truth[kept], targets), **{kind: (to_uint8(faces_made)[kept], targets)
-                                                for kind, faces_made in made.items()}}
-    scores = speaker_identification(faces[known], np.array([index[v] for v in labels[known]]), tests, len(classes))
-    return {f"{name}_accuracy{'_' + kind if kind else ''}": score for kind, score in scores.items()}
-
-
-def _training_faces(data, view: str, speakers: set[int] | None = None, field: str = "speaker",
-                    limit: int = ATTRIBUTE_GALLERY, per_speaker: int = GALLERY_PER_SPEAKER) -> tuple:
-    """Real faces of the training splits (uint8) with each face's ``field``, at most ``limit``; with ``speakers``
-    only theirs, at most ``per_speaker`` each, read until each has that many (a closed-set identity gallery)."""
-    faces, values, counts = [], [], dict.fromkeys(speakers or (), 0)
-    info = json.loads((Path(data) / "dataset.json").read_text())
-    for batch in split_batches(data, training_split(info), view, "cpu", spectrogram=False):
-        for i, speaker in enumerate(batch["speaker"].tolist()):
-            if speakers is not None and counts.get(speaker, per_speaker) >= per_speaker:
-                continue
-            counts[speaker] = counts.get(speaker, 0) + 1
-            faces.append(to_uint8(batch["hr"][i:i + 1]))
-            values.append(batch[field][i] if field != "speaker" else speaker)
-        if len(faces) >= limit or (speakers and min(counts.values()) >= per_speaker):
-            break
-    if not faces:
-        raise ValueError(f"{data}: no training faces of the split's speakers ({training_split(info)})")
-    return np.concatenate(faces)[:limit], np.array(values[:limit])
-
-
-def _other_speakers(speakers: np.ndarray) -> np.ndarray:
-    """For each sample, the next sample (cyclically) of another speaker; itself when the split has one speaker."""
-    chosen = np.arange(len(speakers))
-    for i, speaker in enumerate(speakers):
-        others = [j for j in (np.arange(1, len(speakers)) + i) % len(speakers) if speakers[j] != speaker]
-        chosen[i] = others[0] if others else i
-    return chosen
-
-
-def _unwrapped(network: nn.Module) -> nn.Module:
-    return getattr(network, "module", network)
 
 
 def _mirrored(images: torch.Tensor) -> torch.Tensor:

@@ -221,7 +221,8 @@ class Discriminator(nn.Module):
         self.from_rgb = nn.ModuleList(EqualizedConv2d(3, features[level - 1], 1) for level in range(levels, 1, -1))
         self.blocks = nn.ModuleList(nn.ModuleList([
             EqualizedConv2d(features[level - 1], features[level - 1], 3),
-            EqualizedConv2d(features[level - 1], features[level - 2], 3, resample="down" if 2 ** level >= 128 else None),
+            EqualizedConv2d(features[level - 1], features[level - 2], 3,
+                            resample="down" if 2 ** level >= 128 else None),
         ]) for level in range(levels, 2, -1))
         self.conv_4 = EqualizedConv2d(features[1] + 1, features[1], 3)
         self.dense = EqualizedLinear(features[1] * 16, features[0])

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from avmodels.evaluation import Evaluation, Measures, split_samples
-from avmodels.losses import load_vgg19, perceptual_loss
-from avmodels.methods.adversarial import real_and_fake
+from avmodels.losses import perceptual_loss, real_and_fake, vgg19_from_setting
+from avmodels.methods.base import Method
 from avmodels.methods.headgan.networks import (
     AUDIO_FEATURES,
     NMFC_FRAMES,
@@ -38,20 +38,22 @@ from avmodels.methods.headgan.networks import (
     init_weights,
 )
 from avmodels.methods.headgan.reenact import driven_nmfc
+from avmodels.methods.headgan.view import view as shard_view
 from avmodels.metrics import aed, akd, face_meshes, identity_similarity, landmarks68, psnr, ssim
-from avmodels.pictures import to_uint8
+from avmodels.pictures import from_uint8, to_uint8
 from avmodels.sampling import InputProblem
 from avprep.morphable import apply_affine, load_default_model
 from avprep.shard.sample import headgan_audio_features, placements
 
 MOUTH_SIZE = 64  # the mouth discriminator's crop (official ROI_size)
-LOSS_DEFAULTS = {"adversarial": 1.0, "feature_matching": 10.0, "vgg": 10.0, "masked_l1": 50.0, "flow_mask": 10.0,
-                 "mouth_adversarial": 1.0, "mouth_feature_matching": 10.0, "mouth_discriminator": 0.5}
 
 
-class HeadGAN:
+class HeadGAN(Method):
     name = "headgan"
-    view = "headgan"
+    stages = ("gan",)
+    loss_terms = {"gan": ("adversarial", "feature_matching", "vgg", "masked_l1", "flow_mask", "mouth_adversarial",
+                          "mouth_feature_matching", "mouth_discriminator")}
+    view = staticmethod(shard_view)
     inputs = ("reference", "driving")
     outputs = ("video",)
     driving_asr = "pocketsphinx"  # the driver's speech characters, when it has no transcript beside it
@@ -74,15 +76,9 @@ class HeadGAN:
 
     def load_auxiliary(self, device) -> list[str]:
         """The frozen VGG19 of the perceptual loss, from ``model.vgg19`` (never checkpointed)."""
-        if self.vgg19_file is None:
-            raise ValueError('HeadGAN\'s perceptual loss needs VGG19 weights: set model.vgg19 = "vgg19.pth" (a '
-                             "torchvision vgg19 state dict saved with torch.save), or model.vgg19 = \"\" to train "
-                             "without the VGG terms")
-        if not self.vgg19_file:
-            self.vgg = None
-            return ['model.vgg19 = "": the VGG19 perceptual terms are off']
-        self.vgg = load_vgg19(self.vgg19_file).to(device)
-        return []
+        self.vgg, notes = vgg19_from_setting(self.vgg19_file, device, "HeadGAN's generator loss",
+                                             "train without the VGG terms")
+        return notes
 
     def sequence_length(self, epoch: int, frames: int) -> int:
         """Frames read from each clip in ``epoch`` (0-based): 6, doubling every epoch from the official third
@@ -114,7 +110,6 @@ class HeadGAN:
 
     def loss(self, optimizer: str, nets: dict[str, nn.Module], batch: dict, out: dict, weights: dict[str, float],
              ctx=None) -> tuple[torch.Tensor, dict[str, float]]:
-        weight = lambda name: float(weights.get(name, LOSS_DEFAULTS[name]))  # noqa: E731
         real, fake, condition = batch["real"], out["fake"], batch["target_nmfc"]
         real_mouth, fake_mouth, audio = self._mouths(batch, fake)
         if optimizer == "discriminators":
@@ -125,7 +120,7 @@ class HeadGAN:
             terms = {"d_real": _hinge(real_scores, True), "d_fake": _hinge(fake_scores, False),
                      "d_mouth_real": _hinge(real_mouth_scores, True), "d_mouth_fake": _hinge(fake_mouth_scores, False)}
             total = (terms["d_real"] + terms["d_fake"]
-                     + weight("mouth_discriminator") * (terms["d_mouth_real"] + terms["d_mouth_fake"]))
+                     + weights["mouth_discriminator"] * (terms["d_mouth_real"] + terms["d_mouth_fake"]))
             return total, {name: value.item() for name, value in terms.items()}
         if optimizer == "generator":
             (real_scores, fake_scores) = real_and_fake(nets["image_discriminator"], (torch.cat([condition, real], 1),),
@@ -143,7 +138,7 @@ class HeadGAN:
             if self.vgg is not None:
                 terms["vgg"] = (perceptual_loss(self.vgg, fake.float(), real)
                                 + perceptual_loss(self.vgg, out["warped"].float(), real))
-            total = sum(weight(name) * value for name, value in terms.items())
+            total = sum(weights[name] * value for name, value in terms.items())
             return total, {f"g_{name}": value.item() for name, value in terms.items()}
         raise KeyError(f"headgan has no optimiser {optimizer!r} (generator, discriminators)")
 
@@ -202,7 +197,7 @@ class HeadGAN:
         except ValueError as error:  # no frame of the driver has a face
             raise InputProblem(f"--driving: {error}") from None
         tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array)).float().to(device)  # noqa: E731
-        reference = tensor(inputs.reference.image).permute(2, 0, 1) / 127.5 - 1
+        reference = from_uint8(inputs.reference.image).to(device)
         return self.reenact(nets, reference, tensor(reference_nmfc).permute(2, 0, 1), tensor(nmfc).permute(0, 3, 1, 2),
                             tensor(headgan_audio_features(video, frames)))
 

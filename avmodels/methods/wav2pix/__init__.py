@@ -23,11 +23,18 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from avmodels.data import split_batches
-from avmodels.evaluation import Evaluation, same_speaker_pairs
-from avmodels.metrics import (dlib_detectability, face_detectability, identity_accuracy, identity_similarity,
-                              speaker_identification)
-from avmodels.pictures import area_resized, to_uint8
-from avmodels.views import WAV2PIX_SAMPLES, wav2pix_audio
+from avmodels.evaluation import Evaluation, same_speaker_pairs, training_faces
+from avmodels.methods.base import Method
+from avmodels.methods.wav2pix.view import AUDIO_SAMPLES, prepared_audio
+from avmodels.methods.wav2pix.view import view as shard_view
+from avmodels.metrics import (
+    dlib_detectability,
+    face_detectability,
+    identity_accuracy,
+    identity_similarity,
+    speaker_identification,
+)
+from avmodels.pictures import area_resized, from_uint8, to_uint8
 
 EMBEDDING = 128
 GALLERY = 5000  # real training faces kept for the speaker probe and the identity gallery, at most
@@ -35,7 +42,7 @@ ENCODER_CHANNELS = (1, 16, 32, 128, 256, 512, 1024)
 
 
 class SpeechEncoder(nn.Module):
-    """1 s of 16 kHz audio (peak-normalised, pre-emphasised: ``avmodels.views.wav2pix_audio``) -> z (128).
+    """1 s of 16 kHz audio (peak-normalised, pre-emphasised: ``prepared_audio``) -> z (128).
 
     Six strided 1-D convolutions take 16000 samples to 4 x 1024, then three linear layers.
     """
@@ -113,13 +120,17 @@ def _pyramid(image_size: int) -> list[int]:
     return [64 * 2 ** i for i in range(int(levels))]
 
 
-class Wav2Pix:
+class Wav2Pix(Method):
     """The method as the trainer sees it: networks, the step's shared forward, each optimiser's loss, pictures."""
 
     name = "wav2pix"
-    view = "wav2pix"
+    stages = ("gan",)
+    loss_terms = {"gan": ("adversarial", "feature_matching", "l1", "speaker")}
+    view = staticmethod(shard_view)
     inputs = ("audio",)
     outputs = ("image", "video")  # faces from 1 s windows (PNG), or a face for every frame (MP4 with the speech)
+    sample_options = {"every": (1.0, "PNG: seconds between the starts of successive 1 s windows"),
+                      "limit": (16, "PNG: at most this many faces")}
 
     def __init__(self, model: dict, dataset: dict):
         self.image_size = int(model.get("image_size", 128))
@@ -158,7 +169,7 @@ class Wav2Pix:
                 "l1": F.l1_loss(out["fake"].float(), out["real"]),
                 "speaker": F.cross_entropy(out["speaker_logits"].float(), batch["speaker"]),
             }
-            total = sum(weights.get(name, 0.0) * value for name, value in terms.items())
+            total = sum(weights[name] * value for name, value in terms.items())
             return total, {f"g_{name}": value.item() for name, value in terms.items()}
         raise KeyError(f"wav2pix has no optimiser {optimizer!r} (discriminator, generator)")
 
@@ -174,7 +185,7 @@ class Wav2Pix:
     @staticmethod
     def prepare_audio(waveform, starts: list[int]) -> torch.Tensor:
         """1 s windows of a 16 kHz waveform at the given sample offsets, each prepared as in training."""
-        return torch.stack([torch.from_numpy(wav2pix_audio(waveform[start:start + WAV2PIX_SAMPLES], None))
+        return torch.stack([torch.from_numpy(prepared_audio(waveform[start:start + AUDIO_SAMPLES], None))
                             for start in starts])
 
     @torch.no_grad()
@@ -184,12 +195,12 @@ class Wav2Pix:
         ``video``: a face for every frame at ``inputs.fps``, each from the second of speech centred on it."""
         waveform = inputs.audio
         if output == "image":
-            hop = max(1, int(every * WAV2PIX_SAMPLES))
-            starts = list(range(0, max(1, len(waveform) - WAV2PIX_SAMPLES + 1), hop))[:limit]
+            hop = max(1, int(every * AUDIO_SAMPLES))
+            starts = list(range(0, max(1, len(waveform) - AUDIO_SAMPLES + 1), hop))[:limit]
         else:
-            half = WAV2PIX_SAMPLES // 2
+            half = AUDIO_SAMPLES // 2
             waveform = np.pad(waveform, (half, half))
-            starts = [int(round(k / inputs.fps * WAV2PIX_SAMPLES)) for k in range(inputs.frames)]
+            starts = [int(round(k / inputs.fps * AUDIO_SAMPLES)) for k in range(inputs.frames)]
         faces = [self.generate(nets, self.prepare_audio(waveform, starts[i:i + 64]).to(device)).float().cpu()
                  for i in range(0, len(starts), 64)]
         return torch.cat(faces)
@@ -203,7 +214,7 @@ class Wav2Pix:
         real, fake, speakers = self._faces(nets, data, split, device, limit)
         if not len(real):
             raise ValueError(f"{data}: the {split} split has no samples")
-        train_real, _, train_speakers = self._faces(None, data, "train", "cpu", GALLERY)
+        train_real, train_speakers = training_faces(data, self.view, "image", limit=GALLERY, size=self.image_size)
         tests = {"generated": (fake, speakers), "real": (real, speakers)}
         identified = speaker_identification(train_real, train_speakers, tests, self.speakers)
         pairs = same_speaker_pairs(speakers)
@@ -218,16 +229,14 @@ class Wav2Pix:
             "identity_accuracy_real": identity_accuracy(real, speakers, train_real, train_speakers),
             "l1": float(np.abs(fake.astype(np.float32) - real.astype(np.float32)).mean() / 127.5),
         }
-        as_tensor = lambda images: torch.from_numpy(images[:8]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        return Evaluation(metrics, [as_tensor(real), as_tensor(fake)])
+        return Evaluation(metrics, [from_uint8(real[:8]), from_uint8(fake[:8])])
 
     def _faces(self, nets, data, split: str, device, limit: int | None) -> tuple:
-        """(real faces, generated faces (none when ``nets`` is None), speaker indices) of a split, streamed."""
+        """(real faces, generated faces, speaker indices) of a split, streamed."""
         real, fake, speakers = [], [], []
         for batch in split_batches(data, split, self.view, device):
             real.append(to_uint8(self._resize(batch["image"])))
-            if nets is not None:
-                fake.append(to_uint8(self.generate(nets, batch["audio"])))
+            fake.append(to_uint8(self.generate(nets, batch["audio"])))
             speakers.append(batch["speaker"].cpu().numpy())
             if limit is not None and sum(map(len, real)) >= limit:
                 break
