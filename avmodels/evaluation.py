@@ -3,6 +3,7 @@ measures averaged into metrics, the real training faces that identity measures n
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Iterator
 
 import numpy as np
@@ -58,8 +59,11 @@ class Measures:
             self.add(f"{name}_confidence", confidence)
 
     def metrics(self, split: str, **extra) -> dict:
-        return {"split": split, "samples": self.samples, **extra,
-                **{name: float(np.nanmean(values)) for name, values in sorted(self.values.items())}}
+        """Each measure's mean over the samples it could be taken on; NaN where none (say, dlib found no face)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the mean of nothing: NaN, as said
+            means = {name: float(np.nanmean(values)) for name, values in sorted(self.values.items())}
+        return {"split": split, "samples": self.samples, **extra, **means}
 
 
 def same_speaker_pairs(speakers: np.ndarray) -> np.ndarray:

@@ -17,17 +17,21 @@ def bce(logit: torch.Tensor, target: float | torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logit, torch.as_tensor(target, device=logit.device).expand_as(logit))
 
 
-def real_and_fake(discriminator, real: tuple, fake: tuple) -> tuple[tuple, tuple]:
+def real_and_fake(discriminator, real: tuple, fake: tuple) -> tuple:
     """``discriminator(*real)`` and ``discriminator(*fake)``: two passes, as the official codes (batch-norm
     statistics of real and fake apart); under DDP one pass over both concatenated, since DDP takes one forward
-    per backward."""
+    per backward, its outputs (a tensor, or nested lists and tuples of them: HeadGAN's scales of layers) cut
+    back into the real and the fake halves."""
     if is_distributed(discriminator):
-        outputs = discriminator(*(torch.cat([r, f]) for r, f in zip(real, fake)))
-        count = len(real[0])
-        if torch.is_tensor(outputs):
-            return outputs[:count], outputs[count:]
-        return tuple(o[:count] for o in outputs), tuple(o[count:] for o in outputs)
+        return _halves(discriminator(*(torch.cat([r, f]) for r, f in zip(real, fake))), len(real[0]))
     return discriminator(*real), discriminator(*fake)
+
+
+def _halves(outputs, count: int) -> tuple:
+    if torch.is_tensor(outputs):
+        return outputs[:count], outputs[count:]
+    halves = [_halves(output, count) for output in outputs]
+    return type(outputs)(half for half, _ in halves), type(outputs)(half for _, half in halves)
 
 # torchvision's VGG19 ``features``: channels per 3 x 3 convolution, "M" a 2 x 2 max pool (indices as torchvision's)
 VGG19_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)

@@ -17,7 +17,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def from_uint8(pixels: np.ndarray) -> torch.Tensor:
     """(N x) H x W x 3 uint8 RGB -> (N x) 3 x H x W float32 in [-1, 1]: ``to_uint8``'s inverse."""
-    return torch.from_numpy(np.ascontiguousarray(pixels)).movedim(-1, -3).float() / 127.5 - 1
+    return torch.from_numpy(np.array(pixels, np.float32)).movedim(-1, -3) / 127.5 - 1  # a copy: any array
 
 
 def area_resized(images: torch.Tensor, size: int) -> torch.Tensor:

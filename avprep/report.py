@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 from avprep.inspect import contact_sheet
 from avprep.media.ffmpeg import MediaError
 from avprep.pipeline.config import FaceConfig
+from avprep.shard.folder import ShardDir
 from avprep.shard.tars import shard_samples
 
 MAX_VIDEOS = 2000  # frames.parquet files read for the face histograms, spread over the manifest
@@ -232,7 +233,7 @@ def _sheet(prep: Path, video_id: str, speaker: str) -> str:
 
 def shard_sections(folder: Path) -> list[tuple[str, str]]:
     """(title, html) sections about a shard folder, from dataset.json, index.parquet and the first tars."""
-    dataset = json.loads((folder / "dataset.json").read_text())
+    dataset = ShardDir(folder).info
     index = pq.read_table(folder / "index.parquet") if (folder / "index.parquet").exists() else None
     recipe = dataset.get("recipe", {})
     fields = [(name, spec.get("dtype"), " x ".join(map(str, spec.get("shape", []))) or "-", spec.get("time_base"))

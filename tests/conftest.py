@@ -103,6 +103,41 @@ def shards_for(prep, lrw_prep, tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="session")
+def synthetic_for(tmp_path_factory):
+    """``synthetic_for(method)``: synthetic shards of the method's recipe (``support.write_shards``), made once."""
+    from support import write_shards
+
+    made: dict[str, Path] = {}
+
+    def make(method: str) -> Path:
+        if method not in made:
+            made[method] = write_shards(tmp_path_factory.mktemp(f"synthetic_{method}") / "shards", method)
+        return made[method]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_for(synthetic_for, tmp_path_factory):
+    """``trained_for(method)``: the run folder of every stage of the method trained briefly (``support.TINY``)
+    on its synthetic shards, made once per session: a checkpoint for sampling and evaluation tests, stage files
+    and metrics for the contract suite."""
+    from support import tiny_config
+
+    from avmodels.training.trainer import train
+
+    made: dict[str, Path] = {}
+
+    def make(method: str) -> Path:
+        if method not in made:
+            made[method] = tmp_path_factory.mktemp(f"trained_{method}")
+            train(tiny_config(method), synthetic_for(method), made[method], device="cpu")
+        return made[method]
+
+    return make
+
+
 @pytest.fixture(scope="module")
 def toy():
     """The trainer tests' toy method (``support.Toy``) in the registry, as ``toy``, for one test module."""

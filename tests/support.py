@@ -84,13 +84,20 @@ TINY = {
     "wav2pix": ["model.image_size=64", "train.batch_size=2", "train.stages.gan.steps=3"],
     "atvgnet": ["model.image_size=64", "model.width=8", "train.stages.at_net.batch_size=2",
                 "train.stages.vg_net.batch_size=2", "train.stages.at_net.steps=2", "train.stages.vg_net.steps=2"],
-    "davs": ["model.width=0.125", "train.batch_size=2", "train.stages.pid_pretrain.steps=1",
+    "davs": ["model.width=0.125", "model.finetune_steps=2", "train.batch_size=2", "train.stages.pid_pretrain.steps=1",
              "train.stages.word_pretrain.steps=1", "train.stages.disentangle.steps=2"],
     "headgan": ["model.width=0.125", 'model.vgg19=""', "train.batch_size=2", "train.stages.gan.steps=2"],
     "ear_sr": ["model.width=0.125", 'model.vgg19=""', "train.batch_size=2", "train.stages.stylegan.steps=2",
                "train.stages.invert.steps=1", "train.stages.invert_joint.steps=2", "train.stages.encoders_lr.steps=1",
                "train.stages.encoders_audio.steps=1", "train.stages.fuse.steps=1"],
 }
+
+
+def tiny_config(method: str):
+    """The method's recipe with ``QUICK`` and its ``TINY`` settings."""
+    from avmodels.training.config import load_train_config
+
+    return load_train_config(method, overrides=[*QUICK, *TINY[method]])
 
 
 STOPS = {"wav2pix": 2, "atvgnet": 3, "davs": 3, "headgan": 1, "ear_sr": 4}  # a step of TINY's runs inside a

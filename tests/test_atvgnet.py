@@ -1,4 +1,5 @@
-"""ATVGnet's networks: the official parameter counts, shapes, and the ConvGRU against torch's GRU."""
+"""ATVGnet: the networks' official parameter counts and shapes, the ConvGRU against torch's GRU, the view, the
+landmark PCA, both stages fitting a fixed batch, sampling and evaluation."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,14 @@ import pytest
 import skimage.data
 import soundfile
 import torch
-from support import run_avmodels
+from support import avmodels_here
 
 from avmodels.data import split_batches
 from avmodels.methods import get_method
 from avmodels.methods.atvgnet import ATVGnet
 from avmodels.methods.atvgnet.networks import ATNet, ConvGRU, GLDiscriminator, VGNet
 from avmodels.training.config import load_train_config
-from avmodels.training.trainer import StepContext, make_optimizers, train, train_step
+from avmodels.training.trainer import StepContext, make_optimizers, train_step
 from avprep.media.audio import decode_audio
 from avprep.media.probe import probe
 
@@ -72,9 +73,6 @@ def test_a_one_by_one_conv_gru_is_torchs_gru():
         assert torch.allclose(conv(x[:, :, :, None, None])[:, :, :, 0, 0], expected, atol=1e-6)
 
 
-SMALL = ["model.image_size=64", "model.width=8", "train.num_workers=1", "train.log_every=1", "train.sample_every=2",
-         "train.checkpoint_every=2", "train.stages.at_net.batch_size=2", "train.stages.vg_net.batch_size=2",
-         "train.stages.at_net.steps=2", "train.stages.vg_net.steps=3"]
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +124,8 @@ def fixed_batch_losses(shards, stage_name: str, steps: int, key: str) -> list[fl
 
 
 def test_at_net_fits_a_fixed_batch(shards):
-    errors = fixed_batch_losses(shards, "at_net", 60, "at_mse")
-    assert sum(errors[-5:]) / 5 < 0.3 * errors[0], errors[::10]
+    errors = fixed_batch_losses(shards, "at_net", 20, "at_mse")  # to about 0.08 of the first step's here
+    assert sum(errors[-5:]) / 5 < 0.3 * errors[0], errors[::4]
 
 
 def test_vg_net_fits_a_fixed_batch(shards):
@@ -135,23 +133,22 @@ def test_vg_net_fits_a_fixed_batch(shards):
     assert sum(pixels[-5:]) / 5 < 0.6 * pixels[0], pixels[::8]
 
 
-def test_sample_writes_a_talking_mp4_as_long_as_the_speech_and_eval_its_measures(shards, prep, tmp_path):
-    run = tmp_path / "run"
-    train(load_train_config("atvgnet", overrides=SMALL), shards, run, device="cpu")
+def test_sample_writes_a_talking_mp4_as_long_as_the_speech_and_eval_its_measures(shards, prep, trained_for, tmp_path):
+    run = trained_for("atvgnet")
     clip = next(p for p in (prep / "videos").iterdir())
     speech = clip / "audio.flac"
     photo = tmp_path / "face.png"
     cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
-    result = run_avmodels("sample", "-c", str(run / "checkpoint.pt"), "--audio", str(speech), "--reference",
-                          str(photo), "-o", str(tmp_path / "talk.mp4"))
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = avmodels_here("sample", "-c", str(run / "checkpoint.pt"), "--audio", str(speech), "--reference",
+                           str(photo), "-o", str(tmp_path / "talk.mp4"))
+    assert result.exit_code == 0, result.output
     video, seconds = probe(tmp_path / "talk.mp4"), soundfile.info(str(speech)).duration
     assert (video.width, video.height, video.audio_codec) == (64, 64, "aac")
     assert abs(video.n_packets / video.fps - seconds) <= 1 / video.fps
     assert abs(len(decode_audio(tmp_path / "talk.mp4", 1)) / 16000 - seconds) <= 1 / video.fps
-    result = run_avmodels("eval", "-m", "atvgnet", "-d", str(shards), "-c", str(run / "checkpoint.pt"),
-                          "--limit", "2", "-o", str(tmp_path / "eval.json"))
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = avmodels_here("eval", "-m", "atvgnet", "-d", str(shards), "-c", str(run / "checkpoint.pt"),
+                           "--limit", "2", "-o", str(tmp_path / "eval.json"))
+    assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "eval.json").read_text())
     for name in ("lmd", "psnr", "lmd_from_true_landmarks", "psnr_from_true_landmarks"):
         assert 0 < scores[name] < 100, name

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from support import QUICK, STOPS, TINY, free_port, run_avmodels, torchrun, write_shards
+from support import QUICK, STOPS, TINY, avmodels_here, free_port, run_avmodels, tiny_config, torchrun
 
 from avmodels import checkpoints
 from avmodels.methods import METHODS, get_method, load_trained
@@ -21,14 +21,7 @@ SHIPPED = sorted(METHODS)  # as collected: other modules' fixtures may register 
 LISTED = {"speakers": ["a", "b", "c"], "labels": ["ABOUT", "AFTER"]}
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("contract")
-    return {name: write_shards(root / name, name) for name in SHIPPED}
-
-
-def tiny(name: str):
-    return load_train_config(name, overrides=[*QUICK, *TINY[name]])
+tiny = tiny_config
 
 
 def rows(run) -> list[dict]:
@@ -50,23 +43,9 @@ def test_builds_at_the_recipes_size_and_small(name):
     assert optimised <= set(small.networks)
 
 
-@pytest.fixture(scope="module")
-def whole(synthetic, tmp_path_factory):
-    """Each method's uninterrupted TINY run, made when first asked for."""
-    made = {}
-
-    def run(name: str):
-        if name not in made:
-            made[name] = tmp_path_factory.mktemp(f"whole_{name}")
-            train(tiny(name), synthetic[name], made[name], device="cpu")
-        return made[name]
-
-    return run
-
-
 @pytest.mark.parametrize("name", SHIPPED)
-def test_every_stage_trains_in_order_with_pictures_and_stage_files(name, whole):
-    run, config = whole(name), tiny(name)
+def test_every_stage_trains_in_order_with_pictures_and_stage_files(name, trained_for):
+    run, config = trained_for(name), tiny(name)
     expected = [stage.name for stage in config.stages for _ in range(stage.steps)]
     logged = rows(run)
     assert [row["stage"] for row in logged] == expected
@@ -79,8 +58,8 @@ def test_every_stage_trains_in_order_with_pictures_and_stage_files(name, whole):
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_comes_back_from_its_checkpoint_and_stage_files(name, whole):
-    run = whole(name)
+def test_comes_back_from_its_checkpoint_and_stage_files(name, trained_for):
+    run = trained_for(name)
     last = tiny(name).stages[-1].name
     method, nets, saved = load_trained(run / "checkpoint.pt")
     assert method.name == name and saved["step"] == len(rows(run))
@@ -92,27 +71,50 @@ def test_comes_back_from_its_checkpoint_and_stage_files(name, whole):
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_resumes_exactly_from_inside_a_later_stage(name, whole, synthetic, tmp_path):
-    config, parts = tiny(name), tmp_path / "parts"
-    train(config, synthetic[name], parts, max_steps=STOPS[name], device="cpu")
-    train(config, synthetic[name], parts, resume=True, device="cpu")
-    for first, second in zip(rows(whole(name)), rows(parts), strict=True):
+def test_resumes_exactly_from_inside_a_later_stage(name, trained_for, synthetic_for, tmp_path):
+    config, parts, whole = tiny(name), tmp_path / "parts", trained_for(name)
+    train(config, synthetic_for(name), parts, max_steps=STOPS[name], device="cpu")
+    train(config, synthetic_for(name), parts, resume=True, device="cpu")
+    for first, second in zip(rows(whole), rows(parts), strict=True):
         assert (first["step"], first["stage"], first["epoch"]) == (second["step"], second["stage"], second["epoch"])
         losses = {key: value for key, value in first.items() if key not in BOOKKEEPING}
         assert {key: second[key] for key in losses} == pytest.approx(losses, rel=1e-5, abs=1e-7), first["step"]
     resumed = networks(parts / "checkpoint.pt")
-    for network, state in networks(whole(name) / "checkpoint.pt").items():
+    for network, state in networks(whole / "checkpoint.pt").items():
         for key, value in state.items():
             assert torch.allclose(value.float(), resumed[network][key].float(), rtol=1e-4, atol=1e-6), (network, key)
 
 
+KNOWN_DDP_FAULTS = {  # open faults, each with its issue: strict, so a fix shows here
+    "ear_sr": "issue 26 (#8 of the review): parameters DDP finds unused (the discriminator's lower FromRGB layers "
+              "skipped at a fade weight of 0; generator_ema's mapping in invert_joint, which draws from W+)",
+}
+
+
+DDP_CASES = [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DDP_FAULTS[name]))
+             if name in KNOWN_DDP_FAULTS else name for name in SHIPPED]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", SHIPPED)
-def test_two_gloo_ranks_train_every_stage_and_agree(name, synthetic, tmp_path):
+@pytest.mark.parametrize("name", DDP_CASES)
+def test_two_gloo_ranks_train_every_stage_and_agree(name, synthetic_for, tmp_path):
     settings = [arg for setting in [*QUICK, *TINY[name]] for arg in ("--set", setting)]
-    result = run_avmodels("train", "-m", name, "-d", str(synthetic[name]), "-o", str(tmp_path / "ddp"),
+    result = run_avmodels("train", "-m", name, "-d", str(synthetic_for(name)), "-o", str(tmp_path / "ddp"),
                           "--device", "cpu", *settings, wrapper=torchrun(free_port()))
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == sum(stage.steps for stage in tiny(name).stages)
     assert len(set(summary["weights_sha1_per_rank"])) == 1
+
+
+def test_list_names_methods_stages_and_recipes():
+    result = avmodels_here("list")
+    assert result.exit_code == 0, result.output
+    assert "wav2pix" in result.output and "gan" in result.output and "200 epochs" in result.output
+    assert "x0.1" in result.output  # Ear-SR fine-tunes E_a at a tenth of the fusion rate
+    counts = json.loads(avmodels_here("list", "--params", "--json").output)
+    assert counts["atvgnet"] == {"at_net": 30_071_750, "vg_net": 58_355_781, "discriminator": 20_896_905,
+                                 "landmark_pca": 0}
+    assert counts["wav2pix"]["generator"] == 13_241_344
+    assert counts["davs"]["decoder"] == 22_404_547 and counts["davs"]["word_classifier"] == 1_829_876  # 500 words
+    assert "--reference + --audio or --driving -> video" in result.output

@@ -1,5 +1,5 @@
 """DAVS: the networks' official parameter counts (or why not) and forward shapes, then the method: the view's
-draws, each stage's losses, training and resuming, user-file init, sampling with fine-tuning, and evaluation."""
+draws, each stage's losses, user-file init, sampling with fine-tuning, and evaluation."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,7 @@ import pytest
 import skimage.data
 import soundfile
 import torch
-from support import run_avmodels
+from support import avmodels_here
 
 from avmodels import checkpoints
 from avmodels.data import make_dataset, shard_urls, split_batches, view_with
@@ -154,8 +154,8 @@ def test_word_pretraining_fits_a_fixed_batch(shards):
 
 
 def test_disentangling_fits_a_fixed_batch(shards):
-    errors = fixed_batch_losses(shards, "disentangle", 12, ("g_frame", "g_mouth"))
-    assert sum(errors[-3:]) / 3 < 0.85 * errors[0], errors  # about -23% in 12 steps at lr 2e-4
+    errors = fixed_batch_losses(shards, "disentangle", 9, ("g_frame", "g_mouth"))
+    assert sum(errors[-3:]) / 3 < 0.85 * errors[0], errors  # about -20% in 9 steps at lr 2e-4
 
 
 STAGE_LOSSES = load_train_config("davs").stages[2].losses  # disentangle's
@@ -175,10 +175,10 @@ def test_the_generator_loss_runs_under_bf16_autocast_with_the_uniform_term_in_fl
 
 
 @pytest.fixture(scope="module")
-def trained(shards, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("davs_run")
-    train(load_train_config("davs", overrides=SMALL), shards, run, device="cpu")
-    return run / "checkpoint.pt"  # the uninterrupted run of the resume test, and what sampling and eval use
+def trained(trained_for) -> Path:
+    """Every stage briefly (the session's run; sampling fine-tunes 2 steps, not the official 5): what sampling
+    and evaluation read."""
+    return trained_for("davs") / "checkpoint.pt"
 
 
 def test_a_lightcnn_person_encoder_starts_from_a_user_file_with_a_module_prefix(shards, tmp_path):
@@ -210,15 +210,15 @@ def test_audio_and_video_driven_samples_are_mp4s_with_sound_and_leave_the_checkp
     seconds = soundfile.info(str(speech)).duration
     for name, given in (("audio", ("--audio", str(speech))), ("video", ("--driving", str(driving)))):
         out = tmp_path / f"{name}.mp4"
-        result = run_avmodels("sample", "-c", str(trained), "--reference", str(photo), *given, "-o", str(out))
-        assert result.returncode == 0, result.stdout + result.stderr
+        result = avmodels_here("sample", "-c", str(trained), "--reference", str(photo), *given, "-o", str(out))
+        assert result.exit_code == 0, result.output
         video = probe(out)
         assert (video.width, video.height, video.audio_codec) == (256, 256, "aac")
         assert abs(video.n_packets / video.fps - seconds) <= 1 / video.fps
         assert abs(len(decode_audio(out, 1)) / 16000 - seconds) <= 1 / video.fps
     assert hashlib.sha1(trained.read_bytes()).hexdigest() == before
-    missing = run_avmodels("sample", "-c", str(trained), "--reference", str(photo), "-o", str(tmp_path / "x.mp4"))
-    assert missing.returncode == 2 and "--audio (audio-driven) or --driving" in missing.stdout
+    missing = avmodels_here("sample", "-c", str(trained), "--reference", str(photo), "-o", str(tmp_path / "x.mp4"))
+    assert missing.exit_code == 2 and "--audio (audio-driven) or --driving" in missing.output
 
 
 def test_fine_tuning_works_on_copies(trained):
@@ -233,9 +233,9 @@ def test_fine_tuning_works_on_copies(trained):
 
 
 def test_eval_reports_word_accuracy_and_the_generation_measures(trained, shards, tmp_path):
-    result = run_avmodels("eval", "-m", "davs", "-d", str(shards), "-c", str(trained), "--limit", "1",
-                          "-o", str(tmp_path / "eval.json"))
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = avmodels_here("eval", "-m", "davs", "-d", str(shards), "-c", str(trained), "--limit", "1",
+                           "-o", str(tmp_path / "eval.json"))
+    assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "eval.json").read_text())
     for name in ("word_accuracy_audio", "word_accuracy_visual", "word_accuracy_both", "ssim", "ssim_from_video",
                  "sync_real_confidence", "identity_similarity_real"):

@@ -16,7 +16,7 @@ import pytest
 import skimage.data
 import torch
 import torch.nn.functional as F
-from support import run_avmodels, torchvision_shaped_vgg19
+from support import avmodels_here, run_avmodels, torchvision_shaped_vgg19
 
 from avmodels import checkpoints
 from avmodels.evaluation import training_faces
@@ -336,7 +336,8 @@ ALL_STAGES = [*SMALL, "train.stages.invert.steps=1", "train.stages.invert_joint.
 
 def test_the_inversion_needs_vgg19_weights_or_an_explicit_empty_setting(shards, tmp_path):
     with pytest.raises(ValueError, match='set model.vgg19 = "vgg19.pth"'):
-        train(load_train_config("ear_sr", overrides=ALL_STAGES), shards, tmp_path / "refused", device="cpu")
+        train(load_train_config("ear_sr", overrides=ALL_STAGES), shards, tmp_path / "refused", device="cpu",
+              start_stage="invert")
     torch.save(torchvision_shaped_vgg19(), tmp_path / "vgg19.pth")
     config = load_train_config("ear_sr", overrides=[*ALL_STAGES, f'model.vgg19="{tmp_path / "vgg19.pth"}"'])
     train(config, shards, tmp_path / "vgg", device="cpu", start_stage="invert", max_steps=1)
@@ -345,11 +346,10 @@ def test_the_inversion_needs_vgg19_weights_or_an_explicit_empty_setting(shards, 
 
 
 @pytest.fixture(scope="module")
-def trained(shards, tmp_path_factory) -> Path:
-    """All six stages at width 0.125 without the VGG term, 1 or 2 steps each: the resume test's whole run."""
-    run = tmp_path_factory.mktemp("ear_sr_run")
-    train(load_train_config("ear_sr", overrides=[*ALL_STAGES, 'model.vgg19=""']), shards, run, device="cpu")
-    return run
+def trained(trained_for) -> Path:
+    """All six stages at width 0.125 without the VGG term, 1 or 2 steps each (the session's run): what the
+    checkpoint, sampling and evaluation tests read."""
+    return trained_for("ear_sr")
 
 
 def test_invert_joint_holds_the_generator_near_where_the_stage_found_it(trained):
@@ -394,15 +394,15 @@ def test_sample_draws_the_papers_figure_row(trained, prep, tmp_path):
     cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
     speech = next((prep / "videos").iterdir()) / "audio.flac"
     checkpoint = str(trained / "checkpoint.pt")
-    result = run_avmodels("sample", "-c", checkpoint, "--lr", str(photo), "--audio", str(speech), "-o",
-                          str(tmp_path / "sr.png"))
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = avmodels_here("sample", "-c", checkpoint, "--lr", str(photo), "--audio", str(speech), "-o",
+                           str(tmp_path / "sr.png"))
+    assert result.exit_code == 0, result.output
     assert cv2.imread(str(tmp_path / "sr.png")).shape == (128, 4 * 128 + 3 * 2, 3)  # face | 8 x 8 | E_l | fused
     cv2.imwrite(str(tmp_path / "lr.png"), cv2.cvtColor(downsample(skimage.data.astronaut(), 8), cv2.COLOR_RGB2BGR))
-    result = run_avmodels("sample", "-c", checkpoint, "--lr", str(tmp_path / "lr.png"), "-o", str(tmp_path / "x.png"))
-    assert result.returncode == 0 and cv2.imread(str(tmp_path / "x.png")).shape == (128, 2 * 128 + 2, 3)
-    refused = run_avmodels("sample", "-c", checkpoint, "--audio", str(speech), "-o", str(tmp_path / "y.png"))
-    assert refused.returncode == 2 and "give --lr" in refused.stdout
+    result = avmodels_here("sample", "-c", checkpoint, "--lr", str(tmp_path / "lr.png"), "-o", str(tmp_path / "x.png"))
+    assert result.exit_code == 0 and cv2.imread(str(tmp_path / "x.png")).shape == (128, 2 * 128 + 2, 3)
+    refused = avmodels_here("sample", "-c", checkpoint, "--audio", str(speech), "-o", str(tmp_path / "y.png"))
+    assert refused.exit_code == 2 and "give --lr" in refused.output
 
 
 @pytest.mark.slow  # dlib on every face; the quick start evaluates too

@@ -1,6 +1,6 @@
 """HeadGAN: the networks' official parameter counts and forward shapes, the warp, the official init, the VGG19 of
 the perceptual loss loaded from a torchvision-shaped file; then the method's training: one generator step per
-NMFC window, the discriminators every 4, the curriculum, the VGG setting, losses falling, exact resume; the
+NMFC window, the discriminators every 4, the curriculum, the VGG setting, losses falling; the
 reenactment geometry (the driver's motion drawn with the reference's identity), sampling and evaluation."""
 from __future__ import annotations
 
@@ -137,11 +137,10 @@ def test_the_curriculum_doubles_the_sequences_from_the_third_epoch():
 
 
 @pytest.fixture(scope="module")
-def trained(shards, tmp_path_factory) -> Path:
-    """Two loaded batches of 6-frame clips at width 0.125, VGG off: the uninterrupted run of the resume test."""
-    run = tmp_path_factory.mktemp("headgan_run")
-    train(load_train_config("headgan", overrides=SMALL), shards, run, device="cpu")
-    return run
+def trained(trained_for) -> Path:
+    """Two loaded batches of 6-frame clips at width 0.125, VGG off (the session's run): what the micro-step,
+    sampling and evaluation tests read."""
+    return trained_for("headgan")
 
 
 def test_each_window_of_three_nmfc_frames_is_a_generator_step_and_d_steps_every_fourth(trained):
@@ -176,7 +175,7 @@ def test_the_generator_fits_a_fixed_batch(shards):
     batch = next(split_batches(shards, "train", get_method("headgan").view, "cpu", batch_size=2))
     optimizers, schedulers = make_optimizers(stage, method.networks)
     errors = []
-    for step in range(6):
+    for step in range(5):  # the masked L1 to about 0.52 of the first round's here
         ctx = StepContext(stage.name, step, step, 0, micro_step=4 * step)
         for i, part in enumerate(method.micro_batches(batch, ctx)):
             _, losses = train_step(method, method.networks, method.networks, part, stage, optimizers, schedulers,

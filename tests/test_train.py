@@ -222,14 +222,13 @@ def test_a_decay_holds_the_rate_for_its_share_of_the_stage_then_falls_to_zero():
         load_train_config("wav2pix", overrides=["train.stages.gan.optimizers.generator.hold=1.0"])
 
 
-def test_list_names_methods_stages_and_recipes():
-    result = avmodels_here("list")
-    assert result.exit_code == 0, result.output
-    assert "wav2pix" in result.output and "gan" in result.output and "200 epochs" in result.output
-    assert "x0.1" in result.output  # Ear-SR fine-tunes E_a at a tenth of the fusion rate
-    counts = json.loads(avmodels_here("list", "--params", "--json").output)
-    assert counts["atvgnet"] == {"at_net": 30_071_750, "vg_net": 58_355_781, "discriminator": 20_896_905,
-                                 "landmark_pca": 0}
-    assert counts["wav2pix"]["generator"] == 13_241_344
-    assert counts["davs"]["decoder"] == 22_404_547 and counts["davs"]["word_classifier"] == 1_829_876  # 500 words
-    assert "--reference + --audio or --driving -> video" in result.output
+def test_one_pass_outputs_are_cut_back_into_real_and_fake_however_nested():
+    """Under DDP a discriminator sees real and fake in one pass; HeadGAN's returns scales of layers."""
+    from avmodels.losses import _halves
+
+    both = torch.arange(6.0)
+    nested = [[both, both * 2], [both * 3]]
+    real, fake = _halves(nested, 4)
+    assert [[t.tolist() for t in scale] for scale in real] == [[[0, 1, 2, 3], [0, 2, 4, 6]], [[0, 3, 6, 9]]]
+    assert [[t.tolist() for t in scale] for scale in fake] == [[[4, 5], [8, 10]], [[12, 15]]]
+    assert [t.tolist() for t in _halves((both, both), 1)[1]] == [[1, 2, 3, 4, 5]] * 2

@@ -9,17 +9,14 @@ import cv2
 import pytest
 import soundfile
 import torch
-from support import avmodels_here, run_avmodels
+from support import avmodels_here
 
 from avmodels.data import split_batches
 from avmodels.methods.wav2pix import Wav2Pix
 from avmodels.training.config import load_train_config
-from avmodels.training.trainer import StepContext, make_optimizers, train, train_step
+from avmodels.training.trainer import StepContext, make_optimizers, train_step
 from avprep.media.audio import decode_audio
 from avprep.media.probe import probe
-
-SMALL = ["model.image_size=64", "train.batch_size=2", "train.num_workers=1", "train.log_every=1",
-         "train.sample_every=2", "train.checkpoint_every=2"]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +58,8 @@ def test_shapes_and_the_official_losses_and_optimisers():
 
 
 def test_a_fixed_batch_is_overfit(shards):
-    """L1 to the target faces falls by at least half in 200 steps with the recipe's losses and optimisers.
+    """L1 to the target faces falls by at least half in 120 steps with the recipe's losses and optimisers (to
+    about 0.37 of the first step's here).
 
     Dropout is off, as usual for an overfit-one-batch check: with it on, the generator's output stays noisy and
     the fall is ~50% rather than ~80%.
@@ -73,17 +71,15 @@ def test_a_fixed_batch_is_overfit(shards):
     batch = next(split_batches(shards, "train", Wav2Pix.view, "cpu", batch_size=2))
     optimizers, schedulers = make_optimizers(stage, method.networks)
     l1 = []
-    for step in range(200):
+    for step in range(120):
         ctx = StepContext(stage.name, step, step, 0)
         _, losses = train_step(method, method.networks, method.networks, batch, stage, optimizers, schedulers, ctx)
         l1.append(losses["g_l1"])
     assert sum(l1[-5:]) / 5 <= 0.5 * l1[0], l1[::20]
 
 
-def test_sample_and_eval_write_their_files(shards, prep, tmp_path):
-    config = load_train_config("wav2pix", overrides=SMALL)
-    run = tmp_path / "run"
-    train(config, shards, run, max_steps=2, device="cpu")
+def test_sample_and_eval_write_their_files(shards, prep, trained_for, tmp_path):
+    run = trained_for("wav2pix")
     clip = next((prep / "videos").iterdir())
     audio = tmp_path / "speech.flac"
     (Path(str(audio))).write_bytes((clip / "audio.flac").read_bytes())
@@ -107,9 +103,9 @@ def test_sample_and_eval_write_their_files(shards, prep, tmp_path):
     assert abs(len(decode_audio(tmp_path / "t.mp4", 1)) / 16000 - seconds) < 1 / 25
     result = avmodels_here("sample", "-c", str(run / "checkpoint.pt"), "-o", str(tmp_path / "t.mp4"))
     assert result.exit_code == 2 and "give --audio" in result.output
-    result = run_avmodels("eval", "-m", "wav2pix", "-d", str(shards), "-c", str(run / "checkpoint.pt"),
-                          "--split", "val", "--limit", "3", "-o", str(tmp_path / "eval.json"))  # as a user runs it
-    assert result.returncode == 0, result.stderr + result.stdout
+    result = avmodels_here("eval", "-m", "wav2pix", "-d", str(shards), "-c", str(run / "checkpoint.pt"),
+                           "--split", "val", "--limit", "3", "-o", str(tmp_path / "eval.json"))
+    assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "eval.json").read_text())
     for name in ("face_detectability", "dlib_detectability", "speaker_id_accuracy", "identity_accuracy"):
         assert 0.0 <= scores[name] <= 1.0 and 0.0 <= scores[f"{name}_real"] <= 1.0, name

@@ -100,7 +100,7 @@ def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
 def read_recipe(name_or_path: str) -> tuple[str, dict]:
     """(name, whole TOML document) of a shipped recipe or a recipe file: both halves, data and model."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or path.is_file():  # a folder named like a recipe (shards/wav2pix) is not one
         if not path.is_file():
             raise RecipeError(f"recipe file not found: {path}")
         text, name = path.read_text(encoding="utf-8"), path.stem

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import soundfile
 
+from avprep.shard.folder import ShardDir
 from avprep.shard.tars import shard_samples
 
 
@@ -18,7 +19,7 @@ def validate_shards(folder: str | Path) -> tuple[dict[str, int], list[str]]:
     """(samples per shard, problems). A problem is one line naming the shard and what is wrong."""
     folder = Path(folder)
     try:
-        dataset = json.loads((folder / "dataset.json").read_text())
+        dataset = ShardDir(folder).info
         index = pq.read_table(folder / "index.parquet", columns=["key", "shard"]).to_pydict()
     except (OSError, ValueError) as error:
         return {}, [f"{folder}: no readable dataset.json and index.parquet ({error})"]
