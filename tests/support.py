@@ -165,12 +165,13 @@ def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> None:
 def write_shards(folder: Path, method: str, splits: dict[str, list[int]] | None = None, seed: int = 0,
                  members=None, frames: int | None = None) -> Path:
     """A shard folder as `avprep shard` writes one for ``method``'s recipe: dataset.json, index.parquet and
-    ``<split>-NNNNNN.tar``, ``splits`` giving each split's samples per tar (default: 3 in one tar for each split
-    of the recipe, and a second tar of 2 for ``train``). Speakers and words go round the samples."""
+    ``<split>-NNNNNN.tar``, ``splits`` giving each split's samples per tar (default: one tar for each split of the
+    recipe, 5 samples in ``train``'s, 3 in the others': fewer shards than a 2-rank job has ranks). Speakers and
+    words go round the samples."""
     rng, members = np.random.default_rng(seed), members or MEMBERS[method]
     frames = frames or FRAMES.get(method, 1)
     recipe = load_recipe(method) if splits is None else None
-    splits = splits or {name: [3, 2] if name == "train" else [3] for name, _ in recipe.fractions}
+    splits = splits or {name: [5] if name == "train" else [3] for name, _ in recipe.fractions}
     folder.mkdir(parents=True)
     listed, index = {}, []
     for split, counts in splits.items():

@@ -193,6 +193,18 @@ def test_two_ranks_with_two_workers_each_cover_the_split_once(shards):
     assert sorted(seen[0] + seen[1]) == sorted(split_keys(shards["wav2pix"], "train"))
 
 
+def test_every_rank_reads_the_whole_split_for_evaluation_and_fitted_statistics(shards):
+    """What ``split_batches`` reads (evaluation, a landmark PCA fitted before training) must not depend on the rank:
+    a rank's share differs between ranks, and is empty when there are fewer shards than ranks."""
+    urls = shard_urls(shards["wav2pix"], "train")
+    view = get_method("wav2pix").view
+    shares = [[s["key"] for s in make_dataset(urls, view, rank=rank, world_size=8, train=False)] for rank in (0, 7)]
+    assert shares[0] and not shares[1]  # 6 shards, 8 ranks
+    whole = [[s["key"] for s in make_dataset(urls, view, rank=rank, world_size=8, train=False, whole=True)]
+             for rank in (0, 7)]
+    assert whole[0] == whole[1] == split_keys(shards["wav2pix"], "train")
+
+
 def test_an_initialised_process_group_decides_the_rank(tmp_path):
     assert node_position() == (0, 1) and node_position(1, 2) == (1, 2)
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0,

@@ -26,7 +26,8 @@ __all__ = ["ARENAS_PER_WORKER", "Prefetcher", "UnsafeMemberError", "make_dataset
 
 def split_batches(source: str | Path | Sequence[str], split: str | None, view: Callable, device: str | torch.device,
                   batch_size: int = 32, **view_options) -> Iterator[dict]:
-    """Every sample of ``split`` once, in shard order, with the view's deterministic (centre) choices: for
-    evaluation. ``view_options`` go to the view (e.g. ``images=False``)."""
-    dataset = make_dataset(shard_urls(source, split), view_with(view, **view_options), train=False)
+    """Every sample of ``split`` once, in shard order, with the view's deterministic (centre) choices, on every
+    rank of a DDP job alike: for evaluation and for statistics fitted before training (``Method.begin_stage``).
+    ``view_options`` go to the view (e.g. ``images=False``)."""
+    dataset = make_dataset(shard_urls(source, split), view_with(view, **view_options), train=False, whole=True)
     return iter(Prefetcher(make_loader(dataset, batch_size, num_workers=0), device))

@@ -50,15 +50,16 @@ def shard_urls(source: str | Path | Sequence[str], split: str | None = None) -> 
 def make_dataset(urls: str | Sequence[str], view: Callable[[dict, np.random.Generator | None], dict], *,
                  seed: int = 0, shuffle_buffer: int = 1000, resampled: bool = False,
                  epoch_samples: int | None = None, rank: int | None = None, world_size: int | None = None,
-                 train: bool = True) -> ShardStream:
+                 train: bool = True, whole: bool = False) -> ShardStream:
     """This rank's stream of viewed samples (see the module docstring).
 
     ``train=False`` reads shards in order, does not shuffle samples and takes the views' centre crops.
-    ``epoch_samples`` (resampled mode only) is this rank's exact number of samples per epoch.
+    ``epoch_samples`` (resampled mode only) is this rank's exact number of samples per epoch. ``whole``: every
+    rank reads all the shards, not its share (evaluation; statistics every rank must fit alike).
     """
     if resampled != (epoch_samples is not None):
         raise ValueError("resampled mode needs epoch_samples (its stream is endless), and only it takes one")
-    rank, world_size = node_position(rank, world_size)
+    rank, world_size = (0, 1) if whole else node_position(rank, world_size)
     return ShardStream(shard_urls(urls), view, seed=seed, shuffle_buffer=shuffle_buffer if train else 0,
                        resampled=resampled, epoch_samples=epoch_samples, rank=rank, world_size=world_size,
                        train=train)

@@ -64,7 +64,9 @@ class Method:
 
     def begin_stage(self, nets: dict[str, nn.Module], data, ctx: StepContext) -> None:
         """Before a stage's first step, and again when a run resumes inside it (``ctx.stage_step`` > 0 then):
-        statistics fitted identically on every rank (a landmark PCA), snapshots of networks."""
+        statistics fitted identically on every rank (a landmark PCA: ``avmodels.data.split_batches`` gives every
+        rank the whole split), snapshots of networks. It must not draw from torch's generators (the trainer runs
+        it under ``fork_rng``, so it cannot move them)."""
 
     def micro_batches(self, batch: dict, ctx: StepContext) -> list[dict]:
         """The optimiser rounds one loaded batch gives (HeadGAN: one per 3-frame window of a clip)."""
