@@ -97,6 +97,20 @@ def shards(shards_for) -> Path:
     return shards_for("davs", source="lrw", split_by="dataset")
 
 
+def test_the_word_classifier_is_the_officials_two_layers_with_a_relu_between():
+    """Parameter counts cannot tell a ReLU apart: an affine map has f(a) + f(b) - f(0) = f(a + b), this must not;
+    and the first layer starts as the official's, N(0, 1e-4) with zero bias."""
+    torch.manual_seed(0)
+    classifier = WordClassifier(words=7)
+    assert classifier.fc1.weight.std().item() == pytest.approx(1e-4, rel=0.05) and not classifier.fc1.bias.any()
+    with torch.no_grad():
+        classifier.fc1.weight.normal_(0, 0.02)  # half its units off for these inputs: far from affine
+        a, b, zero = torch.randn(1, 12, 256), torch.randn(1, 12, 256), torch.zeros(1, 12, 256)
+        gap = classifier(a) + classifier(b) - classifier(zero) - classifier(a + b)
+        relu_free = classifier.fc2(classifier.fc1(a.flatten(1)))
+    assert gap.abs().max() > 1e-2 and not torch.allclose(classifier(a), relu_free)
+
+
 def test_the_view_draws_as_the_official_loader_and_evaluation_takes_frame_zero(shards):
     sample = next(iter(make_dataset(shard_urls(shards, "train"), view_with(DAVS.view), train=False)))
     assert sample["frames"].shape == (25, 3, 256, 256) and sample["mfcc"].shape == (25, 20, 12)

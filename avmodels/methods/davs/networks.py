@@ -210,15 +210,19 @@ class Decoder(nn.Module):
 
 
 class WordClassifier(nn.Module):
-    """12 frames' word embeddings -> 500 word logits (the official ``ID_fc``: FC 3072 -> 512 -> 500)."""
+    """12 frames' word embeddings -> 500 word logits: FC 3072 -> 512 -> ReLU -> FC 500, the first layer's weights
+    from N(0, 1e-4) and its bias 0 (the official ``ModelFusion``, ``network/networks.py``; its unused 512 -> 1
+    ``dis`` head left out)."""
 
     def __init__(self, frames: int = 12, words: int = WORDS):
         super().__init__()
         self.frames = frames
         self.fc1, self.fc2 = nn.Linear(frames * EMBEDDING, 512), nn.Linear(512, words)
+        nn.init.normal_(self.fc1.weight, 0.0, 1e-4)
+        nn.init.zeros_(self.fc1.bias)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.fc1(embeddings.reshape(-1, self.frames * EMBEDDING)))
+        return self.fc2(F.relu(self.fc1(embeddings.reshape(-1, self.frames * EMBEDDING))))
 
 
 class EmbeddingDiscriminator(nn.Module):
