@@ -123,18 +123,18 @@ def sample(
 def _method_options(method, args: list[str]) -> dict:
     """``--name value`` pairs of the method's ``sample_options``, each read as its default's type."""
     declared, options = method.sample_options, {}
-    pairs = list(zip(args[::2], args[1::2]))
-    for flag, text in pairs:
+    if len(args) % 2:
+        _fail(f"{args[-1]}: give the option a value")
+    for flag, text in zip(args[::2], args[1::2]):
         name = flag.removeprefix("--").replace("-", "_")
         if not flag.startswith("--") or name not in declared:
             known = ", ".join(f"--{n}" for n in declared) or "none"
             _fail(f"{flag}: not an option of `avmodels sample` or of {method.name} (its own: {known})")
+        kind = type(declared[name][0])
         try:
-            options[name] = type(declared[name][0])(text)
+            options[name] = kind(text)
         except ValueError:
-            _fail(f"{flag} {text}: expected a {type(declared[name][0]).__name__}")
-    if len(args) % 2:
-        _fail(f"{args[-1]}: give the option a value")
+            _fail(f"{flag} {text}: expected a {kind.__name__}")
     return options
 
 

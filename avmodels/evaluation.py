@@ -84,16 +84,17 @@ def training_faces(data, view, key: str, *, limit: int, field: str = "speaker", 
     each, read until each has that many (a closed-set identity gallery)."""
     shards = ShardDir(data)
     faces, values, counts = [], [], dict.fromkeys(speakers or (), 0)
-    for batch in split_batches(data, shards.training_split, view, "cpu", **view_options):
+    for batch in split_batches(shards.urls(shards.training_split), None, view, "cpu", **view_options):
+        pixels = to_uint8(area_resized(batch[key], size or batch[key].shape[-1]))
         for i, speaker in enumerate(batch["speaker"].tolist()):
             if speakers is not None and counts.get(speaker, per_speaker) >= per_speaker:
                 continue
             counts[speaker] = counts.get(speaker, 0) + 1
-            faces.append(to_uint8(area_resized(batch[key][i:i + 1], size or batch[key].shape[-1])))
+            faces.append(pixels[i])
             values.append(speaker if field == "speaker" else batch[field][i])
         if len(faces) >= limit or (speakers and min(counts.values()) >= per_speaker):
             break
     if not faces:
         whose = " of the split's speakers" if speakers else ""
         raise ValueError(f"{data}: no training faces{whose} ({shards.training_split})")
-    return np.concatenate(faces)[:limit], np.array(values[:limit])
+    return np.stack(faces[:limit]), np.array(values[:limit])

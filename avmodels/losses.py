@@ -91,12 +91,17 @@ def load_vgg19(path: str) -> VGG19Features:
     return vgg.eval()
 
 
+def vgg19_unset(needed_by: str, without: str) -> ValueError:
+    """The error for a recipe that needs ``model.vgg19`` and does not say it, telling both ways to set it."""
+    return ValueError(f'{needed_by} uses a VGG19 perceptual loss: set model.vgg19 = "vgg19.pth" (a torchvision '
+                      f'vgg19 state dict saved with torch.save), or model.vgg19 = "" to {without}')
+
+
 def vgg19_from_setting(setting: str | None, device, needed_by: str, without: str) -> tuple[VGG19Features | None, list]:
     """The recipe's ``model.vgg19``: a file -> (the network on ``device``, []); "" -> (None, a note that the
     perceptual terms are off); absent -> a ValueError saying both ways (``needed_by`` and ``without`` word it)."""
     if setting is None:
-        raise ValueError(f'{needed_by} uses a VGG19 perceptual loss: set model.vgg19 = "vgg19.pth" (a torchvision '
-                         f'vgg19 state dict saved with torch.save), or model.vgg19 = "" to {without}')
+        raise vgg19_unset(needed_by, without)
     if not setting:
         return None, [f'model.vgg19 = "": the VGG19 perceptual terms are off ({without})']
     return load_vgg19(setting).to(device), []

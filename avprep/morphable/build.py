@@ -105,7 +105,6 @@ def _spread(length: int, count: int) -> np.ndarray:
 
 def remake_default_basis(work_dir: str | os.PathLike, out_path: str | os.PathLike = DEFAULT_BASIS) -> MorphableModel:
     """Generate the demo corpus in ``work_dir``, extract it and build the default basis from it."""
-    from avprep.morphable.build import build_and_save
     from avprep.pipeline.config import ExtractConfig
     from avprep.pipeline.inputs import discover
     from avprep.pipeline.runner import RunOptions, run_extract

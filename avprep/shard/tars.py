@@ -4,6 +4,7 @@ no torch, as everything in avprep."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import zlib
 from typing import Iterator
@@ -43,15 +44,16 @@ def shard_samples(url: str, whole: bool = False) -> Iterator[dict]:
 
 def open_shard(url: str):
     """A readable binary stream of one shard: local files directly (a 1 MiB buffer where webdataset's gopen has
-    8 KiB: fewer calls), ``pipe:COMMAND`` (the command's output, as webdataset runs it: the user's own shell
-    command), any other ``scheme://`` URL (s3, gs, hf, http, memory, ...) through fsspec when it knows the scheme,
-    and http(s) through curl otherwise, as webdataset does."""
+    8 KiB: fewer calls); ``pipe:COMMAND``, the command's output (its words split as a POSIX shell splits them,
+    run without a shell, so no file name is ever read by one: ``pipe:aws s3 cp s3://b/train-000000.tar -``); any
+    other ``scheme://`` URL (s3, gs, hf, http, memory, ...) through fsspec when it knows the scheme, and http(s)
+    through curl otherwise, as webdataset does."""
     path = url.removeprefix("file:") if url.startswith("file:") and "://" not in url else url
     if os.path.isfile(path):
         stream = open(path, "rb", buffering=1 << 20)
         return _ReadAhead(stream) if hasattr(os, "posix_fadvise") else stream
     if url.startswith("pipe:"):
-        return _Command(url[len("pipe:"):], shell=True)
+        return _Command(shlex.split(url[len("pipe:"):]))
     scheme = urlparse(url).scheme
     if scheme and "://" in url:
         import fsspec
@@ -71,9 +73,9 @@ def open_shard(url: str):
 class _Command:
     """The standard output of a command as a stream; closing it waits for the command, which must succeed."""
 
-    def __init__(self, command: str | list[str], shell: bool = False):
+    def __init__(self, command: list[str]):
         self.command = command
-        self.process = subprocess.Popen(command, shell=shell, stdout=subprocess.PIPE, bufsize=1 << 20)
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, bufsize=1 << 20)
 
     def read(self, size: int) -> bytes:
         return self.process.stdout.read(size)
@@ -85,7 +87,7 @@ class _Command:
         self.process.stdout.close()
         status = self.process.wait()
         if status != 0 and exc[0] is None:
-            raise ValueError(f"{self.command}: exited with status {status}")
+            raise ValueError(f"{shlex.join(self.command)}: exited with status {status}")
 
 
 class _ReadAhead:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avmodels.losses import perceptual_loss, vgg19_from_setting
+from avmodels.losses import perceptual_loss, vgg19_from_setting, vgg19_unset
 from avmodels.methods.base import Method, StepContext, unwrapped
 from avmodels.methods.ear_sr import evaluation
 from avmodels.methods.ear_sr.networks import (
@@ -124,7 +124,7 @@ class EarSR(Method):
         """The inversion stages need the VGG19 setting; ``invert_joint`` starting holds the generator as it finds
         it (``generator_init``: what the regulariser keeps the generator near)."""
         if ctx.stage.startswith("invert") and self.vgg19_file is None:
-            vgg19_from_setting(None, "cpu", *self.VGG_USE)  # says how to set it
+            raise vgg19_unset(*self.VGG_USE)
         if ctx.stage == "invert_joint" and ctx.stage_step == 0:
             with torch.no_grad():
                 nets["generator_init"].load_state_dict(unwrapped(nets["generator_ema"]).state_dict())
