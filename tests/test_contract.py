@@ -85,18 +85,8 @@ def test_resumes_exactly_from_inside_a_later_stage(name, trained_for, synthetic_
             assert torch.allclose(value.float(), resumed[network][key].float(), rtol=1e-4, atol=1e-6), (network, key)
 
 
-KNOWN_DDP_FAULTS = {  # open faults, each with its issue: strict, so a fix shows here
-    "ear_sr": "issue 26 (#8 of the review): parameters DDP finds unused (the discriminator's lower FromRGB layers "
-              "skipped at a fade weight of 0; generator_ema's mapping in invert_joint, which draws from W+)",
-}
-
-
-DDP_CASES = [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DDP_FAULTS[name]))
-             if name in KNOWN_DDP_FAULTS else name for name in SHIPPED]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DDP_CASES)
+@pytest.mark.parametrize("name", SHIPPED)
 def test_two_gloo_ranks_train_every_stage_and_agree(name, synthetic_for, tmp_path):
     settings = [arg for setting in [*QUICK, *TINY[name]] for arg in ("--set", setting)]
     result = run_avmodels("train", "-m", name, "-d", str(synthetic_for(name)), "-o", str(tmp_path / "ddp"),

@@ -21,7 +21,7 @@ from support import avmodels_here, run_avmodels, torchvision_shaped_vgg19
 from avmodels import checkpoints
 from avmodels.evaluation import training_faces
 from avmodels.methods import load_trained
-from avmodels.methods.ear_sr import EarSR, PlateauHalving, _reals_at
+from avmodels.methods.ear_sr import EarSR, PlateauHalving, _reals_at, shrink
 from avmodels.methods.ear_sr.networks import (
     Discriminator,
     EqualizedConv2d,
@@ -86,6 +86,19 @@ def test_the_low_resolution_input_is_the_officials_antialiased_bicubic(faces):
         assert np.abs(downsample(face, 8, "bicubic").astype(float) - low).mean() > 10  # OpenCV's is not it
 
 
+def test_the_downsampling_consistency_shrinks_as_the_inputs_were_made_even_on_a_dim_face(faces):
+    """The 8 x 8 inputs are byte-stretched before the bicubic: a dim, low-contrast face gives the same 8 x 8 input
+    as a bright one, and the differentiable ``shrink`` must agree with it (review #13: 16.5 grey levels apart
+    without the stretch)."""
+    for face in faces:
+        dim = (face.astype(np.float64) * 0.5 + 40).astype(np.uint8)
+        shrunk = shrink(torch.from_numpy(dim).permute(2, 0, 1)[None].float() / 127.5 - 1, 8)
+        shrunk = ((shrunk[0].permute(1, 2, 0) + 1) * 127.5).numpy()
+        assert np.abs(shrunk - downsample(dim, 8)).mean() < 1.0
+        plain = shrink(torch.from_numpy(dim).permute(2, 0, 1)[None].float() / 127.5 - 1, 8, stretch=False)
+        assert np.abs(((plain[0].permute(1, 2, 0) + 1) * 127.5).numpy() - downsample(dim, 8)).mean() > 10
+
+
 def parameters(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
@@ -93,12 +106,12 @@ def parameters(net: torch.nn.Module) -> int:
 @pytest.mark.parametrize("build, expected", [
     (Generator, 25_843_858),  # mapping 2,101,248 + synthesis 23,742,610 (methods.md: about 25.84 M)
     (MappingNetwork, 2_101_248),
-    (LREncoder, 88_739_712),  # about 88.74 M
+    (LREncoder, 88_744_192),  # about 88.74 M, instance norm with its scale and shift
     (SpectrogramEncoder, 402_613_120),  # about 402.61 M
     (Fuser, 151_013_376),  # about 151.01 M
     # No reference figure: the official D_basic and HRImageEncoder at their defaults, counted here.
     (Discriminator, 22_941_313),
-    (HREncoder, 167_656_256),
+    (HREncoder, 167_662_144),
 ], ids=["generator", "mapping", "E_l", "E_a", "F", "discriminator", "E_h"])
 def test_the_official_parameter_counts(build, expected):
     with torch.device("meta"):
@@ -202,6 +215,53 @@ def test_reals_are_shown_at_the_resolution_being_grown():
     assert torch.allclose(half[..., ::2, ::2], F.avg_pool2d(images, 2))
     assert torch.equal(half[..., ::2, :], half[..., 1::2, :])
     assert torch.allclose(_reals_at(images, 0.25), torch.lerp(images, half, 0.25))
+
+
+@pytest.mark.parametrize("lod", [1.5, 2.25, 3.99])
+def test_reals_fade_between_the_resolution_grown_and_half_of_it_in_every_transition(lod):
+    """Official ``process_reals``: the reals at the resolution floor(lod) leaves, lerped with that image 2x pooled,
+    by lod's fraction; not only in the last transition (review #4)."""
+    images = torch.rand(2, 3, 32, 32)
+    factor = 2 ** int(lod)
+    current = F.avg_pool2d(images, factor)
+    half = F.interpolate(F.avg_pool2d(current, 2), scale_factor=2, mode="nearest")
+    expected = F.interpolate(torch.lerp(current, half, lod % 1), scale_factor=factor, mode="nearest")
+    assert torch.allclose(_reals_at(images, lod), expected, atol=1e-6)
+    assert not torch.allclose(_reals_at(images, lod), _reals_at(images, float(int(lod))), atol=1e-3)
+
+
+def test_the_encoders_latents_are_z_each_mapped_to_its_style():
+    """Official ``get_images``: each of the 12 latents goes through the mapping network (pixel norm, 8 dense
+    layers) before synthesis, so scaling a latent changes nothing and the mapping is trained with the encoders."""
+    torch.manual_seed(0)
+    generator = Generator(width=0.125).eval()
+    z = torch.randn(2, 12, 512)
+    with torch.no_grad():
+        drawn = generator(z_plus=z, noise="off")
+        styles = torch.stack([generator.mapping(z[:, i]) for i in range(12)], dim=1)
+        assert torch.allclose(drawn, generator.synthesis(styles, noise="off"), atol=1e-4)
+        assert torch.allclose(generator(z_plus=3 * z, noise="off"), drawn, atol=1e-4)  # pixel norm first
+    method = EarSR({"width": 0.125}, {})
+    nets, batch = method.networks, {"hr": torch.rand(2, 3, 128, 128) * 2 - 1}
+    nets["generator_ema"].requires_grad_(True)
+    out = method.forward(nets, batch, StepContext("invert_joint", 1, 1, 0))
+    total, _ = method.loss("inversion", nets, batch, out, {"reconstruction": 1.0, "perceptual": 1.0},
+                           StepContext("invert_joint", 1, 1, 0))
+    total.backward()
+    assert all(p.grad is not None for p in nets["generator_ema"].mapping.parameters())
+
+
+def test_every_trained_parameter_takes_part_in_each_step_as_ddp_needs():
+    """At every lod the discriminator calls each FromRGB (weight 0 where unused), and with noise off the
+    generator's noise weights stay in the graph (review #8)."""
+    torch.manual_seed(0)
+    generator, discriminator = Generator(width=0.125), Discriminator(width=0.125)
+    for lod in (0.0, 1.5, 4.0):
+        discriminator.zero_grad(set_to_none=True)
+        discriminator(torch.randn(4, 3, 128, 128), lod=lod).sum().backward()
+        assert all(p.grad is not None for p in discriminator.parameters()), lod
+    generator(z_plus=torch.randn(2, 12, 512), noise="off").sum().backward()
+    assert all(p.grad is not None for p in generator.parameters())
 
 
 def _stylegan_parts(r1_every: int = 1):

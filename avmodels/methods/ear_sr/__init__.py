@@ -1,7 +1,8 @@
 """Ear-SR (Meishvili et al., CVPR 2020, "Learning to Have an Ear for Face Super-Resolution";
 gmeishvili/ear_for_face_super_resolution, TF 1.13, test-only: its training was never released). An 8 x 8 face and
-4 s of speech -> a 128 x 128 face, through the latent space (W+, 12 x 512) of a StyleGAN. Networks:
-``networks.py``. Stages (docs/methods/ear_sr.md):
+4 s of speech -> a 128 x 128 face, through the latent space of a StyleGAN: 12 latents z (Z+, 12 x 512), each
+mapped to a style by the generator's mapping network (official ``utils.get_images``). Networks: ``networks.py``.
+Stages (docs/methods/ear_sr.md):
 
     stylegan   the official networks_stylegan.py trained as StyleGAN v1's training loop: non-saturating logistic
                loss, R1 on reals (gamma 10), Adam (0, 0.99), style mixing 0.9, a moving-average generator
@@ -11,11 +12,11 @@ gmeishvili/ear_for_face_super_resolution, TF 1.13, test-only: its training was n
                     VGG19 perceptual loss between a real face and G(E_h(face))
     invert_joint    E_h and that generator together, a regulariser keeping the generator's images of random
                     latents near those of its state when the stage began, its weight halved whenever the
-                    reconstruction loss stops improving
-    encoders_lr     E_l on one half of the speakers (split ``train_a``): its W+ towards E_h's, and 40 x L1 between
-                    G(E_l(lr)) downsampled (torch's antialiased bicubic) and the 8 x 8 input
-    encoders_audio  E_a on the other half (``train_b``): its W+ towards the mean of E_h(face) and E_h(mirrored face)
-    fuse            F and E_a on all the training data: F's residual on E_l's W+ towards E_h's, with the same
+                    reconstruction loss stops improving (the mapping network is trained with it)
+    encoders_lr     E_l on one half of the speakers (split ``train_a``): its Z+ towards E_h's, and 40 x L1 between
+                    G(E_l(lr)) byte-stretched and downsampled as the inputs were, and the 8 x 8 input
+    encoders_audio  E_a on the other half (``train_b``): its Z+ towards the mean of E_h(face) and E_h(mirrored face)
+    fuse            F and E_a on all the training data: F's residual on E_l's Z+ towards E_h's, with the same
                     downsampling consistency
 
 The official code has no training; the later stages are written from the project's notes on the paper
@@ -86,6 +87,8 @@ class EarSR(Method):
 
     def __init__(self, model: dict, dataset: dict):
         width = float(model.get("width", 1.0))
+        # the 8 x 8 inputs' filter: the official one byte-stretches the face first, so the consistency term must too
+        self.stretch = dataset.get("recipe", {}).get("lr_filter", "pil_bicubic") == "pil_bicubic"
         self.resolution = int(model.get("resolution", 128))
         self.r1_every = int(model.get("r1_every", 1))  # lazy R1 (k > 1): the penalty x k every k-th D step
         self.mixing = float(model.get("style_mixing", 0.9))
@@ -155,28 +158,25 @@ class EarSR(Method):
                                      mixing=self.mixing, track_average=True)
             return {"fake": fake, "real": _reals_at(_mirrored(batch["hr"]), lod), "lod": lod}
         stage = ctx.stage
-        real, draw = batch["hr"], lambda w: nets["generator_ema"](w_plus=w, noise="off")  # noqa: E731
+        real, draw = batch["hr"], lambda z: nets["generator_ema"](z_plus=z, noise="off")  # noqa: E731
         out = {"real": real}
         if stage.startswith("invert"):
             out["latent"] = nets["hr_encoder"](real)
             if stage == "invert":
                 out["made"] = draw(out["latent"])
                 return out
-            w = nets["generator_init"].mapping(torch.randn(len(real), LATENT, device=real.device))
-            w = w[:, None].expand(-1, STYLES, -1)
-            both = torch.cat([out["latent"], w])
+            z = torch.randn(len(real), 1, LATENT, device=real.device).expand(-1, STYLES, -1)
+            both = torch.cat([out["latent"], z])
             out["made"], out["drawn"] = draw(both).split(len(real))  # one pass (DDP)
             with torch.no_grad():  # the same batch as the trained generator's: equal weights draw equal images
-                out["drawn_before"] = nets["generator_init"](w_plus=both.detach(), noise="off")[len(real):]
+                out["drawn_before"] = nets["generator_init"](z_plus=both.detach(), noise="off")[len(real):]
             return out
         with torch.no_grad():
             out["target"] = nets["hr_encoder"](real)
             if stage == "encoders_audio":  # the identity, not the pose: the face and its mirror image agree
                 out["target"] = (out["target"] + nets["hr_encoder"](real.flip(-1))) / 2
-        if stage == "encoders_audio":
+        if stage == "encoders_audio":  # the loss is on the latents alone; the pictures draw their faces
             out["latent"] = nets["audio_encoder"](batch["spectrogram"])
-            with torch.no_grad():  # for the pictures only: the loss is on the latents
-                out["made"] = draw(out["latent"])
             return out
         if stage == "encoders_lr":
             out["latent"] = nets["lr_encoder"](batch["lr"])
@@ -210,15 +210,16 @@ class EarSR(Method):
                        "audio_encoder, fusion)")
 
     def _encoder_loss(self, stage: str, nets, batch: dict, out: dict, weights: dict) -> tuple[torch.Tensor, dict]:
-        made, terms = out["made"].float(), {}
+        terms = {}
         if stage.startswith("invert"):
-            terms["reconstruction"] = F.l1_loss(made, out["real"])
+            terms["reconstruction"] = F.l1_loss(out["made"].float(), out["real"])
             if self.vgg is not None:
-                terms["perceptual"] = perceptual_loss(self.vgg, made, out["real"])
+                terms["perceptual"] = perceptual_loss(self.vgg, out["made"].float(), out["real"])
         else:
             terms["latent"] = F.l1_loss(out["latent"].float(), out["target"].float())
         if stage in ("encoders_lr", "fuse"):  # the face made, shrunk as the input was, must be the input
-            terms["downsampling"] = F.l1_loss(shrink(made, batch["lr"].shape[-1]), batch["lr"])
+            shrunk = shrink(out["made"].float(), batch["lr"].shape[-1], self.stretch)
+            terms["downsampling"] = F.l1_loss(shrunk, batch["lr"])
         total = sum(weights[name] * value for name, value in terms.items())
         logged = {name: value.item() for name, value in terms.items()}
         if stage == "invert_joint":
@@ -251,17 +252,19 @@ class EarSR(Method):
         rows = [out["real"][:count].float()]
         if "lr" in batch:
             rows.append(F.interpolate(batch["lr"][:count].float(), size=out["real"].shape[-2:], mode="nearest"))
-        if "from_lr" in out:
-            with torch.no_grad():
-                rows.append(nets["generator_ema"](w_plus=out["from_lr"][:count], noise="off").float().clamp(-1, 1))
-        return rows + [out["made"][:count].detach().float().clamp(-1, 1)]
+        with torch.no_grad():
+            draw = lambda z: nets["generator_ema"](z_plus=z[:count].detach(), noise="off")  # noqa: E731
+            if "from_lr" in out:
+                rows.append(draw(out["from_lr"]))
+            rows.append(out["made"][:count].detach() if "made" in out else draw(out["latent"]))
+        return [row.float().clamp(-1, 1) for row in rows]
 
     @torch.no_grad()
     def super_resolve(self, nets: dict[str, nn.Module], lr: torch.Tensor,
                       spectrogram: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(faces from the 8 x 8 inputs alone: G(E_l(lr)), faces from them and the speech: G(F(E_l, E_a)) or None),
         N x 3 x 128 x 128 in [-1, 1], drawn by the moving-average generator with noise off (official test)."""
-        draw = lambda w: nets["generator_ema"](w_plus=w, noise="off").float().clamp(-1, 1)  # noqa: E731
+        draw = lambda z: nets["generator_ema"](z_plus=z, noise="off").float().clamp(-1, 1)  # noqa: E731
         from_lr = nets["lr_encoder"](lr)
         if spectrogram is None:
             return draw(from_lr), None
@@ -287,9 +290,14 @@ class EarSR(Method):
         return evaluation.evaluate(self, nets, data, split, device, limit)
 
 
-def shrink(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Faces shrunk to ``size`` as the 8 x 8 inputs were (PIL's antialiased bicubic), differentiably: torch's
-    antialiased bicubic, within 0.3 grey levels of PIL's on real faces (tests)."""
+def shrink(images: torch.Tensor, size: int, stretch: bool = True) -> torch.Tensor:
+    """Faces shrunk to ``size`` as the 8 x 8 inputs were, differentiably: each image's values stretched from its
+    minimum..maximum to the full range (scipy's byte scaling, ``stretch``), then torch's antialiased bicubic,
+    within 0.3 grey levels of PIL's on real faces (tests)."""
+    if stretch:
+        low = images.flatten(1).amin(1)[:, None, None, None]
+        high = images.flatten(1).amax(1)[:, None, None, None]
+        images = torch.where(high > low, (images - low) / (high - low).clamp_min(1e-8) * 2 - 1, images)
     return F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
 
 
@@ -300,14 +308,13 @@ def _mirrored(images: torch.Tensor) -> torch.Tensor:
 
 
 def _reals_at(images: torch.Tensor, lod: float) -> torch.Tensor:
-    """Real images as the generator draws them at ``lod`` (official ``process_reals``): blurred towards the next
-    lower resolution by lod's fraction, then shown at the resolution lod's integer part leaves, nearest-upsampled
-    back to full size."""
-    whole = math.floor(lod)
-    if lod - whole > 0:
+    """Real images as the generator draws them at ``lod`` (official ``process_reals``): shown at the resolution
+    lod's integer part leaves, faded towards half that resolution by lod's fraction (in every transition), then
+    nearest-upsampled back to full size."""
+    factor = 2 ** math.floor(lod)
+    if factor > 1:
+        images = F.avg_pool2d(images, factor)
+    if lod % 1 > 0:
         lower = F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="nearest")
-        images = torch.lerp(images, lower, lod - whole)
-    if whole > 0:
-        factor = 2 ** whole
-        images = F.interpolate(F.avg_pool2d(images, factor), scale_factor=factor, mode="nearest")
-    return images
+        images = torch.lerp(images, lower, lod % 1)
+    return F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images

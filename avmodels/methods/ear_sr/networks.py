@@ -8,7 +8,8 @@
 - ``HREncoder`` (E_h, inverts the generator), ``LREncoder`` (E_l, 8 x 8 face -> 12 x 512), ``SpectrogramEncoder``
   (E_a, 257 x 257 spectrogram -> 12 x 512) and ``Fuser`` (F, residual on E_l): the official ``networks.py``, in
   ``tf.contrib.layers`` conventions (TF "SAME" padding, biases only where no normaliser follows, instance norm
-  with a shift and no scale, Xavier-uniform weights).
+  with its scale and shift, Xavier-uniform weights). Their 12 x 512 outputs are Z+: 12 latents z, each mapped
+  to a style by the generator's mapping network before synthesis (the official ``utils.get_images``).
 
 ``width`` scales every channel count (1.0 = official; the tests train at small widths).
 """
@@ -108,8 +109,9 @@ class LayerEpilogue(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None | str) -> torch.Tensor:
         if noise is None:
             noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
-        if not isinstance(noise, str):  # "off": no noise at all
-            x = x + noise * self.noise_weight[None, :, None, None]
+        elif isinstance(noise, str):  # "off": zero noise, its weight kept in the graph (DDP wants each one used)
+            noise = x.new_zeros(x.shape[0], 1, *x.shape[2:])
+        x = x + noise * self.noise_weight[None, :, None, None]
         x = x + self.bias[None, :, None, None]
         x = F.instance_norm(F.leaky_relu(x, 0.2), eps=1e-8)
         scale, shift = self.style(w)[:, :, None, None].chunk(2, dim=1)
@@ -171,8 +173,8 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
-    """StyleGAN (v1) at 128 px: ``forward(z)`` draws from random latents (``styles``), ``synthesis(w_plus)`` from
-    given W+ (what the encoders predict). ``w_average`` is the moving average of W for the truncation trick."""
+    """StyleGAN (v1) at 128 px: ``forward(z)`` draws from random latents (``styles``), ``forward(z_plus=...)`` from
+    the encoders' 12 latents. ``w_average`` is the moving average of W for the truncation trick."""
 
     def __init__(self, resolution: int = 128, width: float = 1.0):
         super().__init__()
@@ -181,10 +183,15 @@ class Generator(nn.Module):
         self.register_buffer("w_average", torch.zeros(LATENT))
 
     def forward(self, z: torch.Tensor | None = None, lod: float = 0.0, noise: str = "random",
-                w_plus: torch.Tensor | None = None, **styles) -> torch.Tensor:
-        """Images from random latents ``z`` (through ``styles``), or from given ``w_plus`` (N x 12 x 512: what the
-        encoders predict); one call either way, as DDP wants one forward per backward."""
-        return self.synthesis(self.styles(z, lod=lod, **styles) if w_plus is None else w_plus, lod, noise)
+                z_plus: torch.Tensor | None = None, **styles) -> torch.Tensor:
+        """Images from random latents ``z`` (N x 512, through ``styles``), or from given ``z_plus`` (N x 12 x 512:
+        what the encoders predict, each of the 12 mapped to its own style, as the official ``get_images``); one
+        call either way, as DDP wants one forward per backward."""
+        if z_plus is not None:
+            w_plus = self.mapping(z_plus.flatten(0, 1)).view(z_plus.shape)
+        else:
+            w_plus = self.styles(z, lod=lod, **styles)
+        return self.synthesis(w_plus, lod, noise)
 
     def styles(self, z: torch.Tensor, mixing: float = 0.0, truncation: float | None = None,
                truncation_cutoff: int = 8, lod: float = 0.0, track_average: bool = False) -> torch.Tensor:
@@ -237,9 +244,8 @@ class Discriminator(nn.Module):
             x = blur(x)
             x = F.leaky_relu(down(x) if down.resample else F.avg_pool2d(down(x), 2), 0.2)
             images = F.avg_pool2d(images, 2)
-            t = float(np.clip(lod - i, 0, 1))
-            if t > 0:
-                x = torch.lerp(x, F.leaky_relu(self.from_rgb[i + 1](images), 0.2), t)
+            # every FromRGB is called, weighted 0 where lod does not reach it: DDP wants each parameter used
+            x = torch.lerp(x, F.leaky_relu(self.from_rgb[i + 1](images), 0.2), float(np.clip(lod - i, 0, 1)))
         x = torch.cat([x, self._minibatch_stddev(x, len(x) // minibatches)], dim=1)
         x = F.leaky_relu(self.conv_4(x), 0.2)
         return self.score(F.leaky_relu(self.dense(x.flatten(1)), 0.2)).squeeze(1)
@@ -260,12 +266,13 @@ class Discriminator(nn.Module):
 
 class SameConv(nn.Module):
     """``tf.contrib.layers.conv2d`` with "SAME" padding (the extra pixel of an even kernel on the right and
-    bottom), then instance norm with a learned shift (contrib's default: no scale) or a bias, then leaky ReLU."""
+    bottom), then instance norm with a learned scale and shift (``tf.contrib.layers.instance_norm``'s defaults
+    ``center=True, scale=True``) or a bias, then leaky ReLU."""
 
     def __init__(self, channels_in: int, channels_out: int, kernel: int, stride: int, norm: bool):
         super().__init__()
         self.conv = nn.Conv2d(channels_in, channels_out, kernel, stride, bias=not norm)
-        self.shift = nn.Parameter(torch.zeros(channels_out)) if norm else None
+        self.norm = nn.InstanceNorm2d(channels_out, eps=1e-6, affine=True) if norm else None
         self.kernel, self.stride = kernel, stride
         nn.init.xavier_uniform_(self.conv.weight)
         if self.conv.bias is not None:
@@ -277,8 +284,8 @@ class SameConv(nn.Module):
             total = max((math.ceil(size / self.stride) - 1) * self.stride + self.kernel - size, 0)
             pads += [total // 2, total - total // 2]
         x = self.conv(F.pad(x, pads))
-        if self.shift is not None:
-            x = F.instance_norm(x, eps=1e-6) + self.shift[None, :, None, None]
+        if self.norm is not None:
+            x = self.norm(x)
         return F.leaky_relu(x, 0.2)
 
 
@@ -290,7 +297,7 @@ def _dense(features_in: int, features_out: int) -> nn.Linear:
 
 
 class HREncoder(nn.Module):
-    """E_h: a 128 x 128 face -> W+ (12 x 512). The official ``HRImageEncoder`` at its defaults (6 scales of 4 x 4
+    """E_h: a 128 x 128 face -> Z+ (12 x 512). The official ``HRImageEncoder`` at its defaults (6 scales of 4 x 4
     convolutions from 64 channels, doubling to at most 1024, instance norm, one dense layer)."""
 
     def __init__(self, resolution: int = 128, scales: int = 6, filters: int = 64, width: float = 1.0):
@@ -311,7 +318,7 @@ class HREncoder(nn.Module):
 
 
 class LREncoder(nn.Module):
-    """E_l: an 8 x 8 face -> W+ (12 x 512). The official ``LowResEncoder`` as ``test.py`` builds it: 3 scales of
+    """E_l: an 8 x 8 face -> Z+ (12 x 512). The official ``LowResEncoder`` as ``test.py`` builds it: 3 scales of
     two 3 x 3 convolutions from 128 channels, tripling to at most 1024, instance norm, then two dense layers of
     6144 (the first with leaky ReLU)."""
 
@@ -335,7 +342,7 @@ class LREncoder(nn.Module):
 
 
 class SpectrogramEncoder(nn.Module):
-    """E_a: a 257 x 257 log-power spectrogram -> W+ (12 x 512). The official ``SpectrogramEncoder`` as ``test.py``
+    """E_a: a 257 x 257 log-power spectrogram -> Z+ (12 x 512). The official ``SpectrogramEncoder`` as ``test.py``
     builds it: a stride-2 4 x 4 convolution to 64 channels, then 6 scales of a 4 x 4 convolution and a stride-2
     one doubling to at most 2048 (biases, no normaliser), then dense 8192 (leaky ReLU) and 6144."""
 
@@ -359,7 +366,7 @@ class SpectrogramEncoder(nn.Module):
 
 
 class Fuser(nn.Module):
-    """F: E_l's and E_a's W+ -> a residual added to E_l's (official ``FC3ResidualFuser``: three dense layers of
+    """F: E_l's and E_a's Z+ -> a residual added to E_l's (official ``FC3ResidualFuser``: three dense layers of
     6144 on the two concatenated, leaky ReLU between)."""
 
     def __init__(self, width: float = 1.0):
