@@ -74,6 +74,26 @@ def test_a_one_by_one_conv_gru_is_torchs_gru():
 
 
 
+def test_at_net_and_vg_net_start_from_the_official_initialisation():
+    """``initialize_weights`` of atnet.py and vgnet.py: N(0, 0.02) convolutions and dense layers with zero
+    biases, N(1, 0.02) batch-norm scales; the ConvGRU keeps its library's +-1/sqrt(hidden); the discriminator,
+    which the official trainer leaves alone, PyTorch's defaults (review #10)."""
+    torch.manual_seed(0)
+    for net in (ATNet(), VGNet(image_size=64, width=8)):
+        gru = {id(m) for g in net.modules() if isinstance(g, ConvGRU) for m in g.modules()}
+        for module in net.modules():
+            if id(module) in gru:
+                continue
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+                if module.weight.numel() >= 1000:
+                    assert abs(module.weight.std().item() - 0.02) < 0.002, module
+                assert module.bias is None or not module.bias.any()
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                assert (module.weight - 1).abs().max() < 0.1 and not module.bias.any()
+    gru = VGNet(image_size=64, width=8).gru
+    assert all(p.abs().max() <= 1 / gru.hidden ** 0.5 for p in gru.parameters())
+    assert GLDiscriminator(image_size=64, width=8).landmark_encoder[0].weight.abs().max() > 0.05  # PyTorch's
+
 
 @pytest.fixture(scope="module")
 def shards(shards_for) -> Path:
@@ -91,6 +111,28 @@ def test_the_view_gives_an_example_and_16_targets_and_reads_images_only_when_ask
     assert torch.equal(landmarks_only["landmarks"], batch["landmarks"])
 
 
+def test_the_example_frame_is_drawn_as_each_official_loader_draws_it(shards):
+    """at_net: the frame before the targets; vg_net (``example = "anywhere"``): anywhere in the clip, often one of
+    the targets (review #9); evaluation: the first target (the official test loader, review #11)."""
+    import numpy as np
+
+    from avmodels.data.stream import decode_sample, shard_urls
+    from avprep.shard.tars import shard_samples
+
+    samples = [decode_sample(sample) for url in shard_urls(shards, "train") for sample in shard_samples(url)]
+    view = get_method("atvgnet").view
+    rng = np.random.default_rng(0)
+    inside = {"before": 0, "anywhere": 0}
+    for example in inside:
+        for sample in samples * 10:
+            out = view(sample, rng, images=False, example=example)
+            inside[example] += bool((out["landmarks"] == out["example_landmarks"]).all(-1).all(-1).any())
+    assert inside["before"] == 0 and inside["anywhere"] > 0.4 * 10 * len(samples)
+    evaluated = view(samples[0], None)
+    assert torch.equal(evaluated["example_landmarks"], evaluated["landmarks"][0])
+    assert torch.equal(evaluated["reference"], evaluated["frames"][0])
+
+
 def test_the_landmark_pca_is_fitted_on_the_training_split_and_round_trips_it(shards):
     method = ATVGnet({}, {"speakers": ["a", "b", "c"]})
     method.begin_stage(method.networks, shards, StepContext("at_net", 0, 0, 0))
@@ -103,6 +145,32 @@ def test_the_landmark_pca_is_fitted_on_the_training_split_and_round_trips_it(sha
     assert error < 0.05, f"relative reconstruction error {error:.3f}"
     moved = batch["landmarks"] * 1.7 + torch.tensor([30.0, -12.0])  # pose and size do not matter
     assert torch.allclose(pca.normalise(moved), normalised, atol=1e-4)
+
+
+def test_talking_reads_the_example_through_the_pca_as_the_demo_and_boosts_only_when_asked(shards):
+    """demo.py hands VG-net the example landmarks rebuilt from their 6 PCA coefficients; the coefficient boost
+    belongs to the official PCA, so evaluation leaves it off (review #11). A forward hook records what VG-net reads."""
+    torch.manual_seed(0)
+    method = ATVGnet({"image_size": 64, "width": 8}, {"speakers": ["a", "b", "c"]})
+    nets = method.networks
+    method.begin_stage(nets, shards, StepContext("at_net", 0, 0, 0))
+    for net in nets.values():
+        net.eval()
+    torch.nn.init.constant_(nets["at_net"].head.bias, 1.0)  # coefficients away from 0, where a boost shows
+    batch = next(split_batches(shards, "test", method.view, "cpu", batch_size=2))
+    read = []
+    nets["vg_net"].register_forward_hook(lambda module, args, output: read.append(args))
+    pca = nets["landmark_pca"]
+    with torch.no_grad():
+        example = pca.project(pca.normalise(batch["example_landmarks"]))
+        coefficients = nets["at_net"](example, batch["mfcc"])
+        for boost in (False, True):
+            method.talk(nets, batch["reference"], batch["example_landmarks"], batch["mfcc"], boost=boost)
+    (_, plain, plain_example), (_, boosted, _) = read
+    assert torch.allclose(plain_example, pca.reconstruct(example), atol=1e-6)
+    assert not torch.allclose(plain_example, pca.normalise(batch["example_landmarks"]), atol=1e-3)
+    assert torch.allclose(plain, pca.reconstruct(coefficients), atol=1e-6)
+    assert (plain - boosted).abs().max() > 0.01
 
 
 def fixed_batch_losses(shards, stage_name: str, steps: int, key: str) -> list[float]:

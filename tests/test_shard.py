@@ -89,6 +89,50 @@ def test_audio_slices_line_up_with_their_frames(prep, shards):
                 np.testing.assert_allclose(audio[lo - first: hi - first], stored[lo:hi], atol=1e-6)
 
 
+def _photo_faces() -> list[np.ndarray]:
+    """Real faces that ship with the dependencies: scikit-image's astronaut and insightface's Tom Hanks."""
+    import insightface
+    import skimage.data
+
+    hanks = Path(insightface.__file__).parent / "data/images/Tom_Hanks_54745.png"
+    return [skimage.data.astronaut(), cv2.cvtColor(cv2.imread(str(hanks)), cv2.COLOR_BGR2RGB)]
+
+
+@pytest.mark.parametrize("recipe, points, side, below, tolerance", [
+    ("atvgnet", "dlib", 2.53, 0.50, (0.08, 0.05)),  # basics/base_68.npy, dlib-style points (review #2)
+    ("ear_sr", "mediapipe", 4.29, 1.01, (0.37, 0.12)),  # the 7 official test faces: median, std (review #3)
+    ("wav2pix", "mediapipe", 2.86, 0.25, (0.15, 0.08)),  # the official dataset/ faces (review #22)
+])
+def test_recipe_crops_frame_faces_as_the_official_crops_measure(recipe, points, side, below, tolerance):
+    """Each method's window, cut from real photos as sampling cuts it, measured as the official crops were: the
+    side and the centre's drop below the eye midpoint, in inter-ocular distances (eye-corner midpoints)."""
+    from avmodels.metrics import landmarks68 as dlib_landmarks68
+    from avprep.face.still import StillFaces, landmarks68
+    from avprep.shard.sample import still_crop
+
+    measured = []
+    with StillFaces() as faces:
+        for photo in _photo_faces():
+            crop, _ = still_crop(photo, faces(photo), load_recipe(recipe))
+            found = dlib_landmarks68(crop[None])[0] if points == "dlib" else landmarks68(faces(crop, tight=True))
+            eyes = found[[36, 39]].mean(axis=0), found[[42, 45]].mean(axis=0)
+            iod = np.hypot(*(eyes[1] - eyes[0]))
+            measured.append((len(crop) / iod, (len(crop) / 2 - (eyes[0][1] + eyes[1][1]) / 2) / iod))
+    width, drop = np.mean(measured, axis=0)  # the two photos differ by about 5% (pose)
+    assert abs(width - side) < tolerance[0] and abs(drop - below) < tolerance[1], (
+        f"{recipe}: {width:.2f} wide, centred {drop:.2f} below the eyes")
+
+
+def test_a_photo_whose_face_window_leaves_the_image_is_cut_without_black_wedges():
+    from avprep.face.still import StillFaces
+    from avprep.shard.sample import still_crop
+
+    near_the_corner = np.ascontiguousarray(_photo_faces()[0][100:, 180:])  # the astronaut's face at the top left
+    with StillFaces() as faces:
+        crop, _ = still_crop(near_the_corner, faces(near_the_corner), load_recipe("ear_sr"))
+    assert (crop == 0).all(axis=-1).mean() < 0.1  # pure black: 4% (the suit), 45% with black outside the photo
+
+
 def test_resharding_is_byte_identical_and_resumes(prep, shards, tmp_path):
     again = tmp_path / "again"
     run_shard(prep, again, load_recipe("atvgnet"), max_count=4)

@@ -2,8 +2,8 @@
 
 Canonical crop of side S: eyes level at y = 0.40 S, eye centres 0.20 S apart around x = 0.5 S. That leaves
 room for every recipe's own crop as an affine sub-window: an FFHQ-style crop (about 4 inter-ocular distances,
-centred a little below the eyes; HeadGAN, Ear-SR), DAVS's eyes+mouth template (about 3.4), ATVGnet's (about
-3) and Wav2Pix's tight box (about 2.2).
+centred a little below the eyes; HeadGAN), Ear-SR's VoxCeleb2 window (4, centred 1 below the eyes), DAVS's
+eyes+mouth template (about 3.4), ATVGnet's (2.53) and Wav2Pix's box (2.86).
 """
 from __future__ import annotations
 
@@ -78,8 +78,9 @@ def transform_from_pose(pose: np.ndarray, size: int) -> np.ndarray:
     return np.hstack([rotation, (np.array([size / 2, size / 2]) - rotation @ pose[:2])[:, None]])
 
 
-def cut(frame: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
-    """The canonical crop: ``frame`` warped by ``transform`` into a size x size image (black outside the frame).
+def cut(frame: np.ndarray, transform: np.ndarray, size: int, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """The canonical crop: ``frame`` warped by ``transform`` into a size x size image (black outside the frame,
+    or ``border``: OpenCV's border mode).
 
     A face much larger than the crop is first halved with a Gaussian pyramid, so shrinking does not alias. Only
     the part of the frame under the crop is halved (the pixels are the same as halving the whole frame): at
@@ -95,7 +96,7 @@ def cut(frame: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
         for _ in range(halvings):
             frame = cv2.pyrDown(frame)
         transform[:, :2] *= 2**halvings
-    return cv2.warpAffine(frame, transform, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return cv2.warpAffine(frame, transform, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
 
 
 def _under_crop(frame: np.ndarray, transform: np.ndarray, size: int, step: int) -> tuple[np.ndarray, tuple[int, int]]:

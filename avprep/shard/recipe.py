@@ -26,10 +26,15 @@ AUDIO_FIELDS = {"mfcc", "audio", "audio_features"}  # a window with one of these
 # y down): (centre x, centre y, side). The canonical crop is levelled by the eyes, so these are affine
 # sub-windows of it (avprep.face.align).
 CROPS = {
-    "tight": (0.0, 0.55, 2.4),  # Wav2Pix's Haar-cascade box: brows to chin
-    "atvgnet": (0.0, 0.45, 3.0),  # ATVGnet's warp of points 27-44 onto its template
+    # Wav2Pix's Haar-cascade boxes: the official dataset/ faces measure 2.86 wide, 0.25 below the eyes (11 faces)
+    "tight": (0.0, 0.25, 2.86),
+    # ATVGnet's warp of points 27-44 onto basics/base_68.npy, cut [1:129, 1:129]: the template's numbers
+    "atvgnet": (0.005, 0.50, 2.53),
     "davs": (-0.025, 0.175, 3.35),  # DAVS's eyes + mouth-centre template: its 268 px window (preprocess/)
     "ffhq": (0.0, 0.115, 4.14),  # FFHQ: side 4 x max(eye distance, 0.9 eye-to-mouth), centred 0.1 towards mouth
+    # Ear-SR's official VoxCeleb2 test faces: 1.01 below the eyes, 4.29 wide (std 0.37, 7 faces); 4.0 keeps the
+    # window inside the canonical crop, which reaches 3.0 below the eyes
+    "voxceleb2": (0.0, 1.0, 4.0),
 }
 
 

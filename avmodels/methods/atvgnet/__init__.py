@@ -9,14 +9,17 @@ Loss"; lelechen63/ATVGnet): audio -> landmarks (AT-net) -> talking video (VG-net
              (attention.detach() + 0.5)) + BCE(D(fake), 1) + the same masked landmark MSE. Adam 2e-4 (0.5,
              0.999), batch 10, 5 epochs.
 
-The released ``vgnet.py`` calls the discriminator on ``fake.detach()`` in the generator step, so only the weighted
-L1 trains the generator there; the paper trains it with all three terms. The paper is the default;
-``model.detach_fake_in_generator = true`` reproduces the released behaviour. BCE is taken on logits (the
-official sigmoid of the mean of the per-frame decisions, fused), which bf16 autocast accepts.
+The first release of ``vgnet.py`` (a9178e3; fixed upstream in fee4e74) called the discriminator on
+``fake.detach()`` in the generator step, so only the weighted L1 trained the generator; the paper trains it with
+all three terms. That is the default; ``model.detach_fake_in_generator = true`` reproduces the 2018 commit. BCE
+is taken on logits (the official sigmoid of the mean of the per-frame decisions, fused), which bf16 autocast
+accepts.
 
 Landmarks live in a pose-free space (``landmarks.py``): the mean shape and a 6-component PCA are fitted on the
 training split before the first stage and kept in the ``landmark_pca`` buffers. Sampling scales coefficients 1-5
-by 2 x [1.1 .. 1.5], as the official demo does.
+by 2 x [1.1 .. 1.5], as the official demo does (``--boost 0`` turns it off); evaluation does not, since the boost
+was tuned to the official PCA's components and these are refitted. In both, VG-net reads the example landmarks
+projected through the PCA, as the demo passes them.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ class ATVGnet(Method):
     view = staticmethod(shard_view)
     inputs = ("audio", "reference")
     outputs = ("video",)
+    sample_options = {"boost": (1, "1: scale PCA coefficients 1-5 by 2 x [1.1 .. 1.5] as the official demo; 0: off")}
 
     def __init__(self, model: dict, dataset: dict):
         self.image_size = int(model.get("image_size", 128))
@@ -124,32 +128,35 @@ class ATVGnet(Method):
 
     @torch.no_grad()
     def talk(self, nets: dict[str, nn.Module], reference: torch.Tensor, reference_landmarks: torch.Tensor,
-             mfcc: torch.Tensor, boost: bool = True) -> torch.Tensor:
+             mfcc: torch.Tensor, boost: bool) -> torch.Tensor:
         """The whole method: (B, 3, S, S) references, their (B, 68, 2) landmarks and (B, T, 28, 12) MFCC windows
         -> (B, T, 3, S, S) frames in [-1, 1], through AT-net's landmarks (``boost``: the demo's coefficient
-        scaling)."""
+        scaling). VG-net reads the example landmarks as the demo gives them: projected through the PCA."""
         pca = nets["landmark_pca"]
-        example = pca.normalise(reference_landmarks)
-        coefficients = nets["at_net"](pca.project(example), mfcc).float()
+        example = pca.project(pca.normalise(reference_landmarks))
+        coefficients = nets["at_net"](example, mfcc).float()
         if boost:
             coefficients[..., 1:6] *= self.boost.to(coefficients.device)
-        return nets["vg_net"](self._resize(reference), pca.reconstruct(coefficients), example)[0].float()
+        return nets["vg_net"](self._resize(reference), pca.reconstruct(coefficients), pca.reconstruct(example))[0]
 
-    def sample(self, nets: dict[str, nn.Module], inputs, output: str, device, **options) -> torch.Tensor:
+    def sample(self, nets: dict[str, nn.Module], inputs, output: str, device, boost: int = 1) -> torch.Tensor:
         """A talking video of the reference face saying the audio: one frame per frame time at ``inputs.fps``."""
         mfcc = torch.from_numpy(audio_mfcc_windows(inputs.audio, inputs.recipe, inputs.fps, inputs.frames)).float()
         reference = from_uint8(inputs.reference.image)
         landmarks = torch.from_numpy(inputs.reference.landmarks68).float()
-        return self.talk(nets, reference[None].to(device), landmarks[None].to(device), mfcc[None].to(device))[0]
+        return self.talk(nets, reference[None].to(device), landmarks[None].to(device), mfcc[None].to(device),
+                         bool(boost))[0].float()
 
     def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
-        """The paper's measures on ``split``, the whole method (audio -> landmarks -> video) against the real
-        frames: LMD (dlib's mouth points), SSIM, PSNR and CPBD, and the sync of lips and audio; VG-net alone from
-        the true landmarks beside it; CPBD and sync also on the real frames (the ceiling)."""
+        """The paper's measures on ``split``, the whole method (audio -> landmarks -> video, without the demo's
+        boost) against the real frames, the example being the first target frame (the official test loader):
+        LMD (dlib's mouth points), SSIM, PSNR and CPBD, and the sync of lips and audio; VG-net alone from the true
+        landmarks beside it; CPBD and sync also on the real frames (the ceiling)."""
         measures, rows, videos = Measures(), [], []
         for batch, i in split_samples(data, split, self.view, device, limit):
             if i == 0:
-                from_audio = self.talk(nets, batch["reference"], batch["example_landmarks"], batch["mfcc"])
+                from_audio = self.talk(nets, batch["reference"], batch["example_landmarks"], batch["mfcc"],
+                                       boost=False).float()
                 with torch.no_grad():
                     out = self.forward(nets, batch)  # VG-net from the true landmarks, the real frames at its size
             real_frames, spoken = to_uint8(out["real"][i]), to_uint8(from_audio[i])

@@ -8,9 +8,13 @@ architecture. Parameter counts at the defaults (128 px, width 64), asserted by t
                                    pass uses; it is left out)
 
 The official ``conv2d`` helper is a convolution, then batch norm and ReLU; the convolution has a bias only when
-there is no norm. ``width`` and ``image_size`` other than 64 and 128 build smaller copies for tests.
+there is no norm. AT-net and VG-net start from the official initialisation (``official_init``), the discriminator
+from PyTorch's, as the official trainers leave it. ``width`` and ``image_size`` other than 64 and 128 build
+smaller copies for tests.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -46,6 +50,7 @@ class ATNet(nn.Module):
         self.audio_fc = nn.Sequential(nn.Linear(flat, 2048), nn.ReLU(True), nn.Linear(2048, 256), nn.ReLU(True))
         self.lstm = nn.LSTM(256 + 512, hidden, 3, batch_first=True)
         self.head = nn.Linear(hidden, PCA_COMPONENTS)
+        official_init(self)
 
     def forward(self, example: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         """``example`` (B, 6), ``mfcc`` (B, T, 28, 12) -> (B, T, 6). The audio frames of all steps go through the
@@ -55,6 +60,27 @@ class ATNet(nn.Module):
         landmark = self.landmark_encoder(example).unsqueeze(1).expand(batch, steps, -1)
         out, _ = self.lstm(torch.cat([landmark, audio.view(batch, steps, -1)], dim=2))
         return self.head(out)
+
+
+def official_init(net: nn.Module) -> nn.Module:
+    """The official ``initialize_weights`` that ``atnet.py`` and ``vgnet.py`` apply to AT-net and VG-net (not to
+    the discriminator): N(0, 0.02) weights and zero biases for every convolution, transposed convolution and
+    dense layer, N(1, 0.02) scales for batch norm; LSTMs keep PyTorch's, and the ConvGRU its library's uniform
+    +-1/sqrt(hidden) (``convolutional_rnn``'s ``reset_parameters``: its weights are not named ``weight``)."""
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, 0.02)
+            nn.init.zeros_(module.bias)
+    for module in net.modules():
+        if isinstance(module, ConvGRU):
+            bound = 1 / math.sqrt(module.hidden)
+            for parameter in module.parameters():
+                nn.init.uniform_(parameter, -bound, bound)
+    return net
 
 
 class ConvGRU(nn.Module):
@@ -134,6 +160,7 @@ class VGNet(nn.Module):
         self.base = nn.Sequential(*_up(2 * w, w, bias=False), *_up(w, w // 2, bias=False))
         self.colour = nn.Sequential(nn.Conv2d(w // 2, 3, 7, padding=3), nn.Tanh())
         self.attention = nn.Sequential(nn.Conv2d(w // 2, 1, 7, padding=3), nn.Sigmoid())
+        official_init(self)
 
     def _landmark_map(self, landmarks: torch.Tensor) -> torch.Tensor:
         """(N, 136) -> (N, 4w, S/16, S/16): landmarks as a small image, then convolved."""
