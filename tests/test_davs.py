@@ -260,3 +260,14 @@ def test_eval_reports_word_accuracy_and_the_generation_measures(trained, shards,
     assert len(list((tmp_path / "eval").glob("*.mp4"))) == 1 and (tmp_path / "eval.png").is_file()
 
 
+
+
+def test_the_mfcc_windows_are_the_official_ones():
+    """savemfcc.m gives frame l the 100 Hz rows 4l-7 .. 4l+12 of mfcc.m (1-based; frame l at 40 l ms, row c
+    centred at 10 (c - 1) + 12.5 ms): centres from 67.5 ms before the frame to 122.5 ms after (review #14)."""
+    from avprep.shard.recipe import load_recipe
+
+    recipe = load_recipe("davs")
+    first, last = recipe.mfcc_start_s, recipe.mfcc_start_s + (recipe.mfcc_rows - 1) / 100
+    assert recipe.mfcc == "davs" and recipe.mfcc_rows == 20
+    assert abs(first - -0.0675) <= 0.005 and abs(last - 0.1225) <= 0.005

@@ -1,4 +1,4 @@
-"""MFCCs at 100 Hz as SyncNet/DAVS and ATVGnet compute them, written out so every step is visible.
+"""MFCCs at 100 Hz as SyncNet, DAVS and ATVGnet compute them, written out so every step is visible.
 
 Mel scale: HTK, ``mel = 2595 log10(1 + f / 700)``. Filters are triangles on FFT bins placed as
 python_speech_features places them (``floor((nfft + 1) * f / sr)``); librosa's Slaney scale differs slightly.
@@ -31,6 +31,7 @@ class MfccVariant:
     n_filters: int
     fmin_hz: float
     fmax_hz: float
+    magnitude: bool = False  # filterbank on |X| (the MATLAB mfcc.m DAVS ran) instead of |X|^2 / NFFT
 
 
 def hz_to_mel(hz):
@@ -73,16 +74,20 @@ def pre_emphasis(audio: np.ndarray, coeff: float = PRE_EMPHASIS) -> np.ndarray:
 
 
 def _mfcc(audio: np.ndarray, fps: float, n_frames: int, spec: MfccVariant) -> TimedFeature:
-    """Pre-emphasis, framing, window, power spectrum / NFFT, mel log energies, DCT, lifter, drop c0."""
+    """Pre-emphasis, framing, window, power spectrum / NFFT (or magnitude), mel log energies, DCT, lifter, drop
+    c0."""
     frames = centred_frames(pre_emphasis(audio), rows_for_video(RATE_HZ, fps, n_frames), WINDOW, HOP)
-    power = np.abs(np.fft.rfft(frames * spec.window, NFFT)) ** 2 / NFFT
-    energies = power @ mel_filterbank(spec.n_filters, spec.fmin_hz, spec.fmax_hz, NFFT).T
+    spectrum = np.abs(np.fft.rfft(frames * spec.window, NFFT))
+    if not spec.magnitude:
+        spectrum = spectrum**2 / NFFT
+    energies = spectrum @ mel_filterbank(spec.n_filters, spec.fmin_hz, spec.fmax_hz, NFFT).T
     log_energies = np.log(np.maximum(energies, np.finfo(np.float64).eps))
     cepstra = log_energies @ dct_matrix(spec.n_filters, N_COEFFS) * lifter(N_COEFFS)
     return TimedFeature(cepstra[:, 1:].astype(np.float32), RATE_HZ, 0.0, WINDOW / SAMPLE_RATE, HOP / SAMPLE_RATE)
 
 
 SYNCNET = MfccVariant(window=np.hamming(WINDOW), n_filters=13, fmin_hz=300.0, fmax_hz=3700.0)
+DAVS = MfccVariant(window=np.hamming(WINDOW), n_filters=13, fmin_hz=300.0, fmax_hz=3700.0, magnitude=True)
 ATVGNET = MfccVariant(window=np.ones(WINDOW), n_filters=26, fmin_hz=0.0, fmax_hz=SAMPLE_RATE / 2)
 
 
@@ -91,6 +96,15 @@ def syncnet_mfcc(audio: np.ndarray, fps: float, n_frames: int) -> TimedFeature:
     return _mfcc(audio, fps, n_frames, SYNCNET)
 
 
+def davs_mfcc(audio: np.ndarray, fps: float, n_frames: int) -> TimedFeature:
+    """DAVS's preprocessing (``preprocess/mfcc.m``): SyncNet's settings on the magnitude spectrum -> ``(rows, 12)``."""
+    return _mfcc(audio, fps, n_frames, DAVS)
+
+
 def atvgnet_mfcc(audio: np.ndarray, fps: float, n_frames: int) -> TimedFeature:
     """ATVGnet (python_speech_features defaults): rectangular window, 26 filters over 0-8000 Hz -> ``(rows, 12)``."""
     return _mfcc(audio, fps, n_frames, ATVGNET)
+
+
+# A recipe's ``mfcc``: extract stores syncnet and atvgnet; shard computes the others from the stored audio.
+MFCC_KINDS = {"syncnet": syncnet_mfcc, "davs": davs_mfcc, "atvgnet": atvgnet_mfcc}

@@ -10,6 +10,7 @@ import importlib.resources
 from pathlib import Path
 from typing import Sequence
 
+from avprep.features.mfcc import MFCC_KINDS
 from avprep.media.images import LR_FILTERS
 
 try:
@@ -62,7 +63,7 @@ class Recipe:
     lr_filter: str = "pil_bicubic"  # or "bicubic" (OpenCV), "area" (avprep.media.images.downsample)
     audio_s: float | None = None
     audio_align: str = "centre"  # the audio slice is centred on the clip's middle frame
-    mfcc: str | None = None  # "syncnet" or "atvgnet"
+    mfcc: str | None = None  # "syncnet", "davs" or "atvgnet" (avprep.features.mfcc.MFCC_KINDS)
     mfcc_rows: int = 20
     mfcc_start_s: float = -0.10  # first MFCC row of a frame's window, relative to the frame's time
     quality: str = "good"  # every frame of a clip must be "good" (frames.parquet) or at least "face"
@@ -183,8 +184,8 @@ def _check(recipe: Recipe) -> None:
         problems.append(f"crop must be one of {sorted(CROPS)} and crop_mode one of {', '.join(CROP_MODES)}")
     if recipe.reference_from not in ("video", "speaker"):
         problems.append("reference_from must be 'video' or 'speaker'")
-    if "mfcc" in recipe.fields and recipe.mfcc not in ("syncnet", "atvgnet"):
-        problems.append("mfcc must be 'syncnet' or 'atvgnet'")
+    if "mfcc" in recipe.fields and recipe.mfcc not in MFCC_KINDS:
+        problems.append(f"mfcc must be one of {', '.join(MFCC_KINDS)}")
     if "audio" in recipe.fields and not recipe.audio_s:
         problems.append("the audio field needs audio_s")
     if "lr" in recipe.fields and not recipe.lr_size:

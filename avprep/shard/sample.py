@@ -20,7 +20,7 @@ import soundfile
 
 from avprep.face import align, still
 from avprep.features.asr import headgan_asr_window
-from avprep.features.mfcc import atvgnet_mfcc, syncnet_mfcc
+from avprep.features.mfcc import MFCC_KINDS
 from avprep.features.timebase import TimedFeature, windows_at_frames
 from avprep.media.audio import SAMPLE_RATE
 from avprep.media.images import downsample, jpeg, png
@@ -29,7 +29,6 @@ from avprep.shard.recipe import CROPS, Recipe
 
 JPEG_QUALITY = 95
 MFCC_RATE = 100.0
-MFCC_KINDS = {"syncnet": syncnet_mfcc, "atvgnet": atvgnet_mfcc}  # a recipe's ``mfcc``: extract's features
 
 
 def frame_names(recipe: Recipe) -> list[str]:
@@ -48,6 +47,7 @@ class PrepVideo:
         self.canonical = self.record["arrays"]["crops"]["size"]
         self._crops = tarfile.open(self.folder / "crops.tar")
         self.align = np.load(self.folder / "align.npy", mmap_mode="r")
+        self._computed: dict[str, np.ndarray] = {}
 
     @functools.cached_property
     def quality(self) -> dict:
@@ -61,6 +61,16 @@ class PrepVideo:
 
     def array(self, name: str) -> np.ndarray:
         return np.load(self.folder / self.record["arrays"][name]["file"], mmap_mode="r")
+
+    def mfcc(self, kind: str) -> np.ndarray:
+        """The video's MFCC rows at 100 Hz: extract's stored ``mfcc_<kind>``, or, for a kind extract does not
+        store (DAVS's), computed once from the stored audio as extract computes the others."""
+        if f"mfcc_{kind}" in self.record["arrays"]:
+            return self.array(f"mfcc_{kind}")
+        if kind not in self._computed:
+            frames = self.record["n_frames"]
+            self._computed[kind] = MFCC_KINDS[kind](self.audio(0.0, frames / self.fps), self.fps, frames).values
+        return self._computed[kind]
 
     def canonical_crop(self, frame: int) -> np.ndarray:
         data = self._crops.extractfile(f"{frame:06d}.jpg").read()
@@ -195,7 +205,7 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
 
 
 def _mfcc_windows(video: PrepVideo, recipe: Recipe, frames: range, shift: float) -> np.ndarray:
-    return mfcc_windows(video.array(f"mfcc_{recipe.mfcc}"), recipe, np.array(frames) / video.fps + shift)
+    return mfcc_windows(video.mfcc(recipe.mfcc), recipe, np.array(frames) / video.fps + shift)
 
 
 def mfcc_windows(rows: np.ndarray, recipe: Recipe, times: np.ndarray) -> np.ndarray:
