@@ -255,9 +255,21 @@ def test_eval_reports_word_accuracy_and_the_generation_measures(trained, shards,
                  "sync_real_confidence", "identity_similarity_real"):
         assert 0 <= scores[name] <= 1, name
     assert scores["word_accuracy_chance"] == 0.5 and scores["samples"] == 1
-    for name in ("psnr", "psnr_from_video"):
+    for name in ("psnr", "psnr_from_video", "psnr_baseline"):  # frame 0, the reference itself, is not scored
         assert 0 < scores[name] < 100, name
+    assert 0 <= scores["lmd_baseline"] and 0 <= scores["ssim_baseline"] <= 1
+    assert scores["video_from_audio_r1"] == scores["audio_from_video_r1"] == scores["retrieval_r1_chance"] == 100
+    assert scores["video_from_audio_median_rank"] == 1  # one clip: its own pair is first
     assert len(list((tmp_path / "eval").glob("*.mp4"))) == 1 and (tmp_path / "eval.png").is_file()
+
+
+def test_retrieval_ranks_each_querys_own_clip_as_the_official_l2retrieval():
+    from avmodels.methods.davs import retrieval
+
+    clips = torch.nn.functional.normalize(torch.randn(20, 64), dim=1)
+    assert retrieval("x", clips, clips) == {"x_r1": 100.0, "x_r5": 100.0, "x_r10": 100.0, "x_median_rank": 1.0}
+    shuffled = retrieval("x", clips, clips.roll(1, dims=0))  # each query's pair moved: found only by chance
+    assert shuffled["x_r1"] <= 10 and shuffled["x_median_rank"] > 3
 
 
 
@@ -271,3 +283,24 @@ def test_the_mfcc_windows_are_the_official_ones():
     first, last = recipe.mfcc_start_s, recipe.mfcc_start_s + (recipe.mfcc_rows - 1) / 100
     assert recipe.mfcc == "davs" and recipe.mfcc_rows == 20
     assert abs(first - -0.0675) <= 0.005 and abs(last - 0.1225) <= 0.005
+
+
+def test_the_networks_start_from_the_official_initialisation():
+    """Review #10: LightCNN's per-block fillers (1/sqrt(9 x out); the 7 x 7 stem 1/sqrt(49 x 32)), the decoder's
+    Kaiming-normal fan-out, the discriminators' N(0, 0.02) convolutions and N(1, 0.02) batch norm."""
+    torch.manual_seed(0)
+    person = PersonIdEncoder()
+    assert abs(person.stem.a[0].weight.std().item() - 0.025253814) < 0.002  # IdentityEncoder.py's figure
+    assert abs(person.group2[0].a[0].weight.std().item() - 0.034020692) < 0.001  # block 21
+    assert abs(person.group4[0].b[0].weight.std().item() - 0.020833334) < 0.0005  # block 41: 5 x 5, filled as 3 x 3
+    assert not person.stem.a[0].bias.any()
+    decoder = Decoder(width=0.25)
+    conv = decoder.blocks[2][0]
+    fan_out = conv.out_channels * 9
+    assert abs(conv.weight.std().item() - (2 / fan_out) ** 0.5) < 0.1 * (2 / fan_out) ** 0.5
+    for discriminator in (SequenceDiscriminator(width=0.25), IdentityDiscriminator(width=0.25)):
+        for module in discriminator.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.weight.numel() >= 1000:
+                assert abs(module.weight.std().item() - 0.02) < 0.002, module
+            if isinstance(module, torch.nn.BatchNorm2d):
+                assert (module.weight - 1).abs().max() < 0.1 and not module.bias.any()

@@ -106,5 +106,7 @@ def atvgnet_mfcc(audio: np.ndarray, fps: float, n_frames: int) -> TimedFeature:
     return _mfcc(audio, fps, n_frames, ATVGNET)
 
 
-# A recipe's ``mfcc``: extract stores syncnet and atvgnet; shard computes the others from the stored audio.
+# A recipe's ``mfcc``: extract stores the STORED ones (``mfcc_<kind>.npy``); shard computes the others from the
+# stored audio of the videos whose audio extract analysed.
 MFCC_KINDS = {"syncnet": syncnet_mfcc, "davs": davs_mfcc, "atvgnet": atvgnet_mfcc}
+STORED = ("syncnet", "atvgnet")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from avprep.features.mfcc import STORED as STORED_MFCC
 from avprep.pipeline.store import PrepDir
 from avprep.shard.recipe import AUDIO_FIELDS, Recipe, RecipeError
 
@@ -60,7 +61,8 @@ def plan_samples(prep: str | Path, recipe: Recipe) -> tuple[list[SampleRef], lis
 
 def _check_inputs(records: list[dict], recipe: Recipe) -> None:
     """Refuse early, with the fix, when the prep folder lacks what the recipe's fields need."""
-    needs = {"mfcc": f"mfcc_{recipe.mfcc}", "nmfc": "morphable_camera", "audio_features": "headgan_audio"}
+    stored_mfcc = recipe.mfcc if recipe.mfcc in STORED_MFCC else STORED_MFCC[0]  # computed ones: analysed audio
+    needs = {"mfcc": f"mfcc_{stored_mfcc}", "nmfc": "morphable_camera", "audio_features": "headgan_audio"}
     for field, array in needs.items():
         if field in recipe.fields and any(array not in r["arrays"] for r in records):
             raise RecipeError(f"recipe {recipe.name} needs {array}.npy, which extract wrote for no or only some "

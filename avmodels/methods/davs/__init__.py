@@ -247,29 +247,36 @@ class DAVS(Method):
 
     def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
         """On ``split``: word accuracy from the audio embedding, the visual embedding and both (the paper's
-        measure: the classifier on 12 frames, every other one); and whole clips made from the first frame, audio-
-        and video-driven (no test-time fine-tuning), against the real frames: SSIM, PSNR, LMD (dlib's mouth
-        points), identity similarity (dlib descriptors, against the reference frame; real frames beside) and
-        the sync of lips and audio (real clips beside)."""
-        measures, rows, videos = Measures(), [], []
+        measure: the classifier on 12 frames, every other one); audio-video retrieval with those embeddings (the
+        official ``evaluation.py``); and whole clips made from the first frame, audio- and video-driven (no
+        test-time fine-tuning), against the real frames after it (frame 0 is the reference itself): SSIM, PSNR,
+        LMD (dlib's mouth points), identity similarity (dlib descriptors, against the reference frame; real frames
+        beside) and the sync of lips and audio (real clips beside); SSIM, PSNR and LMD of the reference held still
+        (``*_baseline``)."""
+        measures, rows, videos, embedded = Measures(), [], [], {"audio": [], "visual": []}
         for batch, i in split_samples(data, split, self.view, device, limit):
             if i == 0:
                 frames = (batch["frames"] + 1) / 2
                 with torch.no_grad():
                     out = self.word_embeddings(nets, frames, batch)
                     logits = {m: nets["word_classifier"](out[m]).float() for m in ("audio", "visual")}
+            for name in embedded:
+                embedded[name].append(F.normalize(out[name][i].flatten().float(), dim=0).cpu())
             for name, value in (("audio", logits["audio"][i]), ("visual", logits["visual"][i]),
                                 ("both", logits["audio"][i] + logits["visual"][i])):
                 measures.add(f"word_accuracy_{name}", value.argmax() == batch["label"][i])
             real = to_uint8(frames[i] * 2 - 1)
             from_audio = self.talk(nets, frames[i, :1], self.audio_embeddings(nets, batch["mfcc"][i]))
             from_video = self.talk(nets, frames[i, :1], self.video_embeddings(nets, frames[i]))
-            real_points, first = landmarks68(real), np.repeat(real[:1], len(real), 0)
-            measures.add("identity_similarity_real", identity_similarity(real[1:], first[1:]))
+            real_points, first = landmarks68(real[1:]), np.repeat(real[:1], len(real) - 1, 0)
+            measures.add("identity_similarity_real", identity_similarity(real[1:], first))
+            measures.add("ssim_baseline", ssim(real[1:], first))  # the floor: the reference held still
+            measures.add("psnr_baseline", psnr(real[1:], first))
+            measures.add("lmd_baseline", lmd(real_points, np.repeat(landmarks68(real[:1]), len(first), 0)))
             for suffix, made in (("", from_audio), ("_from_video", from_video)):
-                fake = to_uint8(made * 2 - 1)
-                measures.add("ssim" + suffix, ssim(real, fake))
-                measures.add("psnr" + suffix, psnr(real, fake))
+                fake = to_uint8(made[1:] * 2 - 1)
+                measures.add("ssim" + suffix, ssim(real[1:], fake))
+                measures.add("psnr" + suffix, psnr(real[1:], fake))
                 measures.add("lmd" + suffix, lmd(real_points, landmarks68(fake)))
                 measures.add("identity_similarity" + suffix, identity_similarity(fake, first))
             if "audio" in batch:
@@ -280,7 +287,28 @@ class DAVS(Method):
             if not rows:
                 rows = [frames[i, :8] * 2 - 1, from_audio[:8] * 2 - 1, from_video[:8] * 2 - 1]
             measures.samples += 1
-        return Evaluation(measures.metrics(split, word_accuracy_chance=1 / self.words), rows, videos)
+        metrics = measures.metrics(split, word_accuracy_chance=1 / self.words)
+        if embedded["audio"]:
+            audio, visual = torch.stack(embedded["audio"]), torch.stack(embedded["visual"])
+            metrics.update(retrieval("video_from_audio", audio, visual))
+            metrics.update(retrieval("audio_from_video", visual, audio))
+            metrics.update(retrieval_chance(len(audio)))
+        return Evaluation(metrics, rows, videos)
+
+
+def retrieval(name: str, queries: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """The official ``L2retrieval``: each query's rank of its own target among all targets by L2 distance
+    (unit-length embeddings); R@1, 5 and 10 in percent and the median rank (1 = first)."""
+    order = torch.cdist(queries.double(), targets.double()).argsort(dim=1)
+    ranks = (order == torch.arange(len(queries))[:, None]).float().argmax(dim=1)
+    scores = {f"{name}_r{k}": 100.0 * float((ranks < k).float().mean()) for k in (1, 5, 10)}
+    return {**scores, f"{name}_median_rank": float(np.floor(np.median(ranks.numpy())) + 1)}
+
+
+def retrieval_chance(count: int) -> dict[str, float]:
+    """Retrieval's floor among ``count`` clips: R@k = k / count, median rank (count + 1) / 2."""
+    return {**{f"retrieval_r{k}_chance": 100.0 * min(k, count) / count for k in (1, 5, 10)},
+            "retrieval_median_rank_chance": (count + 1) / 2}
 
 
 def _both(network: nn.Module, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,12 +21,19 @@ the official architecture. Parameter counts at the defaults, asserted by the tes
 Left-out layers are never called by the official forward passes; keeping them would break DDP (parameters
 without gradients), so docs/methods/davs.md gives both numbers.
 
+Initialisation as the official: the person-id encoder's convolutions N(0, 1/sqrt(9 x channels out)) (the LightCNN
+fillers of ``IdentityEncoder.py``; 49 for the 7 x 7 stem), the decoder's Kaiming-normal fan-out
+(``Decoder_networks.py``), the sequence and identity discriminators' N(0, 0.02) convolutions and N(1, 0.02)
+batch-norm scales (``networks.weights_init``); the rest PyTorch's defaults, as the official leaves them.
+
 ``width`` scales the convolutional channels of the image networks (person-id encoder, visual encoder, decoder,
 identity and sequence discriminators) for small runs: tests and CPU quick starts train at ``width = 0.125`` on the
 same 256 px frames, where the official mouth mask and discriminator crops keep their meaning. The embeddings stay
 256-d and the audio networks keep their size.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -40,15 +47,35 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-class MaxFeatureMap(nn.Module):
-    """LightCNN's block: two convolutions with batch norm, their element-wise maximum."""
+def weights_init(net: nn.Module) -> nn.Module:
+    """The official ``networks.weights_init`` (the sequence and identity discriminators): N(0, 0.02) convolutions
+    with zero biases, N(1, 0.02) batch-norm scales; dense layers keep PyTorch's."""
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, 0.02)
+            nn.init.zeros_(module.bias)
+    return net
 
-    def __init__(self, channels_in: int, channels_out: int, kernel: int = 3, stride: int = 1, padding: int = 1):
+
+class MaxFeatureMap(nn.Module):
+    """LightCNN's block: two convolutions with batch norm, their element-wise maximum; the convolutions from
+    N(0, ``std``) with zero biases (the official per-block fillers)."""
+
+    def __init__(self, channels_in: int, channels_out: int, kernel: int = 3, stride: int = 1, padding: int = 1,
+                 std: float | None = None):
         super().__init__()
         self.a = nn.Sequential(nn.Conv2d(channels_in, channels_out, kernel, stride, padding),
                                nn.BatchNorm2d(channels_out))
         self.b = nn.Sequential(nn.Conv2d(channels_in, channels_out, kernel, stride, padding),
                                nn.BatchNorm2d(channels_out))
+        std = 1 / math.sqrt(9 * channels_out) if std is None else std
+        for conv in (self.a[0], self.b[0]):
+            nn.init.normal_(conv.weight, 0.0, std)
+            nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.max(self.a(x), self.b(x))
@@ -65,7 +92,7 @@ class PersonIdEncoder(nn.Module):
             sizes = [scaled(c, width) for c in channels]
             return [MaxFeatureMap(a, b, kernel, 1, padding) for a, b in zip(sizes, sizes[1:])]
 
-        self.stem = MaxFeatureMap(3, scaled(32, width), 7, 2, 3)
+        self.stem = MaxFeatureMap(3, scaled(32, width), 7, 2, 3, std=1 / math.sqrt(49 * scaled(32, width)))
         self.group1 = nn.Sequential(*chain(32, 32, 32, 64, 64))
         self.group2 = nn.Sequential(*chain(64, 96, 96, 128, 128, 160, 160))
         self.group3 = nn.Sequential(*chain(160, 320, 320, 320, 320))
@@ -199,6 +226,10 @@ class Decoder(nn.Module):
                                      _conv_stack(c128, c64, 2)])
         self.end = nn.Sequential(nn.ConvTranspose2d(c64, c32, 3, 1, 1), nn.BatchNorm2d(c32), nn.ReLU(),
                                  nn.ConvTranspose2d(c32, 3, 3, 1, 1), nn.Tanh())
+        for module in self.blocks.modules():  # the official ConvBlock's initial(): Kaiming-normal, fan-out
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+                nn.init.zeros_(module.bias)
 
     def forward(self, person: list[torch.Tensor], word: torch.Tensor) -> torch.Tensor:
         x = self.start(torch.cat([person[0], word], dim=1)[:, :, None, None])
@@ -247,6 +278,7 @@ class IdentityDiscriminator(nn.Module):
         self.fc = nn.Linear(1024, 128)
         self.dropout = nn.Dropout(0.5)
         self.fc2 = nn.Linear(128 * frames, words)
+        weights_init(self)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         per_frame = self.fc(F.relu(self.conv(features.reshape(-1, self.channels, 64, 64))).flatten(1))
@@ -275,6 +307,7 @@ class SequenceDiscriminator(nn.Module):
             nn.Conv2d(128, 256, 3, 1, 0, bias=False), bn(256),
             nn.Conv2d(256, 256, 2, 1, bias=False), bn(256))
         self.fc, self.fc2 = nn.Linear(256 + c512, 512), nn.Linear(512, 1)
+        weights_init(self)
 
     def forward(self, frames: torch.Tensor, mfcc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``frames`` (B, 3 x frames, 256, 256) and ``mfcc`` (B, frames, 20, 12) -> (patch logits, sync logit)."""
