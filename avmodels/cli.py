@@ -181,7 +181,8 @@ def evaluate(
                             checkpoints.frame_rate(saved))
     table = Table("metric", "value")
     for name, value in metrics.items():
-        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+        if not isinstance(value, dict):  # descriptions ("protocols") stay in the JSON
+            table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
     console.print(f"-> {out}, {out.with_suffix('.png')}", highlight=False)
 

@@ -218,8 +218,10 @@ def test_sample_writes_a_talking_mp4_as_long_as_the_speech_and_eval_its_measures
                            "--limit", "2", "-o", str(tmp_path / "eval.json"))
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "eval.json").read_text())
-    for name in ("lmd", "psnr", "lmd_from_true_landmarks", "psnr_from_true_landmarks"):
+    for name in ("lmd", "psnr", "psnr_release", "lmd_from_true_landmarks", "psnr_from_true_landmarks"):
         assert 0 < scores[name] < 100, name
+    assert scores["lmd_per_point"] == pytest.approx(scores["lmd"] / 20, rel=1e-6)  # the release sums 20 points
+    assert "64 px" in scores["protocols"]["lmd"] and "grey" in scores["protocols"]["psnr_release"]  # the model size
     for name in ("ssim", "cpbd", "cpbd_real", "ssim_from_true_landmarks", "sync_real_confidence"):
         assert 0 <= scores[name] <= 1, name
     assert scores["samples"] == 2 and len(list((tmp_path / "eval").glob("*.mp4"))) == 2

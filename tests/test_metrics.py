@@ -51,11 +51,16 @@ def test_psnr_and_ssim_match_scikit_image(faces_by_speaker):
     assert metrics.psnr(real[0], real[0]) == np.inf
 
 
-def test_psnr_can_reproduce_atvgnets_uint8_wraparound():
-    a = np.full((4, 4, 3), 10, np.uint8)
-    b = np.full((4, 4, 3), 30, np.uint8)  # 10 - 30 wraps to 236 in uint8, and 236 ** 2 wraps to 144
+def test_the_releases_psnr_is_grey_at_256_px_with_uint8_wraparound():
+    """Review #6: ATVGnet's published PSNR resizes to 256, converts to grey, then squares uint8 differences."""
+    a = np.full((64, 64, 3), 10, np.uint8)
+    b = np.full((64, 64, 3), 30, np.uint8)  # 10 - 30 wraps to 236 in uint8, and 236 ** 2 wraps to 144
     assert metrics.psnr(a, b) == pytest.approx(10 * np.log10(255**2 / 400))
-    assert metrics.psnr(a, b, wrap_uint8=True) == pytest.approx(10 * np.log10(255**2 / 144))
+    assert metrics.psnr_release(a, b) == pytest.approx(10 * np.log10(255**2 / 144))
+    red, green = np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)
+    red[..., 0], green[..., 1] = 200, 100  # grey 60 and 59 (BT.601): nearly equal in grey, far apart in colour
+    assert metrics.psnr_release(red, green) > 45 > metrics.psnr(red, green)
+    assert metrics.psnr_release(a, a) == 100.0
 
 
 def test_lmd_sums_the_centred_mouth_distances_and_averages_frames():
@@ -67,6 +72,7 @@ def test_lmd_sums_the_centred_mouth_distances_and_averages_frames():
     assert metrics.lmd(real, moved) == pytest.approx(0.0, abs=1e-9)
     moved[:, 57, 1] += 4.0  # one mouth point 4 px down: after centring 0.95 x 4 for it and 0.05 x 4 for 19 others
     assert metrics.lmd(real, moved) == pytest.approx(0.95 * 4 + 19 * 0.05 * 4)
+    assert metrics.lmd(real, moved, per_point=True) == pytest.approx((0.95 * 4 + 19 * 0.05 * 4) / 20)
     moved[2] = np.nan  # a frame without a face is left out
     assert metrics.lmd(real, moved) == pytest.approx(7.6)
 

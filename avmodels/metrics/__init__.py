@@ -18,9 +18,9 @@ from avmodels.metrics.faces import (
                                     lmd,
                                     speaker_identification,
 )
-from avmodels.metrics.images import cpbd, psnr, ssim
+from avmodels.metrics.images import cpbd, psnr, psnr_release, ssim
 from avmodels.metrics.sync import sync_offset
 
 __all__ = ["MissingModels", "SpeakerProbe", "aed", "akd", "cpbd", "dlib_detectability", "face_descriptors",
            "face_detectability", "face_meshes", "identity_accuracy", "identity_similarity", "landmarks68", "lmd",
-           "psnr", "speaker_identification", "ssim", "sync_offset"]
+           "psnr", "psnr_release", "speaker_identification", "ssim", "sync_offset"]

@@ -92,14 +92,16 @@ def landmarks68(images: np.ndarray, detector: str = "dlib") -> np.ndarray:
     return out
 
 
-def lmd(a: np.ndarray, b: np.ndarray) -> float:
+def lmd(a: np.ndarray, b: np.ndarray, per_point: bool = False) -> float:
     """ATVGnet's landmark distance: for each frame, the mouth points 48-67 of both (T, 68, 2) sets are each
-    centred on their own mean, and the 20 Euclidean distances between them are SUMMED; the mean over frames.
-    Frames where either set is NaN (no face) are left out; NaN if none is left."""
+    centred on their own mean, and the 20 Euclidean distances between them are SUMMED (the released
+    ``evaluation_matrix.py``; ``per_point``: their mean, the scale the paper's table implies); the mean over
+    frames. Frames where either set is NaN (no face) are left out; NaN if none is left."""
     a, b = np.asarray(a, np.float64)[:, MOUTH], np.asarray(b, np.float64)[:, MOUTH]
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
-    per_frame = np.linalg.norm(a - b, axis=2).sum(axis=1)
+    distances = np.linalg.norm(a - b, axis=2)
+    per_frame = distances.mean(axis=1) if per_point else distances.sum(axis=1)
     valid = np.isfinite(per_frame)
     return float(per_frame[valid].mean()) if valid.any() else float("nan")
 

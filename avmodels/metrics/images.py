@@ -14,20 +14,25 @@ from skimage.metrics import structural_similarity
 SSIM_SIZE = 256  # ATVGnet resizes both frames to 256 x 256 (INTER_AREA) before SSIM
 
 
-def psnr(a: np.ndarray, b: np.ndarray, *, wrap_uint8: bool = False) -> float:
-    """Peak signal-to-noise ratio in dB, peak 255, averaged over images (inf where two images are equal).
-
-    The paper's measure. ATVGnet's code computes the error of uint8 arrays in uint8, so differences wrap modulo
-    256; ``wrap_uint8=True`` reproduces that quantity (its published PSNR) for comparison.
-    """
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB, peak 255, averaged over images (inf where two images are equal): the
+    papers' measure, on the colour images as they are."""
     a, b = _images(a), _images(b)
-    if wrap_uint8:
-        error = ((a - b) ** 2).astype(np.float64)  # uint8 arithmetic: the difference and its square wrap
-    else:
-        error = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    mse = error.reshape(len(a), -1).mean(axis=1)
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)
     with np.errstate(divide="ignore"):
         return float(np.mean(10 * np.log10(255.0**2 / mse)))
+
+
+def psnr_release(a: np.ndarray, b: np.ndarray) -> float:
+    """ATVGnet's released ``psnr_f`` as its ``compare_ssim`` calls it (``evaluation_matrix.py``): both images
+    resized to 256 x 256 (INTER_AREA), made grey, and the error squared in uint8, so the difference and its square
+    wrap modulo 256 (100 where equal); the number its published PSNR follows, not a true PSNR."""
+    values = []
+    for x, y in zip(_images(a), _images(b)):
+        x, y = (cv2.cvtColor(_resized(image, SSIM_SIZE), cv2.COLOR_RGB2GRAY) for image in (x, y))
+        mse = np.mean((x - y) ** 2)  # uint8 arithmetic, as the release
+        values.append(100.0 if mse == 0 else 20 * np.log10(255.0 / np.sqrt(mse)))
+    return float(np.mean(values))
 
 
 def ssim(a: np.ndarray, b: np.ndarray, *, size: int | None = SSIM_SIZE) -> float:

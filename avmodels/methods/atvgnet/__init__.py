@@ -35,7 +35,7 @@ from avmodels.methods.atvgnet.landmarks import LandmarkPCA
 from avmodels.methods.atvgnet.networks import LANDMARKS, ATNet, GLDiscriminator, VGNet
 from avmodels.methods.atvgnet.view import view as shard_view
 from avmodels.methods.base import Method, StepContext
-from avmodels.metrics import cpbd, landmarks68, lmd, psnr, ssim
+from avmodels.metrics import cpbd, landmarks68, lmd, psnr, psnr_release, ssim
 from avmodels.pictures import area_resized, from_uint8, to_uint8
 from avprep.shard.sample import audio_mfcc_windows
 
@@ -162,9 +162,12 @@ class ATVGnet(Method):
             real_frames, spoken = to_uint8(out["real"][i]), to_uint8(from_audio[i])
             real_points = landmarks68(real_frames)
             for suffix, fake_frames in (("", spoken), ("_from_true_landmarks", to_uint8(out["fake"][i]))):
-                measures.add("lmd" + suffix, lmd(real_points, landmarks68(fake_frames)))
+                fake_points = landmarks68(fake_frames)
+                measures.add("lmd" + suffix, lmd(real_points, fake_points))
+                measures.add("lmd_per_point" + suffix, lmd(real_points, fake_points, per_point=True))
                 measures.add("ssim" + suffix, ssim(real_frames, fake_frames))
                 measures.add("psnr" + suffix, psnr(real_frames, fake_frames))
+                measures.add("psnr_release" + suffix, psnr_release(real_frames, fake_frames))
                 measures.add("cpbd" + suffix, np.nanmean([cpbd(frame) for frame in fake_frames]))
             measures.add("cpbd_real", np.nanmean([cpbd(frame) for frame in real_frames]))
             if "audio" in batch:
@@ -175,7 +178,13 @@ class ATVGnet(Method):
             if not rows:
                 rows = [out["real"][i][:8], from_audio[i][:8]]
             measures.samples += 1
-        return Evaluation(measures.metrics(split), rows, videos)
+        size = self.image_size
+        protocols = {"lmd": f"the release's: the 20 centred mouth distances summed, dlib points at {size} px",
+                     "lmd_per_point": f"their mean (the scale the paper's table implies), at {size} px",
+                     "ssim": "the release's: colour, both frames resized to 256 px (INTER_AREA)",
+                     "psnr": f"true PSNR of the colour frames at {size} px",
+                     "psnr_release": "the release's psnr_f: grey after a 256 px INTER_AREA resize, uint8 wraparound"}
+        return Evaluation(measures.metrics(split, protocols=protocols), rows, videos)
 
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
         """Shards hold 128 px crops; a smaller model reads them area-downsampled."""
