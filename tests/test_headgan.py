@@ -132,8 +132,29 @@ def shards(shards_for) -> Path:
 
 def test_the_curriculum_doubles_the_sequences_from_the_third_epoch():
     method = HeadGAN({"width": 0.125}, {"speakers": ["a"]})
-    assert [method.sequence_length(epoch, 50) for epoch in range(6)] == [6, 6, 12, 24, 48, 48]
-    assert method.sequence_length(4, 6) == 6  # never more than the clip holds
+    assert [method.sequence_length(epoch, 48) for epoch in range(6)] == [6, 6, 12, 24, 48, 48]
+    assert method.sequence_length(4, 4) == 4  # never more windows than the clip holds
+
+
+def test_a_clip_gives_t_generator_steps_from_t_plus_2_frames_at_a_random_start():
+    """The official loader reads n_frames_total + 2 frames from a random offset, so T = 6 generator steps in the
+    first epochs (review #12: here 4, always from frame 0, before)."""
+    method = HeadGAN({"width": 0.125}, {"speakers": ["a"]})
+    clips, frames = 3, 12
+    index = torch.arange(frames, dtype=torch.float32)[None, :, None, None, None].expand(clips, -1, 3, 4, 4)
+    batch = {"frames": index, "nmfc": index, "audio_features": index[:, :, 0, 0, :1].expand(-1, -1, 300),
+             "mouth": index[:, :, 0, 0, :2], "reference": torch.zeros(clips, 3, 4, 4),
+             "reference_nmfc": torch.zeros(clips, 3, 4, 4)}
+    torch.manual_seed(0)
+    starts = set()
+    for _ in range(10):
+        parts = method.micro_batches(batch, StepContext("gan", 0, 0, 0))
+        assert len(parts) == 6
+        shown = torch.stack([part["real"][:, 0, 0, 0] for part in parts], dim=1)  # (clips, 6) frame numbers
+        assert torch.equal(shown - shown[:, :1], torch.arange(6.0).expand(clips, -1))  # consecutive targets
+        assert torch.equal(parts[0]["audio"][:, 0], shown[:, 0]) and torch.equal(parts[0]["mouth"][:, 0], shown[:, 0])
+        starts.update((shown[:, 0] - 2).tolist())
+    assert starts == {0.0, 1.0, 2.0, 3.0, 4.0}  # every start that leaves 8 frames, for each clip on its own
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +166,7 @@ def trained(trained_for) -> Path:
 
 def test_each_window_of_three_nmfc_frames_is_a_generator_step_and_d_steps_every_fourth(trained):
     saved = checkpoints.load(trained / "checkpoint.pt")
-    assert saved["step"] == 2 and saved["micro_step"] == 2 * (6 - 2)  # 4 windows per 6-frame clip
+    assert saved["step"] == 2 and saved["micro_step"] == 2 * (6 - 2)  # T = 4 windows from a 6-frame clip
     adam_steps = lambda name: int(next(iter(saved["optimizers"][name]["state"].values()))["step"])  # noqa: E731
     assert adam_steps("generator") == 8 and adam_steps("discriminators") == 2  # rounds 0 and 4
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]

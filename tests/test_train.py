@@ -218,6 +218,12 @@ def test_a_decay_holds_the_rate_for_its_share_of_the_stage_then_falls_to_zero():
     assert [v[0] for v in values] == pytest.approx([1, 1, 1, 0.5, 0])
     assert [v[1] for v in values] == pytest.approx([1, 0.7939, 0.3455, 0.0955, 0], abs=1e-4)
     assert cosine(1) == pytest.approx(0.5)  # the second of 4 warm-up updates
+    # the official HeadGAN drops the rate at each epoch's end: 0.75, 0.5, 0.25 and 0 in epochs 7-10 (review #20)
+    stairs = _schedule(OptimizerSpec("g", ("x",), 1.0, schedule="linear", hold=0.6, stairs=4), lambda: progress[0])
+    for epoch, expected in enumerate([1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0]):
+        for within in (0.0, 0.05, 0.099):
+            progress[0] = epoch / 10 + within
+            assert stairs(100) == pytest.approx(expected), (epoch, within)
     with pytest.raises(RecipeError, match="0 <= hold < 1"):
         load_train_config("wav2pix", overrides=["train.stages.gan.optimizers.generator.hold=1.0"])
 

@@ -16,6 +16,7 @@
     every = 1                  # update ratio: step on every k-th training step (micro-batch round)
     schedule = "constant"      # or "cosine" / "linear" decay to 0 by the stage's end, after warmup_steps
     hold = 0.6                 # with a decay: the share of the stage at full rate first (HeadGAN: 6 of 10 epochs)
+    stairs = 4                 # with a decay: in this many equal drops at the start of each, not smoothly (HeadGAN)
 
     [train.init]
     person_encoder = { file = "lightcnn.pt", strip_prefix = "module." }   # a network starts from a user file
@@ -47,6 +48,7 @@ class OptimizerSpec:
     schedule: str = "constant"
     warmup_steps: int = 0
     hold: float = 0.0  # share of the stage at full rate before a cosine or linear decay
+    stairs: int = 0  # > 0: the decay in this many equal drops, each at the start of its share (0: every update)
     lr_scale: dict = dataclasses.field(default_factory=dict)  # network -> its lr as a multiple of lr (a param group)
 
 
@@ -167,9 +169,9 @@ def _check(config: TrainConfig) -> None:
             problems.append(f"stage {stage.name}: init_from must name an earlier stage, got {stage.init_from!r}")
         for optimizer in stage.optimizers:
             if (optimizer.schedule not in SCHEDULES or optimizer.every < 1 or optimizer.lr <= 0
-                    or not 0 <= optimizer.hold < 1):
+                    or not 0 <= optimizer.hold < 1 or optimizer.stairs < 0):
                 problems.append(f"stage {stage.name}, optimizer {optimizer.name}: schedule one of {SCHEDULES}, "
-                                "every >= 1, lr > 0, 0 <= hold < 1")
+                                "every >= 1, lr > 0, 0 <= hold < 1, stairs >= 0")
             if set(optimizer.lr_scale) - set(optimizer.networks) or not all(
                     isinstance(v, (int, float)) and v > 0 for v in optimizer.lr_scale.values()):
                 problems.append(f"stage {stage.name}, optimizer {optimizer.name}: lr_scale maps some of its networks "

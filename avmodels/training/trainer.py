@@ -238,11 +238,14 @@ def make_optimizers(stage: StageSpec, nets: dict, progress=lambda: 0.0) -> tuple
 
 def _schedule(spec: OptimizerSpec, progress):
     """LR factor per update: linear warm-up over the first ``warmup_steps`` updates; then constant, or held for
-    the ``hold`` share of the stage and decayed (cosine or linear) to zero by its end."""
+    the ``hold`` share of the stage and decayed (cosine or linear) to zero by its end, smoothly or in ``stairs``
+    equal drops, each at the start of its share (HeadGAN's per-epoch decay: 0.75, 0.5, 0.25, 0 in its last 4)."""
     def factor(update: int) -> float:
         if update < spec.warmup_steps:
             return (update + 1) / spec.warmup_steps
         decayed = min(1.0, max(0.0, (progress() - spec.hold) / (1 - spec.hold)))
+        if spec.stairs and progress() >= spec.hold:
+            decayed = min(1.0, (math.floor(decayed * spec.stairs + 1e-9) + 1) / spec.stairs)  # 1e-9: 0.7 - 0.6
         if spec.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * decayed))
         return 1.0 - decayed if spec.schedule == "linear" else 1.0

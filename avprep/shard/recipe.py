@@ -57,8 +57,8 @@ class Recipe:
     crop: str = "ffhq"
     crop_mode: str = "frame"  # each frame's aligned window, or "clip": one fixed square for the clip (HeadGAN's)
     image_size: int = 128
-    reference_from: str = "video"  # the reference frame: from the clip's own video, or "speaker": another video of
-    # the same speaker where the split has one (HeadGAN's official 'previous' sequence of the identity)
+    reference_from: str = "video"  # the reference frame: from the clip's own video (HeadGAN's official 'previous'
+    # sequence of the identity: the same video file), or "speaker": another video of the same speaker, where any
     lr_size: int | None = None
     lr_filter: str = "pil_bicubic"  # or "bicubic" (OpenCV), "area" (avprep.media.images.downsample)
     audio_s: float | None = None

@@ -2,17 +2,20 @@
 a reference face re-rendered under a driver's 3DMM expression and pose (NMFC renders), with the driver's audio.
 Networks: ``networks.py``. One stage, ``gan``, as the official ``train.py``:
 
-    Each loaded clip of T frames gives T - 2 generator steps, one per window of 3 consecutive NMFC frames (the
-    trainer's micro-batches, no recurrence between them); the discriminators step once every 4 generator steps.
+    Each loaded clip gives T generator steps, one per window of 3 consecutive NMFC frames (the trainer's
+    micro-batches, no recurrence between them) of T + 2 frames from a random start in the clip, as the official
+    loader (``n_frames_total + n_frames_G - 1`` frames from a random offset); the discriminators step once every
+    4 generator steps.
     Generator: hinge adversarial + 10 x feature matching (both image-D scales, every layer but the last) + 10 x
     VGG19 perceptual (relu1_1 .. relu5_1 weighted 1/32 .. 1) + 50 x L1 inside the face (where the NMFC render is
     not black), the VGG and masked L1 also on the warped reference, + 10 x L1 between the flow mask and the
     foreground mask; the mouth discriminator's hinge adversarial and feature matching on 64 x 64 crops around the
     mouth centre with the 300 audio features tiled. Discriminators: image D hinge + 0.5 x mouth D hinge.
-    Adam 2e-4 (0.5, 0.999), batch 6, 6 epochs at full rate then 4 of linear decay (``hold = 0.6``).
+    Adam 2e-4 (0.5, 0.999), batch 6, 6 epochs at full rate, then the rate drops by a quarter at each of the
+    last 4 epochs (0.75, 0.5, 0.25, 0: ``hold = 0.6``, ``stairs = 4``, as the official per-epoch decay).
 
-The sequence curriculum (6 frames, doubling every epoch from epoch 3) runs on the frames the shards hold: with
-the shipped 6-frame clips it stays at 6; shard with ``--set data.clip_frames=48`` for the official lengths.
+The sequence curriculum (T = 6, doubling every epoch from epoch 3, at most 48) runs on the frames the shards
+hold: the shipped 6-frame clips give T = 4; shard with ``--set data.clip_frames=50`` for the official lengths.
 
 Foreground masks: the official code segments every frame and the reference with a pretrained network that is
 not available here; the mask is the union of the target's and the reference's NMFC renders (the fitted head)
@@ -80,27 +83,34 @@ class HeadGAN(Method):
                                              "train without the VGG terms")
         return notes
 
-    def sequence_length(self, epoch: int, frames: int) -> int:
-        """Frames read from each clip in ``epoch`` (0-based): 6, doubling every epoch from the official third
-        (``niter_start = 3``), at most the clip's and ``curriculum_max_frames``."""
+    def sequence_length(self, epoch: int, windows: int) -> int:
+        """Generator steps per clip in ``epoch`` (0-based, the official ``n_frames_total``): 6, doubling every
+        epoch from the official third (``niter_start = 3``), at most the clip's ``windows`` and
+        ``curriculum_max_frames``."""
         doublings = max(0, epoch + 1 - self.curriculum_start + 1)
-        return min(frames, self.curriculum_max, 6 * 2 ** doublings)
+        return min(windows, self.curriculum_max, 6 * 2 ** doublings)
 
     def micro_batches(self, batch: dict, ctx) -> list[dict]:
-        """One generator step per window of 3 consecutive NMFC frames of the clip's first ``sequence_length``."""
+        """One generator step per window of 3 consecutive NMFC frames of ``sequence_length`` + 2 frames from a
+        random start in each clip (the official loader's random offset)."""
         missing = {"reference_nmfc", "mouth"} - set(batch)
         if missing:
             raise ValueError(f"HeadGAN reads {' and '.join(sorted(missing))} from the shards, which these lack: shard "
                              "again with the shipped headgan recipe (ref_nmfc.png, mouth.npy)")
-        length = self.sequence_length(ctx.epoch, batch["frames"].shape[1])
-        nmfc = (batch["nmfc"] + 1) / 2  # NMFC renders in [0, 1], as the official loader
+        clips, frames = batch["frames"].shape[:2]
+        span = self.sequence_length(ctx.epoch, frames - NMFC_FRAMES + 1) + NMFC_FRAMES - 1
+        starts = torch.randint(0, frames - span + 1, (clips, 1))  # the CPU generator: checkpointed, so resumable
+        chosen = (starts + torch.arange(span)).to(batch["frames"].device)
+        rows = torch.arange(clips, device=chosen.device)[:, None]
+        frames_of = lambda name: batch[name][rows, chosen]  # noqa: E731
+        nmfc = (frames_of("nmfc") + 1) / 2  # NMFC renders in [0, 1], as the official loader
+        real, audio, mouth = frames_of("frames"), frames_of("audio_features"), frames_of("mouth")
         reference = torch.cat([(batch["reference_nmfc"] + 1) / 2, batch["reference"]], dim=1)
         parts = []
-        for last in range(NMFC_FRAMES - 1, length):
+        for last in range(NMFC_FRAMES - 1, span):
             window = nmfc[:, last - NMFC_FRAMES + 1:last + 1]
-            parts.append({"nmfc": window.flatten(1, 2), "target_nmfc": window[:, -1], "real": batch["frames"][:, last],
-                          "reference": reference, "audio": batch["audio_features"][:, last],
-                          "mouth": batch["mouth"][:, last]})
+            parts.append({"nmfc": window.flatten(1, 2), "target_nmfc": window[:, -1], "real": real[:, last],
+                          "reference": reference, "audio": audio[:, last], "mouth": mouth[:, last]})
         return parts
 
     def forward(self, nets: dict[str, nn.Module], batch: dict, ctx=None) -> dict:
