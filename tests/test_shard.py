@@ -68,7 +68,8 @@ def test_sample_shapes_per_recipe(shards):
         assert set(json.loads((shards[name] / "dataset.json").read_text())["fields"]) == fields, name
     atvgnet = members(sorted(shards["atvgnet"].glob("train-*.tar"))[0])
     landmarks = np.load(io.BytesIO(next(v for k, v in atvgnet.items() if k.endswith("landmarks.npy"))))
-    assert landmarks.shape == (24, 68, 2) and 0 < landmarks.min() and landmarks.max() < 128  # inside the crop
+    mouth = landmarks[:, 48:]  # the official window (2.53 eye distances) cuts through the jaw; the mouth is inside
+    assert landmarks.shape == (24, 68, 2) and 0 < mouth.min() and mouth.max() < 128
     davs = members(sorted(shards["davs"].glob("train-*.tar"))[0])
     assert np.load(io.BytesIO(next(v for k, v in davs.items() if k.endswith("mfcc.npy")))).shape == (25, 20, 12)
 
@@ -328,6 +329,35 @@ def test_headgan_clip_crop_mouth_centres_and_reference_nmfc(prep, shards, tmp_pa
     reference_nmfc = cv2.imdecode(np.frombuffer(sample[f"{key}.ref_nmfc.png"], np.uint8), cv2.IMREAD_COLOR)
     covered = reference_nmfc.sum(axis=2) > 3
     assert 0.15 < covered.mean() < 0.8 and covered[128, 128]  # a face render around the crop's centre
+
+
+def test_headgan_video_crop_is_one_square_per_track_and_a_moving_face_is_left_out(prep, tmp_path):
+    """crop_mode = "video" (HeadGAN's official crop, review #21): the median window over the whole track, the
+    same square for every clip of it; a track whose windows move more than max_box_motion (the official 0.45 of
+    the frame) is left out, and the summary and dataset.json say so."""
+    from avprep.pipeline.store import PrepDir
+    from avprep.shard.placement import box_motion
+    from avprep.shard.recipe import parse_recipe, read_recipe
+    from avprep.shard.sample import PrepVideo, placements
+
+    _, document = read_recipe("headgan")
+    document["data"]["crop_mode"] = "video"
+    recipe = parse_recipe("headgan", document)
+    record = PrepDir(prep).records()[0]
+    video = PrepVideo(prep, record["video_id"])
+    first, later = placements(video, range(0, 6), recipe), placements(video, range(30, 36), recipe)
+    assert all(np.array_equal(p, first[0]) for p in first + later)
+    boxes = video.track_boxes(0, recipe)
+    centre = (np.median(boxes[:, :2] + boxes[:, 2:], axis=0)) / 2
+    assert np.allclose(np.linalg.solve(first[0][:, :2], np.full(2, 128.0) - first[0][:, 2]), centre)
+    motion = box_motion(boxes, record["width"], record["height"])
+    assert 0 < motion < 0.45  # the demo heads move, within the official bound
+    document["data"]["max_box_motion"] = motion / 2
+    strict = parse_recipe("headgan", document)
+    summary = run_shard(prep, tmp_path, strict, max_count=4)
+    left_out = json.loads((tmp_path / "dataset.json").read_text())["left_out"]
+    assert summary.left_out == left_out and any(record["video_id"] in reason for reason in left_out)
+    assert "moves" in left_out[0] and "max_box_motion" in left_out[0]
 
 
 def truth_of(prep: Path, video_id: str) -> dict:

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from avprep.features.mfcc import STORED as STORED_MFCC
 from avprep.pipeline.store import PrepDir
+from avprep.shard.placement import box_motion, window_boxes, window_transforms
 from avprep.shard.recipe import AUDIO_FIELDS, Recipe, RecipeError
 
 
@@ -29,14 +30,15 @@ class SampleRef:
     attributes: tuple[tuple[str, object], ...] = ()  # the video's metadata columns (--meta), sorted by name
 
 
-def plan_samples(prep: str | Path, recipe: Recipe) -> tuple[list[SampleRef], list[str], list[str]]:
+def plan_samples(prep: str | Path, recipe: Recipe,
+                 left_out: list[str] | None = None) -> tuple[list[SampleRef], list[str], list[str]]:
     """Every clip window of ``recipe`` in ``prep``, with its split; the sorted speaker and label lists.
 
     Windows of ``clip_frames`` consecutive frames of one face track, every frame passing the recipe's quality,
     start every ``stride_s`` seconds along each run of such frames (``window = "start"``), or one window sits in
     the middle of each video (``"centre"``), moved by ``window_offset`` frames. Samples are ordered by a seeded
     hash of their key within each split, so shards mix speakers and videos. A video without a speaker counts as
-    a speaker of its own (LRW publishes no speaker ids).
+    a speaker of its own (LRW publishes no speaker ids). Tracks the recipe leaves out are said in ``left_out``.
     """
     records = [r for r in PrepDir(prep).records() if r["status"] == "ok" and "tracks" in r]
     if not records:
@@ -45,7 +47,7 @@ def plan_samples(prep: str | Path, recipe: Recipe) -> tuple[list[SampleRef], lis
     speaker_of = {r["video_id"]: r.get("speaker") or r["video_id"] for r in records}
     label_of = {r["video_id"]: r.get("label") for r in records}
     attributes_of = {r["video_id"]: tuple(sorted((r.get("attributes") or {}).items())) for r in records}
-    windows = [w for r in records for w in _windows(Path(prep) / "videos" / r["video_id"], r, recipe)]
+    windows = [w for r in records for w in _windows(Path(prep) / "videos" / r["video_id"], r, recipe, left_out)]
     splits = _assign_splits(records, speaker_of, recipe)
     speakers = sorted(set(speaker_of.values()))
     labels = sorted({label for label in label_of.values() if label is not None})
@@ -57,6 +59,18 @@ def plan_samples(prep: str | Path, recipe: Recipe) -> tuple[list[SampleRef], lis
                for video, track, start in windows]
     samples.sort(key=lambda s: (s.split, _hash(recipe.seed, s.key)))
     return samples, speakers, labels
+
+
+def _moving_tracks(folder: Path, record: dict, recipe: Recipe, track: np.ndarray, face: np.ndarray):
+    """(track, motion) of each track whose recipe windows move more than ``max_box_motion`` over the video."""
+    transforms = np.load(folder / "align.npy", mmap_mode="r")
+    canonical = record["arrays"]["crops"]["size"]
+    for number in sorted(set(track[track >= 0].tolist())):
+        rows = np.flatnonzero((track == number) & face)
+        boxes = window_boxes(window_transforms(np.asarray(transforms)[rows], recipe, canonical), recipe.image_size)
+        motion = box_motion(boxes, record["width"], record["height"])
+        if motion > recipe.max_box_motion:
+            yield number, motion
 
 
 def _check_inputs(records: list[dict], recipe: Recipe) -> None:
@@ -76,12 +90,20 @@ def _check_inputs(records: list[dict], recipe: Recipe) -> None:
                               "extract again")
 
 
-def _windows(folder: Path, record: dict, recipe: Recipe):
+def _windows(folder: Path, record: dict, recipe: Recipe, left_out: list[str] | None = None):
     """(video_id, track, start frame) of every clip window in one video: its frames pass the recipe's quality
-    and, when the recipe reads audio, have real audio (``has_audio``, moved by the offset the recipe applies)."""
+    and, when the recipe reads audio, have real audio (``has_audio``, moved by the offset the recipe applies);
+    with ``crop_mode = "video"``, not on a track whose windows move more than ``max_box_motion`` (said in
+    ``left_out``)."""
     table = pq.read_table(folder / "frames.parquet").to_pydict()
     track = np.asarray(table["track"])
     passes = np.asarray(table[recipe.quality], dtype=bool) & (track >= 0)
+    if recipe.crop_mode == "video":
+        for moving in _moving_tracks(folder, record, recipe, track, np.asarray(table["face"], dtype=bool)):
+            passes &= track != moving[0]
+            if left_out is not None:
+                left_out.append(f"{record['video_id']} track {moving[0]}: its face moves {moving[1]:.2f} of the "
+                                f"frame (more than max_box_motion {recipe.max_box_motion})")
     if AUDIO_FIELDS & set(recipe.fields) and "has_audio" in table:  # preps before schema 2 have no such column
         has_audio = np.asarray(table["has_audio"], dtype=bool)
         moved = np.arange(len(track)) + int(round(recipe.audio_shift_s(record) * record["fps"]))

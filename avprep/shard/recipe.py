@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 FIELDS = {"frames", "lr", "landmarks", "mfcc", "audio", "audio_features", "nmfc", "reference", "wrong", "mouth"}
-CROP_MODES = ("frame", "clip")
+CROP_MODES = ("frame", "clip", "video")
 SPLIT_BY = ("speaker", "video", "dataset", "speaker+video")
 AUDIO_FIELDS = {"mfcc", "audio", "audio_features"}  # a window with one of these needs real audio on every frame
 
@@ -55,7 +55,8 @@ class Recipe:
     window: str = "start"  # windows every stride_s from the start of each run of good frames, or one "centre"d
     window_offset: int = 0  # frames to move the windows by (LRW: "centre" puts 25 of 29 frames at frames 2-26)
     crop: str = "ffhq"
-    crop_mode: str = "frame"  # each frame's aligned window, or "clip": one fixed square for the clip (HeadGAN's)
+    crop_mode: str = "frame"  # each frame's aligned window, or one fixed square for the "clip" or the "video"
+    max_box_motion: float = 0.45  # "video": a track whose windows move more (HeadGAN's rule) is left out
     image_size: int = 128
     reference_from: str = "video"  # the reference frame: from the clip's own video (HeadGAN's official 'previous'
     # sequence of the identity: the same video file), or "speaker": another video of the same speaker, where any

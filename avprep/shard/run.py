@@ -27,13 +27,15 @@ class ShardSummary:
     shards_skipped: int
     bytes_written: int
     out: Path
+    left_out: list[str] = dataclasses.field(default_factory=list)  # tracks the recipe refused, with the reason
 
 
 def run_shard(prep: str | Path, out: str | Path, recipe: Recipe, *, max_count: int = 1000,
               max_size: int | None = None, jobs: int = 1, backend: str = "loky", scheduler: str | None = None,
               force: bool = False) -> ShardSummary:
     prep, out = Path(prep), Path(out)
-    samples, speakers, labels = plan_samples(prep, recipe)
+    left_out: list[str] = []
+    samples, speakers, labels = plan_samples(prep, recipe, left_out)
     plan = _plan_hash(prep, recipe, samples, max_count, max_size)
     _prepare(out, plan, force)
     sizes = None if max_size is None else _sample_sizes(prep, out, recipe, samples, plan, jobs, backend, scheduler)
@@ -49,13 +51,13 @@ def run_shard(prep: str | Path, out: str | Path, recipe: Recipe, *, max_count: i
     dataset = {
         "schema_version": SCHEMA_VERSION, "recipe": recipe.to_json(), "fields": member_schema(recipe),
         "speakers": speakers, "labels": labels, "attributes": vocabulary, "sample_rate": 16000, "plan": plan,
-        "max_count": max_count, "max_size": max_size,
+        "max_count": max_count, "max_size": max_size, "left_out": left_out,
         "fps": sorted({r["fps"] for r in PrepDir(prep).records() if r["status"] == "ok"}),
         "splits": {split: {"samples": counts[split], "shards": sorted(n for n in shards if n.startswith(split + "-"))}
                    for split in counts},
     }
     write_text_atomic(out / "dataset.json", json.dumps(dataset, indent=1, sort_keys=True) + "\n")
-    return ShardSummary(counts, len(todo), len(shards) - len(todo), sum(written), out)
+    return ShardSummary(counts, len(todo), len(shards) - len(todo), sum(written), out, left_out)
 
 
 def _plan_hash(prep: Path, recipe: Recipe, samples: list[SampleRef], max_count: int, max_size: int | None) -> str:

@@ -24,8 +24,9 @@ from avprep.features.mfcc import MFCC_KINDS
 from avprep.features.timebase import TimedFeature, windows_at_frames
 from avprep.media.audio import SAMPLE_RATE
 from avprep.media.images import downsample, jpeg, png
+from avprep.shard.placement import crop_transform, fixed_square, window_boxes, window_transforms
 from avprep.shard.plan import SampleRef, read_record
-from avprep.shard.recipe import CROPS, Recipe
+from avprep.shard.recipe import Recipe
 
 JPEG_QUALITY = 95
 MFCC_RATE = 100.0
@@ -47,7 +48,7 @@ class PrepVideo:
         self.canonical = self.record["arrays"]["crops"]["size"]
         self._crops = tarfile.open(self.folder / "crops.tar")
         self.align = np.load(self.folder / "align.npy", mmap_mode="r")
-        self._computed: dict[str, np.ndarray] = {}
+        self._computed: dict = {}  # MFCC kinds extract does not store; track squares
 
     @functools.cached_property
     def quality(self) -> dict:
@@ -88,18 +89,21 @@ class PrepVideo:
         out[begin - first: begin - first + len(samples)] = samples
         return out
 
+    def track_boxes(self, track: int, recipe: Recipe) -> np.ndarray:
+        """(N, 4) the recipe's aligned window in frame pixels for every frame of ``track`` that has a face."""
+        frames = np.flatnonzero((np.asarray(self.quality["track"]) == track) & np.asarray(self.quality["face"]))
+        transforms = window_transforms(np.asarray(self.align)[frames], recipe, self.canonical)
+        return window_boxes(transforms, recipe.image_size)
+
+    def track_square(self, track: int, recipe: Recipe) -> np.ndarray:
+        """``crop_mode = "video"``: one square for the whole track, the median of its windows (computed once)."""
+        key = ("square", track, recipe.crop, recipe.image_size)
+        if key not in self._computed:
+            self._computed[key] = fixed_square(self.track_boxes(track, recipe), recipe.image_size)
+        return self._computed[key]
+
     def close(self) -> None:
         self._crops.close()
-
-
-def crop_transform(recipe: Recipe, canonical: int) -> np.ndarray:
-    """2x3 affine from canonical-crop pixels to recipe-crop pixels."""
-    cx, cy, side = CROPS[recipe.crop]
-    iod = align.INTER_OCULAR * canonical
-    centre = np.array([0.5 * canonical + cx * iod, align.EYE_LINE_Y * canonical + cy * iod])
-    scale = recipe.image_size / (side * iod)
-    return np.array([[scale, 0, recipe.image_size / 2 - scale * centre[0]],
-                     [0, scale, recipe.image_size / 2 - scale * centre[1]]])
 
 
 def still_crop(image: np.ndarray, points: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
@@ -140,19 +144,17 @@ def _to_canonical(video: PrepVideo, frame: int) -> np.ndarray:
 
 def placements(video: PrepVideo, frames: range, recipe: Recipe) -> list[np.ndarray]:
     """Each frame's 2x3 affine from original-frame pixels to crop pixels. ``crop_mode = "frame"``: the frame's
-    own aligned window (levelled eyes, the head still in the crop). ``"clip"``: HeadGAN's official crop, one
-    axis-aligned square for the whole clip, the median of the frames' windows (centre and side), so the head
-    moves and turns inside it; where it leaves the stored canonical crop (5 inter-ocular distances wide) the
-    edge pixels are repeated."""
+    own aligned window (levelled eyes, the head still in the crop). ``"clip"``: one axis-aligned square for the
+    whole clip, the median of its frames' windows (centre and side), so the head moves and turns inside it;
+    ``"video"``: the same square for every clip of the track, the median over all its frames (HeadGAN's official
+    crop). Where the square leaves the stored canonical crop (5 inter-ocular distances wide) the edge pixels are
+    repeated."""
     own = [frame_to_recipe(video, f, recipe) for f in frames]
     if recipe.crop_mode == "frame":
         return own
-    size = recipe.image_size
-    centres = np.array([np.linalg.solve(m[:, :2], np.full(2, size / 2) - m[:, 2]) for m in own])
-    sides = np.array([size / np.sqrt(abs(np.linalg.det(m[:, :2]))) for m in own])
-    (cx, cy), scale = np.nanmedian(centres, axis=0), size / np.nanmedian(sides)  # frames without a face: NaN
-    fixed = np.array([[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]])
-    return [fixed] * len(own)
+    if recipe.crop_mode == "video":
+        return [video.track_square(int(video.quality["track"][frames[0]]), recipe)] * len(own)
+    return [fixed_square(window_boxes(np.array(own), recipe.image_size), recipe.image_size)] * len(own)
 
 
 def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "OtherFaces") -> dict[str, bytes]:
