@@ -338,7 +338,7 @@ def test_headgan_video_crop_is_one_square_per_track_and_a_moving_face_is_left_ou
     from avprep.pipeline.store import PrepDir
     from avprep.shard.placement import box_motion
     from avprep.shard.recipe import parse_recipe, read_recipe
-    from avprep.shard.sample import PrepVideo, placements
+    from avprep.shard.sample import PrepVideo, placements, recipe_crop
 
     _, document = read_recipe("headgan")
     document["data"]["crop_mode"] = "video"
@@ -352,6 +352,15 @@ def test_headgan_video_crop_is_one_square_per_track_and_a_moving_face_is_left_ou
     assert np.allclose(np.linalg.solve(first[0][:, :2], np.full(2, 128.0) - first[0][:, 2]), centre)
     motion = box_motion(boxes, record["width"], record["height"])
     assert 0 < motion < 0.45  # the demo heads move, within the official bound
+    run_shard(prep, tmp_path / "kept", recipe, max_count=4)
+    sample = members(sorted((tmp_path / "kept").glob("train-*.tar"))[0])
+    key = next(name[:-len(".meta.json")] for name in sample if name.endswith(".meta.json"))
+    meta = json.loads(sample[f"{key}.meta.json"])
+    shown = cv2.imdecode(np.frombuffer(sample[f"{key}.f000.jpg"], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    source = PrepVideo(prep, meta["video_id"])
+    square = placements(source, range(meta["start_frame"], meta["start_frame"] + 1), recipe)[0]
+    expected = recipe_crop(source, meta["start_frame"], recipe, square)
+    assert np.abs(shown.astype(float) - expected).mean() < 3  # the frames are cut with the track's square
     document["data"]["max_box_motion"] = motion / 2
     strict = parse_recipe("headgan", document)
     summary = run_shard(prep, tmp_path, strict, max_count=4)

@@ -163,7 +163,7 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
     shift = recipe.audio_shift_s(video.record)
     members: dict[str, bytes] = {}
     placed = placements(video, frames, recipe)
-    fixed = recipe.crop_mode == "clip"
+    fixed = recipe.crop_mode != "frame"  # one square for the clip or the track: cut where ``placements`` puts it
     crops = [recipe_crop(video, f, recipe, p if fixed else None) for f, p in zip(frames, placed)]
     if "frames" in recipe.fields:
         members.update({name: jpeg(crop, JPEG_QUALITY) for name, crop in zip(frame_names(recipe), crops)})
