@@ -124,6 +124,26 @@ def test_recipe_crops_frame_faces_as_the_official_crops_measure(recipe, points, 
         f"{recipe}: {width:.2f} wide, centred {drop:.2f} below the eyes")
 
 
+def test_ear_sr_faces_keep_their_roll_as_the_official_track_crops_where_aligned_recipes_level_them():
+    """VoxCeleb2's face tracks are not rotated level (review #3): Ear-SR's window is an axis-aligned square."""
+    from avprep.face.still import StillFaces, landmarks68
+    from avprep.shard.sample import still_crop
+
+    photo = _photo_faces()[0]
+    turn = cv2.getRotationMatrix2D((photo.shape[1] / 2, photo.shape[0] / 2), 12, 1.0)
+    rolled = cv2.warpAffine(photo, turn, photo.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
+
+    def eye_line_degrees(points: np.ndarray) -> float:
+        (x0, y0), (x1, y1) = points[[36, 39]].mean(axis=0), points[[42, 45]].mean(axis=0)
+        return float(np.degrees(np.arctan2(y1 - y0, x1 - x0)))
+
+    with StillFaces() as faces:
+        in_photo = eye_line_degrees(landmarks68(faces(rolled)))
+        kept, levelled = (eye_line_degrees(landmarks68(faces(still_crop(rolled, faces(rolled), load_recipe(r))[0],
+                                                             tight=True))) for r in ("ear_sr", "atvgnet"))
+    assert abs(in_photo) > 8 and abs(kept - in_photo) < 1.5 and abs(levelled) < 1.5
+
+
 def test_a_photo_whose_face_window_leaves_the_image_is_cut_without_black_wedges():
     from avprep.face.still import StillFaces
     from avprep.shard.sample import still_crop

@@ -109,12 +109,15 @@ class PrepVideo:
 def still_crop(image: np.ndarray, points: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
     """The recipe's crop of a face in a still image (a reference photo) with its 478 landmarks ``points``
     (``avprep.face.still.StillFaces``), placed as extract and shard place it on a frame; and the landmarks moved
-    into crop pixels (depth scaled with the image, as ``avprep.morphable.apply_affine``). Where the window leaves
-    the photo its edge pixels are repeated: a model never sees black wedges it was not trained on."""
+    into crop pixels (depth scaled with the image, as ``avprep.morphable.apply_affine``). A recipe whose crops are
+    fixed squares (``crop_mode`` "clip" or "video") gets its window axis-aligned, as training saw it. Where the
+    window leaves the photo its edge pixels are repeated: a model never sees black wedges it was not trained on."""
     from avprep.morphable import apply_affine
 
     canonical = 256  # any size: the recipe window is a fixed fraction of the canonical crop
     to_recipe = crop_transform(recipe, canonical) @ np.vstack([still.to_canonical(points, canonical), [0, 0, 1]])
+    if recipe.crop_mode != "frame":  # a fixed square: the window's centre and side, axis-aligned, not levelled
+        to_recipe = fixed_square(window_boxes(to_recipe[None], recipe.image_size), recipe.image_size)
     return (align.cut(image, to_recipe, recipe.image_size, cv2.BORDER_REPLICATE),
             apply_affine(points, to_recipe[:2]).astype(np.float32))
 
