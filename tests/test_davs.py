@@ -251,6 +251,7 @@ def test_eval_reports_word_accuracy_and_the_generation_measures(trained, shards,
                            "-o", str(tmp_path / "eval.json"))
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "eval.json").read_text())
+    assert "word_accuracy_*" in scores["protocols"]  # which protocol each number follows (review #6)
     for name in ("word_accuracy_audio", "word_accuracy_visual", "word_accuracy_both", "ssim", "ssim_from_video",
                  "sync_real_confidence", "identity_similarity_real"):
         assert 0 <= scores[name] <= 1, name

@@ -471,6 +471,7 @@ def test_eval_reports_identity_psnr_and_ssim_beside_e_l_alone_and_bicubic(traine
                           "-o", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     scores = json.loads((tmp_path / "eval.json").read_text())
+    assert "*_bicubic" in scores["protocols"]  # which protocol each number follows (review #6)
     assert scores["identity_accuracy_real"] == 1.0  # the real faces name their own speaker
     for suffix in ("", "_lr_only", "_bicubic"):
         assert 0 <= scores["identity_accuracy" + suffix] <= 1 and 0 < scores["psnr" + suffix] < 100

@@ -274,6 +274,7 @@ def test_eval_scores_self_reenactment_beside_the_still_reference_and_writes_vide
                           "--limit", "3", "-o", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     scores = json.loads((tmp_path / "eval.json").read_text())
+    assert "akd" in scores["protocols"]  # which protocol each number follows (review #6)
     for suffix in ("", "_still"):
         assert 0 < scores["l1" + suffix] < 255 and 0 < scores["psnr" + suffix] < 100
         assert 0 <= scores["ssim" + suffix] <= 1 and scores["akd" + suffix] >= 0 and scores["aed" + suffix] >= 0

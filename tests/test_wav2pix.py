@@ -107,6 +107,7 @@ def test_sample_and_eval_write_their_files(shards, prep, trained_for, tmp_path):
                            "--split", "val", "--limit", "3", "-o", str(tmp_path / "eval.json"))
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "eval.json").read_text())
+    assert "dlib_detectability" in scores["protocols"]  # which protocol each number follows (review #6)
     for name in ("face_detectability", "dlib_detectability", "speaker_id_accuracy", "identity_accuracy"):
         assert 0.0 <= scores[name] <= 1.0 and 0.0 <= scores[f"{name}_real"] <= 1.0, name
     assert scores["face_detectability_real"] >= 0.9 and scores["dlib_detectability_real"] >= 0.9

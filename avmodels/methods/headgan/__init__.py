@@ -249,7 +249,13 @@ class HeadGAN(Method):
             if not rows:
                 rows = [batch["nmfc"][i][:8], batch["frames"][i][:8], made[:8]]
             measures.samples += 1
-        return Evaluation(measures.metrics(split), rows, videos)
+        protocols = {"l1": "the paper's self-reenactment: mean absolute difference, 0-255, at 256 px",
+                     "psnr": "true PSNR of the colour frames", "ssim": "ATVGnet's: colour, resized to 256 px",
+                     "akd": "the paper's AKD: mean distance of dlib's 68 points, pixels of the 256 px crop",
+                     "aed": "the paper's AED with avprep's 3DMM fitted to MediaPipe meshes (not its own fit)",
+                     "identity_similarity": "CSIM with dlib descriptors against the reference (the paper: ArcFace)",
+                     "*_still": "the floor: the reference frame held still, scored the same way"}
+        return Evaluation(measures.metrics(split, protocols=protocols), rows, videos)
 
     def _cross_identity(self, nets, other: tuple, real: np.ndarray, real_meshes: np.ndarray, audio: torch.Tensor,
                         key: str, sound: np.ndarray, device) -> tuple:
