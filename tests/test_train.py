@@ -87,6 +87,20 @@ def test_a_stage_run_again_continues_the_history(whole, shards, tmp_path):
     assert [row["stage"] for row in rows] == ["warmup"] * 2 + ["gan"] * 8
 
 
+def test_the_last_step_of_every_stage_is_logged_however_long_the_log_window(shards, tmp_path):
+    """Stages of 2 and 4 steps with log_every 50: each stage's last step still writes its losses, and the summary
+    holds the last of them (both were empty before)."""
+    run = tmp_path / "sparse"
+    train(toy_config("train.log_every=50"), shards, run, device="cpu")
+    rows = metrics(run)
+    assert [(row["step"], row["stage"]) for row in rows] == [(2, "warmup"), (6, "gan")]
+    assert "g_l1" in rows[0] and {"g_l1", "g_adversarial", "d_real"} <= set(rows[1])
+    assert json.loads((run / "summary.json").read_text())["last_metrics"]["step"] == 6
+    stopped = tmp_path / "stopped"
+    train(toy_config("train.log_every=50"), shards, stopped, device="cpu", max_steps=3)  # a run cut short
+    assert [row["step"] for row in metrics(stopped)] == [2, 3]
+
+
 def test_checkpoints_leave_out_what_the_seed_or_a_stage_file_holds(whole, shards, tmp_path, toy):
     run = tmp_path / "run"
     train(toy_config(), shards, run, max_steps=1, device="cpu")  # in the warm-up: D is still as built

@@ -16,8 +16,9 @@ class RunLog:
     """Averages over each ``every``-step window: losses, samples/s and the share of time spent waiting for data.
 
     Rows go to ``metrics.jsonl`` (one JSON object per window: step, stage, epoch, samples_per_s, data_wait,
-    lr/<optimizer> and every loss term). On resume, rows after the checkpoint's step are dropped first, so the
-    file reads as one run.
+    lr/<optimizer> and every loss term), and one for the last step of every stage and of a run stopped early
+    (the window so far), so a stage shorter than ``every`` still leaves its losses. On resume, rows after the
+    checkpoint's step are dropped first, so the file reads as one run.
     """
 
     def __init__(self, out: Path, every: int, resume_step: int | None, enabled: bool, console: Console | None = None):
@@ -46,13 +47,13 @@ class RunLog:
             self.task = self.progress.add_task(name, total=total, completed=done, info="")
 
     def step(self, *, step: int, stage: str, epoch: int, samples: int, seconds: float, waited: float,
-             losses: dict[str, float], lrs: dict[str, float]) -> None:
+             losses: dict[str, float], lrs: dict[str, float], last: bool = False) -> None:
         if not self.enabled:
             return
         for name, value in {**losses, "_samples": samples, "_seconds": seconds, "_waited": waited}.items():
             self.window[name].append(value)
         self.progress.advance(self.task)
-        if step % self.every:
+        if step % self.every and not last:
             return
         seconds_total = sum(self.window.pop("_seconds"))
         row = {"step": step, "stage": stage, "epoch": epoch,

@@ -110,13 +110,14 @@ def _train(config: TrainConfig, shards: ShardDir, out: Path, node: Node, max_ste
                     for name, value in terms.items():
                         losses.setdefault(name, []).append(value)
                 position.step, position.stage_step = position.step + 1, position.stage_step + 1
+                stopped = max_steps is not None and position.step >= max_steps
                 log.step(step=position.step, stage=stage.name, epoch=position.epoch,
                          samples=len(batch["key"]) * node.world_size, seconds=time.perf_counter() - started,
                          waited=waited, losses={name: sum(v) / len(v) for name, v in losses.items()},
-                         lrs={name: scheduler.get_last_lr()[0] for name, scheduler in schedulers.items()})
+                         lrs={name: scheduler.get_last_lr()[0] for name, scheduler in schedulers.items()},
+                         last=stopped or position.stage_step == total)
                 if position.step % config.sample_every == 0:
                     log.picture(grid(method.picture_rows(train_nets, part, out_step)), position.step)
-                stopped = max_steps is not None and position.step >= max_steps
                 if position.step % config.checkpoint_every == 0 or stopped or position.stage_step == total:
                     keeper.save(optimizers, schedulers, position, stage.networks)
             if position.stage_step < total:
