@@ -155,3 +155,18 @@ def test_missing_face_models_are_named(monkeypatch):
     with pytest.raises(metrics.MissingModels, match="pip install face_recognition_models"):
         metrics.dlib_detectability(np.zeros((1, 64, 64, 3), np.uint8))
     faces.dlib_models.cache_clear()
+
+
+def test_image_measures_take_one_image_as_a_batch_of_one_and_refuse_wrong_shapes():
+    """Issue 27: a single H x W x 3 face is a batch of one; a float or grey array is one clear error, not NaN."""
+    import skimage.data
+
+    face = skimage.data.astronaut()[:256, 100:356]
+    assert metrics.landmarks68(face).shape == (1, 68, 2) and np.isfinite(metrics.landmarks68(face)).all()
+    assert metrics.dlib_detectability(face) == 1.0 and metrics.face_detectability(face) == 1.0
+    assert metrics.identity_similarity(face, face) == pytest.approx(1.0)
+    for wrong in (face.astype(np.float32), face[..., 0]):
+        with pytest.raises(ValueError, match="expected uint8 RGB images"):
+            metrics.dlib_detectability(wrong)
+    with pytest.raises(ValueError, match="compares pairs: got 2 and 1"):
+        metrics.identity_similarity(np.stack([face, face]), face)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avmodels.metrics.images import rgb_images
 from avmodels.pictures import from_uint8
 from avprep.face.still import StillFaces, with_context
 from avprep.face.still import landmarks68 as mesh_to_68
@@ -74,7 +75,7 @@ def _dlib_faces(images: np.ndarray):
 def landmarks68(images: np.ndarray, detector: str = "dlib") -> np.ndarray:
     """(N, 68, 2) iBUG points in each image's pixels, NaN where no face is found: ``dlib`` (its HOG detector
     and 68-point predictor, as the papers) or ``mediapipe`` (the face mesh through avprep's 478 -> 68 map)."""
-    images = np.asarray(images)
+    images = rgb_images(images)
     out = np.full((len(images), 68, 2), np.nan)
     if detector == "dlib":
         for i, found in enumerate(_dlib_faces(images)):
@@ -116,7 +117,7 @@ def akd(a: np.ndarray, b: np.ndarray) -> float:
 
 def face_meshes(images: np.ndarray) -> np.ndarray:
     """(N, 478, 3) MediaPipe meshes in each image's pixels (face crops, meshed with context), NaN where none."""
-    images = np.asarray(images)
+    images = rgb_images(images)
     out = np.full((len(images), 478, 3), np.nan, np.float32)
     with StillFaces() as faces:
         for i, image in enumerate(images):
@@ -143,7 +144,7 @@ def aed(a: np.ndarray, b: np.ndarray) -> float:
 
 def dlib_detectability(images: np.ndarray) -> float:
     """Wav2Pix's measure: the share of images in which dlib finds a face (and so its 68 landmarks)."""
-    images = np.asarray(images)
+    images = rgb_images(images)
     if len(images) == 0:
         return float("nan")
     return sum(found is not None for found in _dlib_faces(images)) / len(images)
@@ -151,7 +152,7 @@ def dlib_detectability(images: np.ndarray) -> float:
 
 def face_detectability(images: np.ndarray) -> float:
     """The share of images in which MediaPipe's face mesh (static-image mode) finds a face."""
-    images = np.asarray(images)
+    images = rgb_images(images)
     if len(images) == 0:
         return float("nan")
     with StillFaces() as faces:
@@ -161,7 +162,7 @@ def face_detectability(images: np.ndarray) -> float:
 def face_descriptors(images: np.ndarray) -> np.ndarray:
     """(N, 128) dlib ResNet descriptors of each image's largest face, unit length; NaN where no face is found."""
     _, _, encoder = dlib_models()
-    images = np.asarray(images)
+    images = rgb_images(images)
     out = np.full((len(images), 128), np.nan)
     for i, found in enumerate(_dlib_faces(images)):
         if found is not None:
@@ -174,6 +175,9 @@ def face_descriptors(images: np.ndarray) -> np.ndarray:
 def identity_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Mean cosine similarity of the dlib descriptors of image pairs a[i], b[i] (pairs where either has no face
     are left out; NaN if none is left). Two frames of one person score about 0.95, two people about 0.8."""
+    a, b = rgb_images(a), rgb_images(b)
+    if len(a) != len(b):
+        raise ValueError(f"identity_similarity compares pairs: got {len(a)} and {len(b)} images")
     similarity = np.sum(face_descriptors(a) * face_descriptors(b), axis=1)
     valid = np.isfinite(similarity)
     return float(similarity[valid].mean()) if valid.any() else float("nan")
@@ -242,4 +246,4 @@ def speaker_identification(train_images: np.ndarray, train_speakers: np.ndarray,
 
 def _tensors(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC at any size -> float NCHW 64 px in [-1, 1]."""
-    return F.interpolate(from_uint8(images), size=(PROBE_SIZE, PROBE_SIZE), mode="area")
+    return F.interpolate(from_uint8(rgb_images(images)), size=(PROBE_SIZE, PROBE_SIZE), mode="area")

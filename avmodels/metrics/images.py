@@ -17,7 +17,7 @@ SSIM_SIZE = 256  # ATVGnet resizes both frames to 256 x 256 (INTER_AREA) before 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB, peak 255, averaged over images (inf where two images are equal): the
     papers' measure, on the colour images as they are."""
-    a, b = _images(a), _images(b)
+    a, b = rgb_images(a), rgb_images(b)
     mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)
     with np.errstate(divide="ignore"):
         return float(np.mean(10 * np.log10(255.0**2 / mse)))
@@ -28,7 +28,7 @@ def psnr_release(a: np.ndarray, b: np.ndarray) -> float:
     resized to 256 x 256 (INTER_AREA), made grey, and the error squared in uint8, so the difference and its square
     wrap modulo 256 (100 where equal); the number its published PSNR follows, not a true PSNR."""
     values = []
-    for x, y in zip(_images(a), _images(b)):
+    for x, y in zip(rgb_images(a), rgb_images(b)):
         x, y = (cv2.cvtColor(_resized(image, SSIM_SIZE), cv2.COLOR_RGB2GRAY) for image in (x, y))
         mse = np.mean((x - y) ** 2)  # uint8 arithmetic, as the release
         values.append(100.0 if mse == 0 else 20 * np.log10(255.0 / np.sqrt(mse)))
@@ -39,7 +39,7 @@ def ssim(a: np.ndarray, b: np.ndarray, *, size: int | None = SSIM_SIZE) -> float
     """Structural similarity averaged over images: scikit-image's SSIM on the colour images (channel_axis=-1:
     the mean of the per-channel SSIMs; 7 x 7 uniform window, data range 255), each image first resized to
     ``size`` x ``size`` with INTER_AREA as ATVGnet's evaluation does (None: as they are)."""
-    a, b = _images(a), _images(b)
+    a, b = rgb_images(a), rgb_images(b)
     values = [structural_similarity(_resized(x, size), _resized(y, size), channel_axis=-1, data_range=255)
               for x, y in zip(a, b)]
     return float(np.mean(values))
@@ -96,10 +96,12 @@ def _marziliano_widths(grey: np.ndarray, edges: np.ndarray, direction: np.ndarra
     return widths
 
 
-def _images(x: np.ndarray) -> np.ndarray:
+def rgb_images(x: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 from one image (H x W x 3, a batch of one) or many (... x H x W x 3); anything else is
+    refused with one line, so no measure returns NaN for a wrong shape."""
     x = np.asarray(x)
     if x.dtype != np.uint8 or x.ndim < 3 or x.shape[-1] != 3:
-        raise ValueError(f"expected uint8 RGB images (... x H x W x 3), got {x.dtype} {x.shape}")
+        raise ValueError(f"expected uint8 RGB images (H x W x 3, or ... x H x W x 3), got {x.dtype} {x.shape}")
     return x.reshape(-1, *x.shape[-3:])
 
 
