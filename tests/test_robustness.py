@@ -197,6 +197,27 @@ def test_folders_find_every_video_extension_and_direct_files_are_lists_only_when
     assert by_name(tmp_path / "prep")["recording"]["status"] == "ok"
 
 
+def test_links_to_folders_and_files_are_followed_cycles_read_once_and_each_video_found_once(tmp_path):
+    """Datasets are often trees of links to shared storage (issue 27): links are followed, a cycle does not loop,
+    and a video reached by several paths is one video, named by the first path."""
+    shared = tmp_path / "shared"
+    (shared / "spk2").mkdir(parents=True)
+    (shared / "spk2" / "b.mp4").write_bytes(b"x")
+    tree = tmp_path / "tree"
+    (tree / "spk1").mkdir(parents=True)
+    (tree / "spk1" / "a.mp4").write_bytes(b"x")
+    (tree / "spk2").symlink_to(shared / "spk2", target_is_directory=True)  # a folder elsewhere
+    (tree / "again").symlink_to(tree / "spk1", target_is_directory=True)  # the same folder twice
+    (tree / "spk1" / "loop").symlink_to(tree, target_is_directory=True)  # a cycle
+    (tree / "spk1" / "z_alias.mp4").symlink_to(tree / "spk1" / "a.mp4")  # the same file twice
+    found = sorted(Path(s.path).relative_to(tree).as_posix() for s in discover([tree]))
+    assert found == ["spk1/a.mp4", "spk2/b.mp4"]
+    links_only = tmp_path / "links_only"
+    links_only.mkdir()
+    (links_only / "spk2").symlink_to(shared / "spk2", target_is_directory=True)
+    assert [Path(s.path).name for s in discover([links_only])] == ["b.mp4"]  # was "no videos found"
+
+
 def corruptions(data: bytes, seed: int, count: int) -> dict[str, bytes]:
     """Byte-level damage of many kinds: truncations, garbage blocks, zeroed headers, bit flips, duplicated middles."""
     rng = random.Random(seed)

@@ -36,33 +36,40 @@ def discover(inputs: list[str | os.PathLike], meta_csv: str | os.PathLike | None
     """Every video named by ``inputs``: folders are searched recursively for video extensions; a file named
     directly is a list of paths (one per line, ``#`` comments, relative to the list's folder) when it is text
     (``.txt``, ``.lst``, ``.csv`` or text content without a video extension), and otherwise a video, whatever
-    its extension (extract probes it as media). Ids come from the path relative to the folder (or list) that
-    named it; speaker, label and dataset split from the dataset ``layout`` of that folder (``auto``: recognised
-    from its tree), overridden by the columns of ``meta_csv``."""
+    its extension (extract probes it as media). Links to folders and files are followed, link cycles are read
+    once, and a video reached by several paths is listed once (by a path without links where there is one). Ids come
+    from the path relative to the folder (or list) that named it; speaker, label and dataset split from the
+    dataset ``layout`` of that folder (``auto``: recognised from its tree), overridden by the columns of
+    ``meta_csv``."""
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
-    found: dict[str, tuple[str, str]] = {}  # absolute path -> (root, path)
+    found: dict[str, tuple[str, str]] = {}  # the file itself (links resolved) -> (root, absolute path as reached)
+
+    def add(root: Path, path: Path) -> None:  # of several paths to one file: a path without links, else the first
+        real, reached = os.path.realpath(path), (str(root), os.path.abspath(path))
+        found[real] = min(found.get(real, reached), reached,
+                          key=lambda candidate: (os.path.realpath(candidate[1]) != candidate[1], candidate[1]))
+
     for item in map(Path, inputs):
         if item.is_dir():
             for path in _walk_videos(item):
-                found.setdefault(os.path.abspath(path), (str(item), str(path)))
+                add(item, path)
         elif item.is_file() and _is_list(item):
             for path in _read_list(item):
-                root = item.parent if _is_under(path, item.parent) else path.parent
-                found.setdefault(os.path.abspath(path), (str(root), str(path)))
+                add(item.parent if _is_under(path, item.parent) else path.parent, path)
         elif os.path.lexists(item):  # a video, a broken link or a special file: extract says what it is
-            found.setdefault(os.path.abspath(item), (str(item.parent), str(item)))
+            add(item.parent, item)
         else:
             raise InputError(f"input not found: {item}")
     rows, columns = _read_meta(meta_csv) if meta_csv else ({}, [])
     layouts = {root: layout for root, _ in found.values()}
     if layout == "auto":
         relatives: dict[str, list[str]] = {}
-        for path, (root, _) in found.items():
+        for root, path in found.values():
             relatives.setdefault(root, []).append(Path(os.path.relpath(path, os.path.abspath(root))).as_posix())
         layouts = {root: detect_layout(paths) for root, paths in relatives.items()}
     sources = []
-    for path, (root, _given) in sorted(found.items()):
+    for root, path in sorted(found.values(), key=lambda reached: reached[1]):
         relative = os.path.relpath(path, os.path.abspath(root))
         video_id = video_id_for(relative)
         try:
@@ -93,8 +100,17 @@ def _short_hash(text: str) -> str:
 
 
 def _walk_videos(root: Path):
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+    """Video files under ``root``, following links to folders and files (datasets assembled from links to shared
+    storage); a folder reached again (a link cycle, or two links to one folder) is read once."""
+    visited = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            subfolders[:] = []
+            continue
+        visited.add(real)  # real folders before links to folders, so a folder is read where it is
+        subfolders[:] = sorted((d for d in subfolders if not d.startswith(".")),
+                               key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
         for name in sorted(files):
             if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS:
                 yield Path(folder) / name
