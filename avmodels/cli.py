@@ -14,6 +14,7 @@ from avprep.shard.recipe import RecipeError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
+_stderr = Console(stderr=True)  # spinners and bars, beside the results on stdout
 
 
 def _fail(message: str) -> None:
@@ -104,7 +105,8 @@ def sample(
     given = {"audio": audio, "reference": reference, "driving": driving, "lr": lr}
     try:
         with scratch_folder() as scratch:
-            inputs = prepare_inputs(method, recipe, fps, given, Path(scratch))
+            with _stderr.status(f"preparing the inputs{' (analysing --driving)' if driving else ''}"):
+                inputs = prepare_inputs(method, recipe, fps, given, Path(scratch))
             with torch.no_grad():
                 images = method.sample(nets, inputs, output, _device(device), **options)
     except InputProblem as error:

@@ -12,6 +12,7 @@ import torch
 from avmodels.data import split_batches
 from avmodels.metrics import sync_offset
 from avmodels.pictures import area_resized, to_uint8
+from avmodels.progress import tracked
 from avprep.shard.folder import ShardDir
 
 
@@ -28,17 +29,25 @@ class Evaluation:
 
 def split_samples(data, split: str, view, device, limit: int | None,
                   batch_size: int = 8) -> Iterator[tuple[dict, int]]:
-    """Each sample of ``split`` as (its batch, its index in the batch), at most ``limit``: a method computes
-    what a whole batch needs at index 0. Raises ValueError when the split has no samples."""
+    """Each sample of ``split`` as (its batch, its index in the batch), at most ``limit``, with a progress bar: a
+    method computes what a whole batch needs at index 0. Raises ValueError when the split has no samples."""
+    total = ShardDir(data).samples(split)
+    total = total if limit is None else min(total, limit)
     seen = 0
-    for batch in split_batches(data, split, view, device, batch_size=batch_size):
-        for i in range(len(batch["key"])):
-            yield batch, i
-            seen += 1
-            if limit is not None and seen >= limit:
-                return
+    for batch, i in tracked(_indexed(split_batches(data, split, view, device, batch_size=batch_size)), total,
+                            f"evaluating {split}"):
+        yield batch, i
+        seen += 1
+        if limit is not None and seen >= limit:
+            return
     if not seen:
         raise ValueError(f"{data}: the {split} split has no samples")
+
+
+def _indexed(batches: Iterator[dict]) -> Iterator[tuple[dict, int]]:
+    for batch in batches:
+        for i in range(len(batch["key"])):
+            yield batch, i
 
 
 class Measures:

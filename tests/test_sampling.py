@@ -68,3 +68,12 @@ def test_a_driving_video_is_analysed_by_extracts_own_pipeline(corpus, tmp_path):
     with pytest.raises(InputProblem, match="not a video"):
         (tmp_path / "notes.mp4").write_text("not a video at all")
         prepare_driving(tmp_path / "notes.mp4", tmp_path / "other")
+
+
+def test_long_work_shows_a_progress_bar_on_stderr(capsys):
+    """eval's samples and sampling's frames (issue 27: a long reenactment printed nothing for minutes)."""
+    from avmodels.progress import tracked
+
+    assert list(tracked(range(3), 3, "reenacting 3 frames")) == [0, 1, 2]
+    shown = capsys.readouterr()
+    assert "reenacting 3 frames" in shown.err and "3/3" in shown.err and shown.out == ""

@@ -44,6 +44,7 @@ from avmodels.methods.headgan.reenact import driven_nmfc
 from avmodels.methods.headgan.view import view as shard_view
 from avmodels.metrics import aed, akd, face_meshes, identity_similarity, landmarks68, psnr, ssim
 from avmodels.pictures import from_uint8, to_uint8
+from avmodels.progress import tracked
 from avmodels.sampling import InputProblem
 from avprep.morphable import apply_affine, load_default_model
 from avprep.shard.sample import headgan_audio_features, placements
@@ -181,15 +182,17 @@ class HeadGAN(Method):
 
     @torch.no_grad()
     def reenact(self, nets: dict[str, nn.Module], reference: torch.Tensor, reference_nmfc: torch.Tensor,
-                nmfc: torch.Tensor, audio: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+                nmfc: torch.Tensor, audio: torch.Tensor, chunk: int = 8, progress: bool = False) -> torch.Tensor:
         """(T, 3, S, S) frames in [-1, 1] of the (3, S, S) reference in [-1, 1] with its NMFC in [0, 1], driven by
         (T, 3, S, S) NMFCs in [0, 1] and (T, 300) audio features: frame t from NMFCs t-2..t, the first repeated
-        before the start (official ``reenact.py``), so there are as many frames as NMFCs."""
+        before the start (official ``reenact.py``), so there are as many frames as NMFCs; ``progress``: a bar of
+        the chunks of ``chunk`` frames."""
         padded = torch.cat([nmfc[:1].expand(NMFC_FRAMES - 1, -1, -1, -1), nmfc])
         windows = padded.unfold(0, NMFC_FRAMES, 1).permute(0, 4, 1, 2, 3).flatten(1, 2)  # (T, 9, S, S)
         condition = torch.cat([reference_nmfc, reference])[None]
         frames = []
-        for start in range(0, len(windows), chunk):
+        starts = range(0, len(windows), chunk)
+        for start in tracked(starts, len(starts), f"reenacting {len(windows)} frames") if progress else starts:
             part = windows[start:start + chunk]
             frames.append(nets["generator"](part, condition.expand(len(part), -1, -1, -1),
                                             audio[start:start + chunk] if self.audio else None)[0].float())
@@ -209,7 +212,7 @@ class HeadGAN(Method):
         tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array)).float().to(device)  # noqa: E731
         reference = from_uint8(inputs.reference.image).to(device)
         return self.reenact(nets, reference, tensor(reference_nmfc).permute(2, 0, 1), tensor(nmfc).permute(0, 3, 1, 2),
-                            tensor(headgan_audio_features(video, frames)))
+                            tensor(headgan_audio_features(video, frames)), progress=True)
 
     def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
         """Self-reenactment on ``split`` (the paper's protocol): each clip made from its reference frame and its
