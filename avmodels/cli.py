@@ -17,6 +17,16 @@ console = Console()
 _stderr = Console(stderr=True)  # spinners and bars, beside the results on stdout
 
 
+def _one_line(error: Exception) -> str:
+    """A data or recipe error as one line: a DataLoader worker's error arrives wrapped in its traceback, whose
+    last line is the error itself."""
+    text = str(error).strip("'\"")
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if f"{type(error).__name__}: " in last else last
+    return text
+
+
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(2)
@@ -52,7 +62,7 @@ def train(
         summary = run_training(config, data, out, max_steps=max_steps, resume=resume, start_stage=stage,
                                device=device)
     except (RecipeError, KeyError, FileNotFoundError, ValueError) as error:
-        _fail(str(error).strip("'\""))
+        _fail(f"{_one_line(error)} (run folder: {out})")
     if int(os.environ.get("RANK", "0")) == 0:
         console.print(f"trained {summary['steps']} steps -> {out}/checkpoint.pt; metrics {summary['metrics']}, "
                       f"sample grids {summary['samples']}/", highlight=False)

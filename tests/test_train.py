@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 import torch
@@ -186,6 +187,26 @@ def test_clear_errors(shards, tmp_path):
     assert result.exit_code == 2 and "no checkpoint" in result.output
     result = avmodels_here("eval", "-m", "wav2pix", "-d", str(shards), "--split", "test")
     assert result.exit_code == 2 and "the 'test' split holds no samples" in result.output
+
+
+def test_a_batch_that_cannot_be_formed_is_one_line_naming_field_shapes_and_keys(tmp_path):
+    """Issue 27: mixed shapes in a split ended in a torch traceback ("stack expects each tensor to be equal
+    size"); now one line with the field, the shapes, the samples and the run folder, through the CLI, in the main
+    process and from a loader worker."""
+    from support import npy, png, write_shards
+
+    sizes = iter([16, 16, 12, 16] * 4)
+    odd = write_shards(tmp_path / "odd", "toy", {"train": [4]},
+                       members=lambda rng: {"image.png": png(rng, 8), "code.npy": npy(rng.normal(size=next(sizes)))})
+    for workers in ("0", "1"):
+        result = avmodels_here("train", "-m", "toy", "--recipe", str(TOY_RECIPE), "-d", str(odd), "-o",
+                               str(tmp_path / "run"), "--set", "train.batch_size=4", "--set",
+                               f"train.num_workers={workers}")
+        assert result.exit_code == 2, result.output
+        message = " ".join(result.output.split())  # rich wraps long lines
+        assert re.search(r"error: cannot batch field 'code': train_000\d has \[1[26]\], but train_000\d \[1[26]\]",
+                         message), message
+        assert "Traceback" not in result.output and f"run folder: {tmp_path / 'run'}" in message
 
 
 def test_checkpoints_load_without_pickle(tmp_path):

@@ -34,12 +34,31 @@ def _defer_image_decoding(worker: int) -> None:
     views.defer_image_decoding = True
 
 
+class BatchError(ValueError):
+    """Samples that cannot be stacked into one batch: the field, its shapes and the samples' keys, in one line."""
+
+
 def collate(samples: list[dict]) -> dict | SharedBatch:
     """Each tensor of the samples stacked once: in a DataLoader worker into a recycled shared-memory arena
     (``SharedBatch``), elsewhere into ordinary memory. Other values as torch collates them (str -> list)."""
+    _check_shapes(samples)
     if torch.utils.data.get_worker_info() is None:
         return torch.utils.data.default_collate(samples)
     return SharedBatch(samples)
+
+
+def _check_shapes(samples: list[dict]) -> None:
+    for field, value in samples[0].items():
+        if not (torch.is_tensor(value) or isinstance(value, views.EncodedImages)):
+            continue
+        shapes = [tuple(sample[field].storage_shape if isinstance(sample[field], views.EncodedImages)
+                        else sample[field].shape) for sample in samples]
+        if len(set(shapes)) > 1:
+            odd = [f"{sample.get('key', '?')} {list(shape)}" for sample, shape in zip(samples, shapes)
+                   if shape != shapes[0]]
+            raise BatchError(f"cannot batch field {field!r}: {samples[0].get('key', '?')} has {list(shapes[0])}, "
+                             f"but {', '.join(odd[:3])}{' ...' if len(odd) > 3 else ''}; every sample of a split "
+                             "must have the shapes dataset.json declares (check with `avprep validate`)")
 
 
 ARENAS_PER_WORKER = 4  # the two batches a worker has queued (prefetch_factor), the one in use, one being pinned
