@@ -80,6 +80,9 @@ class EncodedImages:
 
     def __init__(self, encoded: list[bytes], single: bool):
         self.encoded, self.single = encoded, single
+        sizes = {image_size(data) for data in encoded}  # headers read now: a damaged one fails in the view
+        if len(sizes) > 1:
+            raise ValueError(f"images of sizes {sorted(sizes)} in one clip: its images differ in size")
 
     @property
     def storage_shape(self) -> tuple[int, ...]:

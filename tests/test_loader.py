@@ -290,3 +290,74 @@ def test_a_clip_with_images_of_two_sizes_or_undecodable_bytes_is_refused():
         EncodedImages([b"GIF89a" + bytes(40)], single=True).decode()
     with pytest.raises(ValueError, match="not a decodable"):
         EncodedImages([small[:30]], single=True).decode()
+
+
+# Damaged shards: each damaged sample costs only itself (issue 27).
+
+def _flipped(data: bytes, start: int, count: int) -> bytes:
+    return data[:start] + bytes(255 - b for b in data[start:start + count]) + data[start + count:]
+
+
+def _damage(folder: Path) -> dict[str, str]:
+    """Damage the first train tar's samples one member each (JPEG header, FLAC, JSON, an NPY member) and cut the
+    second tar inside its last sample; the keys damaged, with what."""
+    first, second = sorted(folder.glob("train-*.tar"))
+    with tarfile.open(first) as tar:
+        samples: dict[str, dict[str, bytes]] = {}
+        for member in tar.getmembers():
+            key, field = member.name.split(".", 1)
+            samples.setdefault(key, {})[field] = tar.extractfile(member).read()
+    keys = list(samples)
+    samples[keys[0]]["image.jpg"] = _flipped(samples[keys[0]]["image.jpg"], 2, 60)
+    samples[keys[1]]["audio.flac"] = samples[keys[1]]["audio.flac"][:200]
+    samples[keys[2]]["meta.json"] = b'{"fps": 25.0, "n_fr'
+    samples[keys[3]]["extra.npy"] = npy(np.zeros(3))[:60]
+    write_tar(first, list(samples.items()))
+    with tarfile.open(second) as tar:
+        last = tar.getmembers()[-1]
+    second.write_bytes(second.read_bytes()[:last.offset_data + last.size // 2])  # inside the last member
+    return {keys[0]: "JPEG", keys[1]: "FLAC", keys[2]: "JSON", keys[3]: "NPY"}
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_damaged_sample_costs_only_itself_and_says_which(tmp_path, workers):
+    """A flipped JPEG header, a cut FLAC, broken JSON and NPY members and a tar cut short: training goes on, each
+    damaged sample named in one warning, counted in the summary; past train.max_bad_samples it stops, saying so.
+    In a subprocess, where the loader worker's warnings reach stderr."""
+    from support import run_avmodels
+
+    folder = write_shards(tmp_path / "shards", "wav2pix", {"train": [5, 3]})
+    damaged = _damage(folder)
+    settings = ["model.image_size=64", "train.batch_size=2", "train.stages.gan.steps=10", "train.log_every=5",
+                f"train.num_workers={workers}", "train.shuffle_buffer=1"]
+    result = run_avmodels("train", "-m", "wav2pix", "-d", str(folder), "-o", str(tmp_path / "run"),
+                          *[arg for setting in settings for arg in ("--set", setting)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: skipped a damaged sample")]
+    assert {key for key in damaged if any(f" {key}: " in line for line in warnings)} == set(damaged), warnings
+    assert any("train-000001.tar (the rest of the shard): truncated" in line for line in warnings), warnings
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 10 and summary["damaged_samples_skipped"] >= len(damaged) + 1
+    assert summary["last_metrics"]["damaged_samples"] == summary["damaged_samples_skipped"]
+    strict = run_avmodels("train", "-m", "wav2pix", "-d", str(folder), "-o", str(tmp_path / "strict"),
+                          *[arg for setting in [*settings, "train.max_bad_samples=1"] for arg in ("--set", setting)])
+    assert strict.returncode == 2 and "more than train.max_bad_samples = 1" in " ".join(strict.stdout.split())
+
+
+def test_a_png_that_will_not_decode_is_replaced_in_its_batch_by_the_worker(tmp_path):
+    """With images decoded in the worker's collate, a PNG whose header reads but whose pixels do not is replaced
+    by the sample before it (the batch keeps its size) and counted."""
+    rng = np.random.default_rng(0)
+    good = [png(rng, 8) for _ in range(4)]
+    broken = good[0][:40] + bytes(255 - b for b in good[0][40:])  # the header intact: the pixels are not
+    images = [good[1], broken, *good[2:]]
+    write_tar(tmp_path / "t.tar", [(f"s{i}", {"image.png": data}) for i, data in enumerate(images)])
+
+    def view(sample, rng):
+        from avmodels import views
+        return {"key": sample["__key__"], "image": views.image(sample["image.png"])}
+
+    dataset = make_dataset([str(tmp_path / "t.tar")], view, train=False)
+    batches = list(make_loader(dataset, batch_size=4, num_workers=1))
+    assert [batch["key"] for batch in batches] == [["s0", "s0", "s2", "s3"]]
+    assert torch.equal(batches[0]["image"][0], batches[0]["image"][1]) and dataset.damaged.value == 1

@@ -2,6 +2,7 @@
 training device with images scaled to [-1, 1] (on CUDA on a side stream, while the previous batch is used)."""
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from typing import Iterator
@@ -9,7 +10,7 @@ from typing import Iterator
 import torch
 
 from avmodels import views
-from avmodels.data.stream import ShardStream
+from avmodels.data.stream import ShardStream, skipped
 
 
 def make_loader(dataset: ShardStream, batch_size: int, num_workers: int,
@@ -26,7 +27,8 @@ def make_loader(dataset: ShardStream, batch_size: int, num_workers: int,
     """
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0,
-        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory, collate_fn=collate,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        collate_fn=functools.partial(collate, damaged=dataset.damaged),
         worker_init_fn=_defer_image_decoding, generator=torch.Generator().manual_seed(0))
 
 
@@ -38,13 +40,14 @@ class BatchError(ValueError):
     """Samples that cannot be stacked into one batch: the field, its shapes and the samples' keys, in one line."""
 
 
-def collate(samples: list[dict]) -> dict | SharedBatch:
+def collate(samples: list[dict], damaged=None) -> dict | SharedBatch:
     """Each tensor of the samples stacked once: in a DataLoader worker into a recycled shared-memory arena
-    (``SharedBatch``), elsewhere into ordinary memory. Other values as torch collates them (str -> list)."""
+    (``SharedBatch``, where a sample whose image will not decode is replaced and counted in ``damaged``),
+    elsewhere into ordinary memory. Other values as torch collates them (str -> list)."""
     _check_shapes(samples)
     if torch.utils.data.get_worker_info() is None:
         return torch.utils.data.default_collate(samples)
-    return SharedBatch(samples)
+    return SharedBatch(samples, damaged)
 
 
 def _check_shapes(samples: list[dict]) -> None:
@@ -76,8 +79,9 @@ class SharedBatch:
     process copies it instead of handing over memory the worker will overwrite.
     """
 
-    def __init__(self, samples: list[dict]):
+    def __init__(self, samples: list[dict], damaged=None):
         self.keys, self.fields, size = list(samples[0]), [], ARENA_ALIGN
+        damaged_rows: list[int] = []  # samples whose images would not decode: replaced by a neighbour
         for key, value in samples[0].items():
             encoded = isinstance(value, views.EncodedImages)
             if torch.is_tensor(value) or encoded:
@@ -89,13 +93,36 @@ class SharedBatch:
         for key, dtype, shape, start, encoded in self.fields:
             out = _field(self.arena, dtype, shape, start)
             if encoded:
-                for slot, sample in zip(out.numpy(), samples):
-                    sample[key].decode_into(slot)
+                for row, (slot, sample) in enumerate(zip(out.numpy(), samples)):
+                    try:
+                        sample[key].decode_into(slot)
+                    except ValueError as error:
+                        if row not in damaged_rows:
+                            damaged_rows.append(row)
+                            if damaged is not None:
+                                skipped(damaged, None, sample.get("key"), error)
             else:
                 torch.stack([sample[key] for sample in samples], out=out)
+        if damaged_rows:
+            samples = self._replace_rows(samples, damaged_rows)
         stacked = {key for key, *_ in self.fields}
         self.others = {key: torch.utils.data.default_collate([sample[key] for sample in samples])
                        for key in self.keys if key not in stacked}
+
+    def _replace_rows(self, samples: list[dict], rows: list[int]) -> list[dict]:
+        """Rows whose images would not decode take the sample before them (or the first good one), so the batch
+        keeps its size, as the stream keeps its epochs'."""
+        good = [row for row in range(len(samples)) if row not in rows]
+        if not good:
+            raise ValueError("every sample of the batch is damaged")
+        samples = list(samples)
+        for row in rows:
+            source = max((g for g in good if g < row), default=good[0])
+            for _, dtype, shape, start, _ in self.fields:
+                field = _field(self.arena, dtype, shape, start)
+                field[row] = field[source]
+            samples[row] = samples[source]
+        return samples
 
     def __reduce__(self):
         return _unpack, (self.arena, self.fields, self.others, self.keys)

@@ -16,7 +16,9 @@ import functools
 import io
 import itertools
 import json
+import multiprocessing
 import random
+import sys
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -28,7 +30,7 @@ import webdataset as wds
 
 from avprep.media.audio import SAMPLE_RATE
 from avprep.shard.folder import ShardDir
-from avprep.shard.tars import read_tars
+from avprep.shard.tars import shard_samples
 
 PICKLE_LIKE = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})
 
@@ -98,8 +100,9 @@ class ShardStream(wds.DataPipeline):
         self.resampled, self.epoch_samples, self.train = resampled, epoch_samples, train
         self.rank, self.world_size, self.epoch = rank, world_size, -1
         self.resume_epoch, self.resume_batches, self.batch_size = -1, 0, 1
+        self.damaged = multiprocessing.Value("q", 0)  # samples skipped as undecodable, by every worker together
         self.append(self._shards)
-        self.append(read_tars)
+        self.append(self._read)
         if shuffle_buffer > 1:
             self.append(self._shuffle)
         if epoch_samples is not None:
@@ -156,13 +159,66 @@ class ShardStream(wds.DataPipeline):
         consumed = len(range(worker, self.resume_batches, workers)) * self.batch_size
         return itertools.islice(samples, consumed, None)
 
+    def _read(self, shards: Iterator[dict]) -> Iterator[dict]:
+        """Each shard's samples; a shard that breaks off (truncated, a damaged header) gives its whole samples
+        before the break and costs only the rest."""
+        for shard in shards:
+            try:
+                yield from shard_samples(shard["url"])
+            except ValueError as error:
+                reason = str(error).removeprefix(f"{shard['url']}: ")
+                skipped(self.damaged, shard["url"], "(the rest of the shard)", ValueError(reason))
+
     def _views(self, samples: Iterator[dict]) -> Iterator[dict]:
+        """Each sample decoded and viewed. One that cannot be (a damaged member) is skipped with a warning and its
+        place taken by the sample before it (or, at the start, the next): epochs keep their size and every rank
+        its batch count, so resume stays exact and DDP ranks stay in step."""
+        last, owed = None, 0
         for sample in samples:
-            yield self.view(decode_sample(sample), self._sample_rng(sample["__key__"]))
+            viewed, damage = self._viewed(sample)
+            if damage is not None:
+                skipped(self.damaged, sample.get("__url__"), sample.get("__key__"), damage)
+                if last is None:
+                    owed += 1
+                else:
+                    yield last
+                continue
+            for _ in range(owed + 1):
+                yield viewed
+            last, owed = viewed, 0
+
+    def _viewed(self, sample: dict) -> tuple[dict | None, Exception | None]:
+        """(the sample viewed, None), or (None, the damage that stopped it)."""
+        try:
+            decoded = decode_sample(sample)
+        except UnsafeMemberError:
+            raise
+        except DAMAGE as error:
+            return None, error
+        try:
+            return self.view(decoded, self._sample_rng(sample["__key__"])), None
+        except ValueError as error:  # the view's own: an image that will not decode, a clip cut short
+            return None, error
 
     def _sample_rng(self, key: str) -> np.random.Generator | None:
         """Per sample and epoch, so a sample's random crop does not depend on which worker reads it."""
         return np.random.default_rng([self.seed, self.epoch, zlib.crc32(key.encode())]) if self.train else None
+
+
+DAMAGE = (ValueError, OSError, RuntimeError, EOFError)  # what bytes damaged in storage raise while decoding
+# (soundfile's LibsndfileError is a RuntimeError); a pickle member is refused, never skipped; a view's KeyError
+# or IndexError is a bug and stops the run
+
+
+def skipped(counter, url: str | None, key: str | None, error: Exception) -> None:
+    """Count a damaged sample and say which, in one line (the loader goes on without it)."""
+    with counter.get_lock():
+        counter.value += 1
+    try:
+        message = " ".join(str(error).split()) or type(error).__name__
+    except Exception:  # noqa: BLE001 (libsndfile's errors can fail to say what they are)
+        message = type(error).__name__
+    print(f"warning: skipped a damaged sample: {url} {key}: {message}", file=sys.stderr, flush=True)
 
 
 def worker_position() -> tuple[int, int]:

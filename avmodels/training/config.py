@@ -98,6 +98,7 @@ class TrainConfig:
     precision: str = "auto"  # bf16 autocast on CUDA, fp32 elsewhere
     compile: bool = False
     channels_last: bool = False
+    max_bad_samples: int = 100  # damaged samples the loader may skip (each with a warning) before training stops
     init: dict = dataclasses.field(default_factory=dict)  # network -> {file, strip_prefix}: start from user weights
 
 

@@ -16,9 +16,10 @@ class RunLog:
     """Averages over each ``every``-step window: losses, samples/s and the share of time spent waiting for data.
 
     Rows go to ``metrics.jsonl`` (one JSON object per window: step, stage, epoch, samples_per_s, data_wait,
-    lr/<optimizer> and every loss term), and one for the last step of every stage and of a run stopped early
-    (the window so far), so a stage shorter than ``every`` still leaves its losses. On resume, rows after the
-    checkpoint's step are dropped first, so the file reads as one run.
+    lr/<optimizer>, every loss term and, once the loader has skipped any, damaged_samples), and one for the last
+    step of every stage and of a run stopped early (the window so far), so a stage shorter than ``every`` still
+    leaves its losses. On resume, rows after the checkpoint's step are dropped first, so the file reads as one
+    run.
     """
 
     def __init__(self, out: Path, every: int, resume_step: int | None, enabled: bool, console: Console | None = None):
@@ -47,7 +48,7 @@ class RunLog:
             self.task = self.progress.add_task(name, total=total, completed=done, info="")
 
     def step(self, *, step: int, stage: str, epoch: int, samples: int, seconds: float, waited: float,
-             losses: dict[str, float], lrs: dict[str, float], last: bool = False) -> None:
+             losses: dict[str, float], lrs: dict[str, float], last: bool = False, damaged: int = 0) -> None:
         if not self.enabled:
             return
         for name, value in {**losses, "_samples": samples, "_seconds": seconds, "_waited": waited}.items():
@@ -59,7 +60,7 @@ class RunLog:
         row = {"step": step, "stage": stage, "epoch": epoch,
                "samples_per_s": round(sum(self.window.pop("_samples")) / seconds_total, 3),
                "data_wait": round(sum(self.window.pop("_waited")) / seconds_total, 4),
-               **{f"lr/{name}": lr for name, lr in lrs.items()},
+               **{f"lr/{name}": lr for name, lr in lrs.items()}, **({"damaged_samples": damaged} if damaged else {}),
                **{name: float(np.mean(values)) for name, values in self.window.items()}}
         self.window.clear()
         self.last_row = row

@@ -45,6 +45,7 @@ class Position:
     epoch: int = 0
     batches_in_epoch: int = 0
     micro_step: int = 0  # optimiser rounds in the stage (more than stage_step when a method splits batches)
+    damaged: int = 0  # damaged samples the loader skipped in the run so far (this rank's)
 
     def context(self, stage: StageSpec, node: Node, split: str) -> StepContext:
         return StepContext(stage.name, self.stage_step, self.step, self.epoch, node.rank, node.world_size,
@@ -115,7 +116,7 @@ def _train(config: TrainConfig, shards: ShardDir, out: Path, node: Node, max_ste
                          samples=len(batch["key"]) * node.world_size, seconds=time.perf_counter() - started,
                          waited=waited, losses={name: sum(v) / len(v) for name, v in losses.items()},
                          lrs={name: scheduler.get_last_lr()[0] for name, scheduler in schedulers.items()},
-                         last=stopped or position.stage_step == total)
+                         last=stopped or position.stage_step == total, damaged=position.damaged)
                 if position.step % config.sample_every == 0:
                     log.picture(grid(method.picture_rows(train_nets, part, out_step)), position.step)
                 if position.step % config.checkpoint_every == 0 or stopped or position.stage_step == total:
@@ -213,9 +214,15 @@ def _batches(config: TrainConfig, method: Method, stage: StageSpec, shards: Shar
                            shuffle_buffer=config.shuffle_buffer, resampled=True, epoch_samples=epoch_samples)
     dataset.resume(position.epoch, position.batches_in_epoch, batch_size)
     loader = Prefetcher(make_loader(dataset, batch_size, config.num_workers), node.device)
+    counted = position.damaged
     while True:
         for batch in loader:
             position.batches_in_epoch += 1
+            position.damaged = counted + dataset.damaged.value
+            if position.damaged > config.max_bad_samples:
+                raise ValueError(f"{position.damaged} damaged samples skipped, more than train.max_bad_samples = "
+                                 f"{config.max_bad_samples} (the warnings above name them): rebuild or re-copy "
+                                 "those shards, or raise the bound")
             yield batch
         position.epoch, position.batches_in_epoch = position.epoch + 1, 0
 
@@ -288,6 +295,7 @@ def _summary(out: Path, config: TrainConfig, nets: dict, position: Position, log
     digests = gather(parameters_digest(nets))
     summary = {"method": config.method, "steps": position.step, "stages_done": position.stage,
                "world_size": node.world_size, "weights_sha1_per_rank": digests, "last_metrics": log.last_row,
+               "damaged_samples_skipped": position.damaged,
                "checkpoint": str(out / "checkpoint.pt"), "metrics": str(out / "metrics.jsonl"),
                "samples": str(out / "samples")}
     if node.main:

@@ -11,12 +11,6 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 
-def read_tars(shards: Iterator[dict]) -> Iterator[dict]:
-    """Each ``{"url": ...}``'s samples, in a webdataset pipeline's shape (``shard_samples``)."""
-    for shard in shards:
-        yield from shard_samples(shard["url"])
-
-
 def shard_samples(url: str, whole: bool = False) -> Iterator[dict]:
     """A tar's members grouped into samples as webdataset groups them: consecutive members named
     ``<key>.<field>`` (key up to the basename's first dot, field lower-cased) make one sample, plus ``__key__``
