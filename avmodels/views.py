@@ -96,11 +96,8 @@ class EncodedImages:
         return channels_first(torch.from_numpy(out))
 
     def decode_into(self, out: np.ndarray) -> None:
-        """Decode into ``out`` of ``storage_shape``; every image must have the first one's size."""
+        """Decode into ``out`` of ``storage_shape`` (the images' one size, checked when they were given)."""
         for slot, data in zip(out[None] if self.single else out, self.encoded, strict=True):
-            if (size := image_size(data)) != slot.shape[:2]:
-                raise ValueError(f"an image of {size[1]}x{size[0]} where {slot.shape[1]}x{slot.shape[0]} was "
-                                 "expected: a clip's or batch's images differ in size")
             if data[:2] == JPEG_START:
                 simplejpeg.decode_jpeg(data, "RGB", buffer=slot)
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -50,7 +51,8 @@ ALIGN = "0 12000 sil\n12000 20000 bin\n20000 30000 blue\n30000 31000 sp\n31000 5
 
 @pytest.fixture(scope="session")
 def trees(corpus, tmp_path_factory) -> dict[str, Path]:
-    """Small LRW-, GRID-, VoxCeleb- and HDTF-shaped trees made of the test corpus (links), with their side files."""
+    """Small LRW-, GRID-, VoxCeleb- and HDTF-shaped trees made of the test corpus (hard links), with their side
+    files."""
     root = tmp_path_factory.mktemp("datasets")
     clips = sorted(corpus.glob("*/*.mp4"))
     lrw = root / "lipread_mp4"
@@ -58,7 +60,8 @@ def trees(corpus, tmp_path_factory) -> dict[str, Path]:
         for s, split in enumerate(("train", "val", "test")):
             clip = lrw / word / split / f"{word}_0000{s + 1}.mp4"
             clip.parent.mkdir(parents=True)
-            clip.symlink_to(clips[(3 * w + s) % len(clips)])
+            os.link(clips[(3 * w + s) % len(clips)], clip)  # hard links: a symbolic link to a file already
+            # listed is the same video, found once (extract's inputs)
             clip.with_suffix(".txt").write_text(f"Text:  {word}\nConf:  1\n\nDuration: 0.40 seconds\n")
     grid = root / "grid"
     for speaker, code, clip in (("s1", "bbaf2n", clips[0]), ("s1", "lgaz8p", clips[1]), ("s2", "bbaf3s", clips[2])):
@@ -71,7 +74,7 @@ def trees(corpus, tmp_path_factory) -> dict[str, Path]:
                              ("hdtf", "WDA_BarackObama_000.mp4"), ("hdtf", "RD_Radio11_001.mp4")):
         link = root / layout / relative
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(clips[0])
+        os.link(clips[0], link)
     return {"lrw": lrw, "grid": grid, "voxceleb": root / "voxceleb", "hdtf": root / "hdtf"}
 
 

@@ -13,7 +13,7 @@ from avprep.pipeline.config import ExtractConfig
 from avprep.pipeline.inputs import discover
 from avprep.pipeline.runner import run_extract
 from avprep.shard.recipe import load_recipe
-from avprep.shard.sample import PrepVideo, frame_to_recipe, recipe_crop
+from avprep.shard.sample import PrepVideo, placements, recipe_crop
 from avprep.synth.speech import synth_speech
 
 
@@ -36,10 +36,11 @@ def test_a_reference_photo_is_cropped_as_the_shards_crop_its_video(photo_and_sti
     photo, video = photo_and_still_video
     recipe = load_recipe(recipe)
     reference = prepare_reference(photo, recipe)
-    stored = recipe_crop(video, 7, recipe)
+    [placement] = placements(video, [7], recipe)  # Ear-SR's: the window's axis-aligned square, as the shards'
+    stored = recipe_crop(video, 7, recipe, placement if recipe.crop_mode != "frame" else None)
     assert reference.image.shape == stored.shape == (recipe.image_size, recipe.image_size, 3)
     assert np.abs(reference.image.astype(float) - stored).mean() < 6  # JPEG crops and one-frame vs smoothed fits
-    expected = align.apply(frame_to_recipe(video, 7, recipe), np.asarray(video.array("landmarks68")[7], float))
+    expected = align.apply(placement, np.asarray(video.array("landmarks68")[7], float))
     assert np.abs(reference.landmarks68 - expected).mean() < 0.01 * recipe.image_size
 
 
