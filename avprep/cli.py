@@ -260,6 +260,9 @@ def shard(
         table.add_row(f"{split} samples", str(count))
     table.add_row("shards written / already complete", f"{summary.shards_written} / {summary.shards_skipped}")
     table.add_row("bytes written", f"{summary.bytes_written / 2**20:.1f} MiB")
+    if summary.resampled:
+        table.add_row("videos taken at the recipe's rate", f"{summary.resampled} ({chosen.fps:g} fps, the frames "
+                                                           "nearest each frame time)")
     if summary.left_out:
         table.add_row("tracks left out", f"{len(summary.left_out)} (dataset.json \"left_out\" says why)")
     console.print(table)

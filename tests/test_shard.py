@@ -154,6 +154,46 @@ def test_a_photo_whose_face_window_leaves_the_image_is_cut_without_black_wedges(
     assert (crop == 0).all(axis=-1).mean() < 0.1  # pure black: 4% (the suit), 45% with black outside the photo
 
 
+@pytest.mark.parametrize("rate", [50.0, 12.5])
+def test_a_recipe_rate_takes_each_videos_frames_nearest_its_frame_times(prep, tmp_path, rate):
+    """data.fps (issue 27): the 25 fps prep taken at 50 fps (frames repeated) and 12.5 fps (frames skipped): every
+    sample frame is the video frame nearest its time, within half a video frame; MFCC windows and audio follow the
+    sample's times; every sample has the shapes of the recipe."""
+    from avprep.shard.sample import PrepVideo
+
+    recipe = load_recipe("atvgnet", [f"data.fps={rate}"])
+    summary = run_shard(prep, tmp_path, recipe, max_count=4)
+    assert summary.resampled == 6 and json.loads((tmp_path / "dataset.json").read_text())["fps"] == [rate]
+    samples = [members(tar) for tar in sorted(tmp_path.glob("*.tar"))]
+    shapes = set()
+    for tar in samples:
+        for key in {name.split(".")[0] for name in tar}:
+            meta = json.loads(tar[f"{key}.meta.json"])
+            sources = np.array(meta["source_frames"])
+            times = (meta["start_frame"] + np.arange(24)) / rate
+            assert meta["fps"] == rate and meta["source_fps"] == 25.0 and len(sources) == 24
+            assert np.abs(sources / 25.0 - times).max() <= 0.5 / 25 + 1e-9
+            video = PrepVideo(prep, meta["video_id"])
+            stored = np.load(io.BytesIO(tar[f"{key}.mfcc.npy"]))
+            from avprep.shard.sample import mfcc_windows
+            expected = mfcc_windows(video.mfcc("atvgnet"), recipe, times + meta["audio_shift_s"])
+            assert np.array_equal(stored, expected)
+            audio, _ = soundfile.read(io.BytesIO(tar[f"{key}.audio.flac"]))
+            shapes.add((np.load(io.BytesIO(tar[f"{key}.landmarks.npy"])).shape, stored.shape, len(audio)))
+    assert len(shapes) == 1  # one shape per field across the split, whatever the videos' rates
+
+
+def test_a_prep_already_at_the_recipes_rate_is_sharded_byte_for_byte_as_without_one(prep, shards, tmp_path):
+    from avprep.shard.recipe import parse_recipe, read_recipe
+
+    _, document = read_recipe("atvgnet")
+    del document["data"]["fps"]
+    own_rate = run_shard(prep, tmp_path, parse_recipe("atvgnet", document), max_count=4)
+    assert own_rate.resampled == 0
+    for tar in shards["atvgnet"].glob("*.tar"):  # the shipped recipe: fps = 25, the prep's rate
+        assert (tmp_path / tar.name).read_bytes() == tar.read_bytes()
+
+
 def test_resharding_is_byte_identical_and_resumes(prep, shards, tmp_path):
     again = tmp_path / "again"
     run_shard(prep, again, load_recipe("atvgnet"), max_count=4)

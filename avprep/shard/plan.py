@@ -90,11 +90,32 @@ def _check_inputs(records: list[dict], recipe: Recipe) -> None:
                               "extract again")
 
 
+def sample_rate_of(record: dict, recipe: Recipe) -> float:
+    """The frame rate a video's samples are cut at: the recipe's ``fps``, or the video's own."""
+    return record["fps"] if recipe.fps is None or recipe.fps == record["fps"] else float(recipe.fps)
+
+
+def source_frames(record: dict, recipe: Recipe, first: int, count: int) -> list[int]:
+    """The video's frames for ``count`` sample frames from sample frame ``first``: themselves at the video's own
+    rate; at the recipe's, the frame nearest each sample frame's time (repeated or skipped as the rates differ)."""
+    rate = sample_rate_of(record, recipe)
+    if rate == record["fps"]:
+        return list(range(first, first + count))
+    times = np.arange(first, first + count) / rate
+    return np.minimum(np.floor(times * record["fps"] + 0.5), record["n_frames"] - 1).astype(int).tolist()
+
+
+def sample_frame_count(record: dict, recipe: Recipe) -> int:
+    """How many sample frames a video has at the recipe's rate (those whose time falls inside it)."""
+    rate = sample_rate_of(record, recipe)
+    return record["n_frames"] if rate == record["fps"] else int(np.ceil(record["n_frames"] * rate / record["fps"]))
+
+
 def _windows(folder: Path, record: dict, recipe: Recipe, left_out: list[str] | None = None):
-    """(video_id, track, start frame) of every clip window in one video: its frames pass the recipe's quality
-    and, when the recipe reads audio, have real audio (``has_audio``, moved by the offset the recipe applies);
-    with ``crop_mode = "video"``, not on a track whose windows move more than ``max_box_motion`` (said in
-    ``left_out``)."""
+    """(video_id, track, start frame) of every clip window in one video, in frames at the recipe's rate
+    (``source_frames`` maps them to the video's): its frames pass the recipe's quality and, when the recipe reads
+    audio, have real audio (``has_audio``, moved by the offset the recipe applies); with ``crop_mode = "video"``,
+    not on a track whose windows move more than ``max_box_motion`` (said in ``left_out``)."""
     table = pq.read_table(folder / "frames.parquet").to_pydict()
     track = np.asarray(table["track"])
     passes = np.asarray(table[recipe.quality], dtype=bool) & (track >= 0)
@@ -109,13 +130,16 @@ def _windows(folder: Path, record: dict, recipe: Recipe, left_out: list[str] | N
         moved = np.arange(len(track)) + int(round(recipe.audio_shift_s(record) * record["fps"]))
         inside = (moved >= 0) & (moved < len(track))
         passes &= inside & has_audio[np.clip(moved, 0, len(track) - 1)]
+    if sample_rate_of(record, recipe) != record["fps"]:  # windows of the frames nearest the recipe's frame times
+        at_rate = source_frames(record, recipe, 0, sample_frame_count(record, recipe))
+        track, passes = track[at_rate], passes[at_rate]
     if recipe.window == "centre":
         first = (len(track) - recipe.clip_frames) // 2 + recipe.window_offset
         clip = slice(first, first + recipe.clip_frames)
         if first >= 0 and clip.stop <= len(track) and passes[clip].all() and len(set(track[clip])) == 1:
             yield record["video_id"], int(track[first]), first
         return
-    stride = max(1, round(recipe.stride_s * record["fps"]))
+    stride = max(1, round(recipe.stride_s * sample_rate_of(record, recipe)))
     start = 0
     while start < len(track):
         if not passes[start]:

@@ -51,6 +51,7 @@ class Recipe:
     name: str
     fields: tuple[str, ...]
     clip_frames: int = 1
+    fps: float | None = None  # the rate the model is defined at: every video's frames taken at it (None: its own)
     stride_s: float = 1.0
     window: str = "start"  # windows every stride_s from the start of each run of good frames, or one "centre"d
     window_offset: int = 0  # frames to move the windows by (LRW: "centre" puts 25 of 29 frames at frames 2-26)
@@ -203,5 +204,7 @@ def _check(recipe: Recipe) -> None:
         problems.append("window must be 'start' or 'centre'")
     if recipe.quality not in ("good", "face") or recipe.clip_frames < 1 or recipe.stride_s <= 0:
         problems.append("quality must be 'good' or 'face', clip_frames >= 1 and stride_s > 0")
+    if recipe.fps is not None and not recipe.fps > 0:
+        problems.append("fps must be a rate in frames per second (or left out: each video's own)")
     if problems:
         raise RecipeError(f"recipe {recipe.name}: " + "; ".join(problems))

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from avprep.pipeline.store import PrepDir, write_text_atomic
-from avprep.shard.plan import SampleRef, plan_samples
+from avprep.shard.plan import SampleRef, plan_samples, sample_rate_of
 from avprep.shard.recipe import Recipe, RecipeError
 from avprep.shard.sample import OtherFaces, VideoCache, build_sample
 from avprep.shard.schema import SCHEMA_VERSION, member_schema
@@ -28,6 +28,7 @@ class ShardSummary:
     bytes_written: int
     out: Path
     left_out: list[str] = dataclasses.field(default_factory=list)  # tracks the recipe refused, with the reason
+    resampled: int = 0  # videos whose frames were taken at the recipe's rate, not their own
 
 
 def run_shard(prep: str | Path, out: str | Path, recipe: Recipe, *, max_count: int = 1000,
@@ -36,6 +37,9 @@ def run_shard(prep: str | Path, out: str | Path, recipe: Recipe, *, max_count: i
     prep, out = Path(prep), Path(out)
     left_out: list[str] = []
     samples, speakers, labels = plan_samples(prep, recipe, left_out)
+    sampled = {s.video_id for s in samples}
+    records = [r for r in PrepDir(prep).records() if r["status"] == "ok"]
+    resampled = sum(sample_rate_of(r, recipe) != r["fps"] for r in records if r["video_id"] in sampled)
     plan = _plan_hash(prep, recipe, samples, max_count, max_size)
     _prepare(out, plan, force)
     sizes = None if max_size is None else _sample_sizes(prep, out, recipe, samples, plan, jobs, backend, scheduler)
@@ -52,12 +56,12 @@ def run_shard(prep: str | Path, out: str | Path, recipe: Recipe, *, max_count: i
         "schema_version": SCHEMA_VERSION, "recipe": recipe.to_json(), "fields": member_schema(recipe),
         "speakers": speakers, "labels": labels, "attributes": vocabulary, "sample_rate": 16000, "plan": plan,
         "max_count": max_count, "max_size": max_size, "left_out": left_out,
-        "fps": sorted({r["fps"] for r in PrepDir(prep).records() if r["status"] == "ok"}),
+        "fps": sorted({sample_rate_of(r, recipe) for r in records}),
         "splits": {split: {"samples": counts[split], "shards": sorted(n for n in shards if n.startswith(split + "-"))}
                    for split in counts},
     }
     write_text_atomic(out / "dataset.json", json.dumps(dataset, indent=1, sort_keys=True) + "\n")
-    return ShardSummary(counts, len(todo), len(shards) - len(todo), sum(written), out, left_out)
+    return ShardSummary(counts, len(todo), len(shards) - len(todo), sum(written), out, left_out, resampled)
 
 
 def _plan_hash(prep: Path, recipe: Recipe, samples: list[SampleRef], max_count: int, max_size: int | None) -> str:

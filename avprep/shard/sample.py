@@ -25,7 +25,7 @@ from avprep.features.timebase import TimedFeature, windows_at_frames
 from avprep.media.audio import SAMPLE_RATE
 from avprep.media.images import downsample, jpeg, png
 from avprep.shard.placement import crop_transform, fixed_square, window_boxes, window_transforms
-from avprep.shard.plan import SampleRef, read_record
+from avprep.shard.plan import SampleRef, read_record, sample_rate_of, source_frames
 from avprep.shard.recipe import Recipe
 
 JPEG_QUALITY = 95
@@ -161,8 +161,11 @@ def placements(video: PrepVideo, frames: range, recipe: Recipe) -> list[np.ndarr
 
 
 def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "OtherFaces") -> dict[str, bytes]:
-    """Tar members (field name -> bytes) of one sample."""
-    frames = range(sample.start_frame, sample.start_frame + sample.n_frames)
+    """Tar members (field name -> bytes) of one sample: its frames at the recipe's rate (``source_frames``), the
+    audio and MFCC windows at those frames' times."""
+    frames = source_frames(video.record, recipe, sample.start_frame, sample.n_frames)
+    rate = sample_rate_of(video.record, recipe)
+    times = np.arange(sample.start_frame, sample.start_frame + sample.n_frames) / rate
     shift = recipe.audio_shift_s(video.record)
     members: dict[str, bytes] = {}
     placed = placements(video, frames, recipe)
@@ -180,10 +183,10 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
         if "mouth" in recipe.fields:  # HeadGAN's mouth discriminator crops around the median of the lip points
             members["mouth.npy"] = npy(np.median(points[:, 48:68], axis=1))
     if "mfcc" in recipe.fields:
-        members["mfcc.npy"] = npy(_mfcc_windows(video, recipe, frames, shift))
+        members["mfcc.npy"] = npy(mfcc_windows(video.mfcc(recipe.mfcc), recipe, times + shift))
     audio_start = None
     if "audio" in recipe.fields:
-        middle = (sample.start_frame + (sample.n_frames - 1) / 2) / video.fps
+        middle = (sample.start_frame + (sample.n_frames - 1) / 2) / rate
         audio_start = middle + shift - recipe.audio_s / 2
         members["audio.flac"] = flac(video.audio(audio_start, recipe.audio_s))
     if "audio_features" in recipe.fields:
@@ -203,14 +206,12 @@ def build_sample(sample: SampleRef, recipe: Recipe, video: PrepVideo, other: "Ot
     meta = dict(key=sample.key, video_id=sample.video_id, speaker=sample.speaker,
                 speaker_index=sample.speaker_index, label=sample.label, label_index=sample.label_index,
                 **dict(sample.attributes), track=sample.track,
-                start_frame=sample.start_frame, n_frames=sample.n_frames, fps=video.fps, sample_rate=SAMPLE_RATE,
-                audio_start_s=None if audio_start is None else round(audio_start - sample.start_frame / video.fps, 6),
+                start_frame=sample.start_frame, n_frames=sample.n_frames, fps=rate, sample_rate=SAMPLE_RATE,
+                audio_start_s=None if audio_start is None else round(audio_start - times[0], 6),
                 av_offset_frames=video.record.get("av_offset_frames"), audio_shift_s=shift, **reference_of)
+    if rate != video.fps:  # which of the video's frames each sample frame is (the nearest to its time)
+        meta.update(source_fps=video.fps, source_frames=frames)
     return {"meta.json": json.dumps(meta, sort_keys=True).encode(), **members}
-
-
-def _mfcc_windows(video: PrepVideo, recipe: Recipe, frames: range, shift: float) -> np.ndarray:
-    return mfcc_windows(video.mfcc(recipe.mfcc), recipe, np.array(frames) / video.fps + shift)
 
 
 def mfcc_windows(rows: np.ndarray, recipe: Recipe, times: np.ndarray) -> np.ndarray:
@@ -254,7 +255,8 @@ def _reference_frame(video: PrepVideo, sample: SampleRef, recipe: Recipe) -> int
     track = np.asarray(video.quality["track"])
     passes = np.asarray(video.quality[recipe.quality], dtype=bool) & (track == sample.track)
     candidates = np.flatnonzero(passes)
-    outside = candidates[(candidates < sample.start_frame) | (candidates >= sample.start_frame + sample.n_frames)]
+    clip = source_frames(video.record, recipe, sample.start_frame, sample.n_frames)
+    outside = candidates[(candidates < clip[0]) | (candidates > clip[-1])]
     pool = outside if len(outside) else candidates
     return int(pool[_pick(sample.key, len(pool))])
 
@@ -280,13 +282,15 @@ class OtherFaces:
             pool = [s for s in self._same_speaker[sample.split, sample.speaker] if s.video_id != sample.video_id]
             if pool:
                 chosen = pool[_pick(sample.key, len(pool))]
-                return self.videos[chosen.video_id], chosen.start_frame
+                source = self.videos[chosen.video_id]
+                return source, source_frames(source.record, recipe, chosen.start_frame, 1)[0]
         return video, _reference_frame(video, sample, recipe)
 
     def face_for(self, sample: SampleRef, recipe: Recipe) -> np.ndarray:
         pool = self._pool(sample.split, sample.speaker)
         chosen = pool[_pick(sample.key, len(pool))]
-        return recipe_crop(self.videos[chosen.video_id], chosen.start_frame, recipe)
+        source = self.videos[chosen.video_id]
+        return recipe_crop(source, source_frames(source.record, recipe, chosen.start_frame, 1)[0], recipe)
 
     def _pool(self, split: str, speaker: str) -> list[SampleRef]:
         """The split's samples of other speakers (any split's when the split has one speaker), built once."""
