@@ -28,6 +28,7 @@ from avprep.media.encode import write_video
 from avprep.media.images import downsample
 from avprep.media.probe import audio_channels, probe
 from avprep.media.video import decode_frames
+from avprep.shard.plan import frame_count_at, nearest_frames
 from avprep.shard.recipe import Recipe
 from avprep.shard.sample import PrepVideo, still_crop
 
@@ -65,6 +66,13 @@ class SampleInputs:
     def frames(self) -> int:
         """Frames of a video as long as the audio."""
         return max(1, int(round(len(self.audio) / SAMPLE_RATE * self.fps))) if self.audio is not None else 0
+
+    def driving_frames(self) -> list[int]:
+        """The driving video's frames at the model's rate (``fps``), as long as the audio: the frame nearest
+        each output frame's time, so a 30 or 50 fps driver moves and speaks in step at the model's 25."""
+        record = self.driving.record
+        count = frame_count_at(record, self.fps)
+        return nearest_frames(record, self.fps, 0, min(count, self.frames or count))
 
 
 def load_audio(path: Path) -> np.ndarray:

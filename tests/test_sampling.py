@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from avmodels.sampling import InputProblem, prepare_driving, prepare_lr, prepare_reference
+from avmodels.sampling import InputProblem, SampleInputs, prepare_driving, prepare_lr, prepare_reference
 from avprep.face import align
 from avprep.media.encode import write_video
 from avprep.pipeline.config import ExtractConfig
@@ -66,6 +66,13 @@ def test_a_driving_video_is_analysed_by_extracts_own_pipeline(corpus, tmp_path):
     assert driving.record["status"] == "ok" and driving.record["n_frames"] == 50
     assert driving.array("landmarks68").shape == (50, 68, 2)
     assert recipe_crop(driving, 10, load_recipe("davs")).shape == (256, 256, 3)
+    # driven at a model's rate, not the driver's (issue 27): its 2 s at 25 fps as 50 and as 12.5 frames a second,
+    # each output frame the driver's frame nearest its time; as long as the audio when that is shorter
+    audio = np.zeros(2 * 16000, np.float32)
+    for rate, expected in ((50.0, [k // 2 + k % 2 for k in range(100)]), (12.5, [2 * k for k in range(25)])):
+        frames = SampleInputs(fps=rate, audio=audio, driving=driving).driving_frames()
+        assert frames == [min(f, 49) for f in expected], rate
+    assert len(SampleInputs(fps=50.0, audio=audio[:16000], driving=driving).driving_frames()) == 50
     with pytest.raises(InputProblem, match="not a video"):
         (tmp_path / "notes.mp4").write_text("not a video at all")
         prepare_driving(tmp_path / "notes.mp4", tmp_path / "other")

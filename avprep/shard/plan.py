@@ -96,18 +96,21 @@ def sample_rate_of(record: dict, recipe: Recipe) -> float:
 
 
 def source_frames(record: dict, recipe: Recipe, first: int, count: int) -> list[int]:
-    """The video's frames for ``count`` sample frames from sample frame ``first``: themselves at the video's own
-    rate; at the recipe's, the frame nearest each sample frame's time (repeated or skipped as the rates differ)."""
-    rate = sample_rate_of(record, recipe)
+    """The video's frames for ``count`` sample frames from sample frame ``first`` at the recipe's rate."""
+    return nearest_frames(record, sample_rate_of(record, recipe), first, count)
+
+
+def nearest_frames(record: dict, rate: float, first: int, count: int) -> list[int]:
+    """The video's frames for ``count`` frames at ``rate`` from frame ``first``: themselves at the video's own
+    rate; otherwise the frame nearest each one's time (repeated or skipped as the rates differ)."""
     if rate == record["fps"]:
         return list(range(first, first + count))
-    times = np.arange(first, first + count) / rate
-    return np.minimum(np.floor(times * record["fps"] + 0.5), record["n_frames"] - 1).astype(int).tolist()
+    nearest = np.floor(np.arange(first, first + count) * record["fps"] / rate + 0.5)  # a tie goes to the later
+    return np.minimum(nearest, record["n_frames"] - 1).astype(int).tolist()
 
 
-def sample_frame_count(record: dict, recipe: Recipe) -> int:
-    """How many sample frames a video has at the recipe's rate (those whose time falls inside it)."""
-    rate = sample_rate_of(record, recipe)
+def frame_count_at(record: dict, rate: float) -> int:
+    """How many frames a video has at ``rate`` (those whose time falls inside it)."""
     return record["n_frames"] if rate == record["fps"] else int(np.ceil(record["n_frames"] * rate / record["fps"]))
 
 
@@ -131,7 +134,7 @@ def _windows(folder: Path, record: dict, recipe: Recipe, left_out: list[str] | N
         inside = (moved >= 0) & (moved < len(track))
         passes &= inside & has_audio[np.clip(moved, 0, len(track) - 1)]
     if sample_rate_of(record, recipe) != record["fps"]:  # windows of the frames nearest the recipe's frame times
-        at_rate = source_frames(record, recipe, 0, sample_frame_count(record, recipe))
+        at_rate = source_frames(record, recipe, 0, frame_count_at(record, sample_rate_of(record, recipe)))
         track, passes = track[at_rate], passes[at_rate]
     if recipe.window == "centre":
         first = (len(track) - recipe.clip_frames) // 2 + recipe.window_offset

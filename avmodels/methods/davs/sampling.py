@@ -47,8 +47,7 @@ def sample(method, nets: dict[str, nn.Module], inputs, device) -> torch.Tensor:
     (video-driven, when ``inputs.driving`` is given): one frame per frame time at ``inputs.fps``."""
     reference = torch.from_numpy(inputs.reference.image).permute(2, 0, 1)[None].float().to(device) / 255
     if inputs.driving is not None:
-        count = min(inputs.driving.record["n_frames"], inputs.frames or inputs.driving.record["n_frames"])
-        lips = np.stack([recipe_crop(inputs.driving, i, inputs.recipe) for i in range(count)])
+        lips = np.stack([recipe_crop(inputs.driving, i, inputs.recipe) for i in inputs.driving_frames()])
         tuned = fine_tuned(method, nets, reference, None, ("person_encoder", "decoder"))
         lips = torch.from_numpy(lips).permute(0, 3, 1, 2).float().to(device) / 255
         return method.talk(tuned, reference, method.video_embeddings(tuned, lips)) * 2 - 1

@@ -202,7 +202,7 @@ class HeadGAN(Method):
         """The reference face with the driving video's expressions, head motion and voice: the driver's 3DMM
         expression and pose (its camera adapted to the reference) drawn with the reference's identity."""
         video, recipe = inputs.driving, inputs.recipe
-        frames = range(min(video.record["n_frames"], inputs.frames or video.record["n_frames"]))
+        frames = inputs.driving_frames()  # at the model's rate, whatever the driver's
         points = video.array("landmarks")
         meshes = np.stack([apply_affine(points[f], p) for f, p in zip(frames, placements(video, frames, recipe))])
         try:
