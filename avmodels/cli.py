@@ -35,7 +35,8 @@ def _fail(message: str) -> None:
 @app.command()
 def train(
     method: str = typer.Option(..., "--method", "-m", help="A method from `avmodels list`."),
-    data: Path = typer.Option(..., "--data", "-d", help="Shard folder written by `avprep shard` (holds dataset.json)."),
+    data: str = typer.Option(..., "--data", "-d", help="Shard folder written by `avprep shard` (holds dataset.json): "
+                                                       "a path, or a URL (https://, s3://, gs://, hf://)."),
     recipe: Optional[str] = typer.Option(None, help="Recipe name or TOML file; default: the method's shipped one."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder; default runs/<method>."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps in all (a checkpoint is written)."),
@@ -153,7 +154,7 @@ def _method_options(method, args: list[str]) -> dict:
 @app.command("eval")
 def evaluate(
     method: str = typer.Option(..., "--method", "-m", help="The method the checkpoint holds."),
-    data: Path = typer.Option(..., "--data", "-d", help="Shard folder (dataset.json) to evaluate on."),
+    data: str = typer.Option(..., "--data", "-d", help="Shard folder (dataset.json) to evaluate on: a path or a URL."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Default runs/<method>/checkpoint.pt."),
     split: str = typer.Option("test", help="Which split of the shards (any name the recipe's split made)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Evaluate at most this many samples of the split."),
@@ -322,14 +323,15 @@ def _device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _shards(data: Path):
-    """The shard folder ``data``, or a one-line error saying how to make one."""
+def _shards(data: str):
+    """The shard folder ``data`` (a path or a URL), or a one-line error saying how to make one or, for a URL whose
+    scheme needs an fsspec plugin that is missing, which to install."""
     from avprep.shard.folder import ShardDir
 
     try:
         return ShardDir(data)
-    except FileNotFoundError as error:
-        _fail(str(error))
+    except (FileNotFoundError, ImportError, ValueError, OSError) as error:
+        _fail(f"{data}: {error}" if isinstance(error, ImportError) else str(error))
 
 
 def main() -> None:

@@ -209,6 +209,31 @@ def test_a_batch_that_cannot_be_formed_is_one_line_naming_field_shapes_and_keys(
         assert "Traceback" not in result.output and f"run folder: {tmp_path / 'run'}" in message
 
 
+def test_shards_at_a_url_train_as_a_local_folder_does(shards, tmp_path):
+    """--data takes a shard folder's URL (issue 27): served over HTTP on 127.0.0.1 by the test, dataset.json and
+    the tars are read through it; a scheme whose fsspec plugin is missing is one line naming the plugin."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        result = avmodels_here("train", "-m", "toy", "--recipe", str(TOY_RECIPE), "-d", url, "-o",
+                               str(tmp_path / "remote"), "--set", "train.num_workers=1")
+        assert result.exit_code == 0, result.output
+        assert checkpoints.load(tmp_path / "remote" / "checkpoint.pt")["step"] == 6
+        missing = avmodels_here("train", "-m", "toy", "--recipe", str(TOY_RECIPE), "-d", url + "elsewhere/")
+        assert missing.exit_code == 2 and "no dataset.json here" in missing.output
+    finally:
+        server.shutdown()
+    plugin = avmodels_here("train", "-m", "toy", "--recipe", str(TOY_RECIPE), "-d", "s3://bucket/shards")
+    assert plugin.exit_code == 2 and "Install s3fs to access S3" in " ".join(plugin.output.split())
+
+
 def test_checkpoints_load_without_pickle(tmp_path):
     """A checkpoint that would unpickle an arbitrary object (here argparse.Namespace) is refused."""
     torch.save({"networks": argparse.Namespace(payload=1)}, tmp_path / "evil.pt")

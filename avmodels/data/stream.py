@@ -29,7 +29,7 @@ import torch
 import webdataset as wds
 
 from avprep.media.audio import SAMPLE_RATE
-from avprep.shard.folder import ShardDir
+from avprep.shard.folder import ShardDir, is_url
 from avprep.shard.tars import shard_samples
 
 PICKLE_LIKE = frozenset({"pyd", "pickle", "pkl", "pth", "pt"})
@@ -40,11 +40,12 @@ class UnsafeMemberError(ValueError):
 
 
 def shard_urls(source: str | Path | Sequence[str], split: str | None = None) -> list[str]:
-    """The tar URLs of ``source``: a shard folder (its dataset.json lists ``split``'s tars), a brace pattern
-    (``shards/train-{000000..000003}.tar``), a list of paths, or ``pipe:`` / fsspec-style URLs (passed on)."""
+    """The tar URLs of ``source``: a shard folder, local or at a URL (its dataset.json lists ``split``'s tars), a
+    brace pattern (``shards/train-{000000..000003}.tar``), a list of paths, or ``pipe:`` / URLs of tars."""
     if not isinstance(source, (str, Path)):
         return [str(url) for url in source]
-    if not Path(source).is_dir():
+    folder_url = is_url(source) and not source.rstrip("/").endswith(".tar") and "{" not in source
+    if not (folder_url or Path(source).is_dir()):
         return wds.shardlists.expand_urls(str(source))
     return ShardDir(source).urls(split or "")
 

@@ -6,16 +6,31 @@ import json
 from pathlib import Path
 
 from avprep.shard.recipe import is_training_split
+from avprep.shard.tars import read_file
+
+
+def is_url(location: str | Path) -> bool:
+    """A URL (``https://``, ``s3://``, ...) rather than a local path."""
+    return isinstance(location, str) and "://" in location
 
 
 class ShardDir:
+    """A shard folder on disk, or at a URL (``https://host/shards/``, ``s3://bucket/shards``: read as the loader
+    reads its tars)."""
+
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        listing = self.path / "dataset.json"
-        if not listing.is_file():
+        self.remote = is_url(path)
+        self.path = str(path).rstrip("/") if self.remote else Path(path)
+        listing = self.file("dataset.json")
+        try:
+            self.info = json.loads(read_file(listing) if self.remote else Path(listing).read_text())
+        except FileNotFoundError:
             raise FileNotFoundError(f"{self.path}: no dataset.json here; make shards with `avprep shard PREP -o "
-                                    f"{self.path} --recipe METHOD`")
-        self.info = json.loads(listing.read_text())
+                                    f"{self.path} --recipe METHOD`") from None
+
+    def file(self, name: str) -> str:
+        """The path or URL of a file in the folder."""
+        return f"{self.path}/{name}" if self.remote else str(self.path / name)
 
     @property
     def splits(self) -> dict[str, dict]:
@@ -33,7 +48,7 @@ class ShardDir:
 
     def urls(self, split: str) -> list[str]:
         """The tar paths of ``split``."""
-        return [str(self.path / name) for part in self.parts(split) for name in self.splits[part]["shards"]]
+        return [self.file(name) for part in self.parts(split) for name in self.splits[part]["shards"]]
 
     def samples(self, split: str) -> int:
         return sum(self.splits[part]["samples"] for part in self.parts(split))

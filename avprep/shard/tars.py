@@ -39,9 +39,9 @@ def shard_samples(url: str, whole: bool = False) -> Iterator[dict]:
 def open_shard(url: str):
     """A readable binary stream of one shard: local files directly (a 1 MiB buffer where webdataset's gopen has
     8 KiB: fewer calls); ``pipe:COMMAND``, the command's output (its words split as a POSIX shell splits them,
-    run without a shell, so no file name is ever read by one: ``pipe:aws s3 cp s3://b/train-000000.tar -``); any
-    other ``scheme://`` URL (s3, gs, hf, http, memory, ...) through fsspec when it knows the scheme, and http(s)
-    through curl otherwise, as webdataset does."""
+    run without a shell, so no file name is ever read by one: ``pipe:aws s3 cp s3://b/train-000000.tar -``);
+    http(s) through the standard library; any other ``scheme://`` URL (s3, gs, hf, memory, ...) through fsspec,
+    whose error names the plugin a scheme needs when it is missing."""
     path = url.removeprefix("file:") if url.startswith("file:") and "://" not in url else url
     if os.path.isfile(path):
         stream = open(path, "rb", buffering=1 << 20)
@@ -52,16 +52,31 @@ def open_shard(url: str):
     if scheme and "://" in url:
         import fsspec
 
-        if scheme in fsspec.available_protocols():
-            try:
-                return fsspec.open(url, "rb").open()
-            except ImportError:
-                if scheme not in ("http", "https"):
-                    raise
         if scheme in ("http", "https"):
-            return _Command(["curl", "--silent", "--fail", "--location", url])
+            return _http(url)  # the standard library's: fsspec's http plugin needs aiohttp
+        if scheme in fsspec.available_protocols():
+            return fsspec.open(url, "rb").open()  # ImportError naming the plugin when it is missing
         raise ValueError(f"{url}: no reader for {scheme}:// URLs (install the fsspec plugin for it)")
     raise FileNotFoundError(f"{url}: no such shard")
+
+
+def _http(url: str):
+    """An http(s) URL as a stream; FileNotFoundError when the server has no such file."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(url, timeout=60)
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            raise FileNotFoundError(f"{url}: not found (HTTP 404)") from None
+        raise ValueError(f"{url}: HTTP {error.code} {error.reason}") from None
+
+
+def read_file(url: str) -> bytes:
+    """A whole file (``dataset.json``, ``index.parquet``) from a local path or any URL a shard may have."""
+    with open_shard(url) as stream:
+        return stream.read()
 
 
 class _Command:
