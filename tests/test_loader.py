@@ -345,6 +345,8 @@ def test_a_damaged_sample_costs_only_itself_and_says_which(tmp_path, workers):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 10 and summary["damaged_samples_skipped"] >= len(damaged) + 1
     assert summary["last_metrics"]["damaged_samples"] == summary["damaged_samples_skipped"]
+    if workers == 0:
+        return  # the bound: once
     strict = run_avmodels("train", "-m", "wav2pix", "-d", str(folder), "-o", str(tmp_path / "strict"),
                           *[arg for setting in [*settings, "train.max_bad_samples=1"] for arg in ("--set", setting)])
     assert strict.returncode == 2 and "more than train.max_bad_samples = 1" in " ".join(strict.stdout.split())
