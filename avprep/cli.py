@@ -106,6 +106,7 @@ def extract(
     already done with the same settings, so a killed run resumes where it stopped.
     """
     from avprep.pipeline.config import ExtractConfig, FaceConfig
+    from avprep.pipeline.faults import EnvironmentFault, FolderBusy
     from avprep.pipeline.inputs import InputError, discover
     from avprep.pipeline.runner import RunOptions
 
@@ -145,7 +146,11 @@ def extract(
                       "(HeadGAN) will use <clip>.transcript.json where present or refuse to shard")
     options = RunOptions(jobs=jobs, backend=backend, scheduler=scheduler, force=force, retry_failed=retry_failed,
                          max_chunk_bytes=chunk_mb << 20, video_timeout_s=video_timeout)
-    summary = _run_with_progress(sources, out, config, options)
+    try:
+        summary = _run_with_progress(sources, out, config, options)
+    except (EnvironmentFault, FolderBusy) as error:
+        console.print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(1) from None
     _print_summary(summary)
     if fail_on_error and summary.failed:
         raise typer.Exit(1)
@@ -244,6 +249,7 @@ def shard(
 ):
     """Cut a recipe's clip windows from PREP into WebDataset tar shards, split by speaker (or video) from a seed.
     Re-running skips complete shards; the same inputs give byte-identical tars."""
+    from avprep.pipeline.faults import EnvironmentFault, FolderBusy
     from avprep.shard.recipe import RecipeError, load_recipe
     from avprep.shard.run import run_shard
 
@@ -252,8 +258,8 @@ def shard(
         with console.status(f"sharding {prep} with recipe {chosen.name}"):
             summary = run_shard(prep, out, chosen, max_count=max_count, max_size=_bytes(max_size), jobs=jobs,
                                 backend=backend, scheduler=scheduler, force=force)
-    except RecipeError as error:
-        console.print(f"[red]error:[/] {error}")
+    except (RecipeError, EnvironmentFault, FolderBusy) as error:
+        console.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(1) from None
     table = Table(title=f"shards of {chosen.name} in {out}", show_header=False)
     for split, count in summary.samples.items():

@@ -266,3 +266,43 @@ def test_corrupted_videos_fail_with_a_named_reason_or_succeed(corpus, tmp_path):
 @pytest.mark.slow
 def test_many_corrupted_videos_fail_with_a_named_reason_or_succeed(corpus, tmp_path):
     fuzz(corpus, tmp_path, count=60)
+
+
+# Faults of the machine, not of the videos (issue 27): a full disk, and a second run on the same folder.
+
+def _small_files_only(limit: int):
+    """preexec_fn: files written past ``limit`` bytes fail with EFBIG, as on a full disk (no signal)."""
+    import resource
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_stops_extract_without_blaming_a_video_and_a_rerun_resumes(corpus, tmp_path):
+    videos = tmp_path / "videos"
+    for clip in sorted(corpus.glob("*/clip00.mp4"))[:2]:
+        (videos / clip.parent.name).mkdir(parents=True)
+        shutil.copy(clip, videos / clip.parent.name / clip.name)
+    prep = tmp_path / "prep"
+    full = run_cli("extract", str(videos), "-o", str(prep), "-j", "1", "--no-morphable", check=False,
+                   preexec_fn=_small_files_only(200_000))
+    said = " ".join(full.stderr.split())  # rich wraps long lines
+    assert full.returncode == 1 and said.count("error:") == 1 and "Traceback" not in said, said
+    assert "error: File too large writing to" in said and "nothing was recorded against the videos" in said
+    assert not [r for r in PrepDir(prep).records() if r["status"] == "failed"]  # no video blamed
+    again = run_cli("extract", str(videos), "-o", str(prep), "-j", "1", "--no-morphable")
+    assert [r["status"] for r in PrepDir(prep).records()] == ["ok", "ok"] and "error" not in again.stderr
+
+
+def test_a_second_run_on_a_folder_in_use_refuses_naming_the_first(corpus, tmp_path):
+    from avprep.pipeline.faults import holding
+
+    prep = tmp_path / "prep"
+    with holding(prep, "extract"):  # a run of this process holds the folder
+        second = run_cli("extract", str(corpus), "-o", str(prep), check=False)
+        shard = run_cli("shard", str(prep), "-o", str(prep), "--recipe", "wav2pix", check=False)
+    assert second.returncode == 1 and f"is being written by another extract (pid {os.getpid()}" in second.stderr
+    assert shard.returncode == 1 and "is being written by another extract" in shard.stderr
+    assert not (prep / "videos").exists()  # the second run touched nothing

@@ -3,6 +3,7 @@ resumably."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import os
@@ -16,6 +17,7 @@ from avprep.media.ffmpeg import MediaError
 from avprep.media.probe import probe
 from avprep.media.video import decode_frames
 from avprep.pipeline.config import SCHEMA_VERSION, ExtractConfig
+from avprep.pipeline.faults import EnvironmentFault, holding, output_fault
 from avprep.pipeline.inputs import VideoSource
 from avprep.pipeline.stages import AudioStage, Stage, VideoContext, VideoTimingStage
 from avprep.pipeline.store import PrepDir
@@ -156,9 +158,22 @@ def is_reusable(record: dict | None, source: VideoSource, config: ExtractConfig,
 def run_extract(sources: Iterable[VideoSource], prep_root: str | os.PathLike, config: ExtractConfig,
                 options: RunOptions = RunOptions(),
                 on_result: Callable[[dict, bool], None] | None = None) -> RunSummary:
-    """Extract every source into ``prep_root``; ``on_result(record, skipped)`` is called as each video ends."""
+    """Extract every source into ``prep_root``; ``on_result(record, skipped)`` is called as each video ends.
+
+    One run at a time per prep folder (``FolderBusy`` names the other). When a video fails in a way the machine
+    may cause (an internal error, a lost worker) and the folder then cannot take a 1 MiB write, the run stops with
+    ``EnvironmentFault``: the videos that failed that way are forgotten, not recorded as failed, so a plain rerun
+    does them; finished ones are kept."""
+    with holding(prep_root, "extract"):
+        return _run_extract(sources, PrepDir(prep_root), config, options, on_result)
+
+
+MACHINE_KINDS = ("internal error", "worker crashed")  # failures a full disk or a vanished folder can also cause
+
+
+def _run_extract(sources: Iterable[VideoSource], prep: PrepDir, config: ExtractConfig, options: RunOptions,
+                 on_result: Callable[[dict, bool], None] | None) -> RunSummary:
     started = time.monotonic()
-    prep = PrepDir(prep_root)
     prep.remove_partials()
     summary = RunSummary()
     todo = []
@@ -173,16 +188,42 @@ def run_extract(sources: Iterable[VideoSource], prep_root: str | os.PathLike, co
         else:
             todo.append(source)
     last_manifest = time.monotonic()
-    for record in _parallel_map(todo, str(prep.root), config, options):
-        _count(summary, record, processed=True)
-        if on_result:
-            on_result(record, False)
-        if time.monotonic() - last_manifest > options.manifest_every_s:
-            prep.write_manifest()
-            last_manifest = time.monotonic()
-    summary.manifest = prep.write_manifest()
+    try:
+        for record in _parallel_map(todo, str(prep.root), config, options):
+            if record["status"] == "failed" and record.get("error_kind") in MACHINE_KINDS:
+                _stop_on_output_fault(prep, todo)
+            _count(summary, record, processed=True)
+            if on_result:
+                on_result(record, False)
+            if time.monotonic() - last_manifest > options.manifest_every_s:
+                prep.write_manifest()
+                last_manifest = time.monotonic()
+        summary.manifest = prep.write_manifest()
+    except OSError:  # writing a record or the manifest here: the folder's fault, said as such, or a bug
+        _stop_on_output_fault(prep, todo)
+        raise
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def _stop_on_output_fault(prep: PrepDir, todo: list[VideoSource]) -> None:
+    """Raise ``EnvironmentFault`` when the prep folder cannot take a write, after forgetting the failures it may
+    have caused."""
+    fault = output_fault(prep.root)
+    if fault is not None:
+        _forget_machine_failures(prep, todo)
+        raise EnvironmentFault(f"{fault}: nothing was recorded against the videos; free space (or fix the folder) "
+                               "and run again: finished videos are kept, the rest are done then")
+
+
+def _forget_machine_failures(prep: PrepDir, todo: list[VideoSource]) -> None:
+    """This run's videos that failed as a machine fault can make them fail: not their fault, so not recorded."""
+    for source in todo:
+        record = prep.read_record(source.video_id)
+        if record is not None and record["status"] == "failed" and record.get("error_kind") in MACHINE_KINDS:
+            prep.forget(source.video_id)
+    with contextlib.suppress(OSError):  # the manifest too may not fit; the rerun writes it
+        prep.write_manifest()
 
 
 def _count(summary: RunSummary, record: dict, processed: bool) -> None:

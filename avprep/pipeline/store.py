@@ -76,6 +76,10 @@ class PrepDir:
         else:
             os.replace(workdir, final)
 
+    def forget(self, video_id: str) -> None:
+        """Remove a video's folder and record: a rerun does it again."""
+        shutil.rmtree(self.video_dir(video_id), ignore_errors=True)
+
     def update_metadata(self, record: dict, metadata: dict) -> dict:
         """A done video's record with new speaker, label, split or attributes (a new --meta or --layout), rewritten
         in place without redoing the video."""

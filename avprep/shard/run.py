@@ -12,6 +12,7 @@ import joblib
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from avprep.pipeline.faults import EnvironmentFault, holding, output_fault
 from avprep.pipeline.store import PrepDir, write_text_atomic
 from avprep.shard.plan import SampleRef, plan_samples, sample_rate_of
 from avprep.shard.recipe import Recipe, RecipeError
@@ -34,7 +35,23 @@ class ShardSummary:
 def run_shard(prep: str | Path, out: str | Path, recipe: Recipe, *, max_count: int = 1000,
               max_size: int | None = None, jobs: int = 1, backend: str = "loky", scheduler: str | None = None,
               force: bool = False) -> ShardSummary:
+    """Shard ``prep`` into ``out`` with ``recipe``: one run at a time per folder (``FolderBusy`` names the
+    other); a folder that cannot take the writes stops the run with ``EnvironmentFault`` (complete shards are
+    kept, a rerun writes the rest)."""
     prep, out = Path(prep), Path(out)
+    with holding(out, "shard"):
+        try:
+            return _run_shard(prep, out, recipe, max_count, max_size, jobs, backend, scheduler, force)
+        except OSError:
+            fault = output_fault(out)
+            if fault is not None:
+                raise EnvironmentFault(f"{fault}: the complete shards are kept; free space (or fix the folder) and "
+                                       "run again to write the rest") from None
+            raise
+
+
+def _run_shard(prep: Path, out: Path, recipe: Recipe, max_count: int, max_size: int | None, jobs: int,
+               backend: str, scheduler: str | None, force: bool) -> ShardSummary:
     left_out: list[str] = []
     samples, speakers, labels = plan_samples(prep, recipe, left_out)
     sampled = {s.video_id for s in samples}
