@@ -35,9 +35,12 @@ from avmodels.metrics import (
     speaker_identification,
 )
 from avmodels.pictures import area_resized, from_uint8, to_uint8
+from avmodels.progress import tracked
+from avprep.shard.folder import ShardDir
 
 EMBEDDING = 128
 GALLERY = 5000  # real training faces kept for the speaker probe and the identity gallery, at most
+EVAL_BATCH = 32  # faces generated at once in evaluation
 ENCODER_CHANNELS = (1, 16, 32, 128, 256, 512, 1024)
 
 
@@ -242,7 +245,9 @@ class Wav2Pix(Method):
     def _faces(self, nets, data, split: str, device, limit: int | None) -> tuple:
         """(real faces, generated faces, speaker indices) of a split, streamed."""
         real, fake, speakers = [], [], []
-        for batch in split_batches(data, split, self.view, device):
+        total = ShardDir(data).samples(split) if limit is None else min(limit, ShardDir(data).samples(split))
+        for batch in tracked(split_batches(data, split, self.view, device, batch_size=EVAL_BATCH),
+                             -(-total // EVAL_BATCH), f"generating {split}'s faces"):
             real.append(to_uint8(self._resize(batch["image"])))
             fake.append(to_uint8(self.generate(nets, batch["audio"])))
             speakers.append(batch["speaker"].cpu().numpy())
