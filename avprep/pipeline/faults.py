@@ -65,6 +65,10 @@ def holding(folder: str | os.PathLike, what: str):
         handle.write(json.dumps({"what": what, "pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
         handle.flush()
-        yield
+        try:
+            yield
+        finally:  # an empty lock file says no run holds it (a killed run's note is overwritten by the next)
+            handle.seek(0)
+            handle.truncate()
     finally:
         handle.close()  # releases the lock
