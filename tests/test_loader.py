@@ -179,7 +179,7 @@ def test_truncated_and_foreign_files_give_their_whole_samples_and_are_counted(sh
         dataset = make_dataset(str(tmp_path / name), get_method("davs").view, train=False)
         keys = [sample["key"] for sample in dataset]
         assert keys == whole[:len(keys)] and (len(keys) > 0) == (name == "cut.tar") and len(keys) < len(whole)
-        assert dataset.damaged.value == 1 and message in capfd.readouterr().err
+        assert dataset.skipped == 1 and message in capfd.readouterr().err
 
 
 def test_wav2pix_audio_is_a_peak_normalised_pre_emphasised_second(shards):
@@ -368,4 +368,4 @@ def test_a_png_that_will_not_decode_is_replaced_in_its_batch_by_the_worker(tmp_p
     dataset = make_dataset([str(tmp_path / "t.tar")], view, train=False)
     batches = list(make_loader(dataset, batch_size=4, num_workers=1))
     assert [batch["key"] for batch in batches] == [["s0", "s0", "s2", "s3"]]
-    assert torch.equal(batches[0]["image"][0], batches[0]["image"][1]) and dataset.damaged.value == 1
+    assert torch.equal(batches[0]["image"][0], batches[0]["image"][1]) and dataset.skipped == 1

@@ -16,7 +16,6 @@ import functools
 import io
 import itertools
 import json
-import multiprocessing
 import random
 import sys
 import zlib
@@ -101,7 +100,8 @@ class ShardStream(wds.DataPipeline):
         self.resampled, self.epoch_samples, self.train = resampled, epoch_samples, train
         self.rank, self.world_size, self.epoch = rank, world_size, -1
         self.resume_epoch, self.resume_batches, self.batch_size = -1, 0, 1
-        self.damaged = multiprocessing.Value("q", 0)  # samples skipped as undecodable, by every worker together
+        # samples skipped as undecodable: a slot per loader worker, in memory the workers share (no lock needed)
+        self.damaged = torch.zeros(WORKER_SLOTS, dtype=torch.int64).share_memory_()
         self.append(self._shards)
         self.append(self._read)
         if shuffle_buffer > 1:
@@ -114,6 +114,11 @@ class ShardStream(wds.DataPipeline):
     def __iter__(self):
         self.epoch += 1
         return super().__iter__()
+
+    @property
+    def skipped(self) -> int:
+        """Damaged samples skipped so far, by every worker."""
+        return int(self.damaged.sum())
 
     def resume(self, epoch: int, batches_done: int, batch_size: int) -> None:
         """Start at ``epoch`` after its first ``batches_done`` batches, as a loader of ``batch_size`` would.
@@ -211,10 +216,12 @@ DAMAGE = (ValueError, OSError, RuntimeError, EOFError)  # what bytes damaged in 
 # or IndexError is a bug and stops the run
 
 
-def skipped(counter, url: str | None, key: str | None, error: Exception) -> None:
-    """Count a damaged sample and say which, in one line (the loader goes on without it)."""
-    with counter.get_lock():
-        counter.value += 1
+WORKER_SLOTS = 64
+
+
+def skipped(counter: torch.Tensor, url: str | None, key: str | None, error: Exception) -> None:
+    """Count a damaged sample (in this worker's slot of ``counter``) and say which, in one line."""
+    counter[worker_position()[0] % len(counter)] += 1
     try:
         message = " ".join(str(error).split()) or type(error).__name__
     except Exception:  # noqa: BLE001 (libsndfile's errors can fail to say what they are)

@@ -218,7 +218,7 @@ def _batches(config: TrainConfig, method: Method, stage: StageSpec, shards: Shar
     while True:
         for batch in loader:
             position.batches_in_epoch += 1
-            position.damaged = counted + dataset.damaged.value
+            position.damaged = counted + dataset.skipped
             if position.damaged > config.max_bad_samples:
                 raise ValueError(f"{position.damaged} damaged samples skipped, more than train.max_bad_samples = "
                                  f"{config.max_bad_samples} (the warnings above name them): rebuild or re-copy "
