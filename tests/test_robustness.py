@@ -1,6 +1,7 @@
 """Extract never loses a valid video: short or late audio, too-short clips, crashed or hung workers, corrupt bytes."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -294,6 +295,17 @@ def test_a_full_disk_stops_extract_without_blaming_a_video_and_a_rerun_resumes(c
     assert not [r for r in PrepDir(prep).records() if r["status"] == "failed"]  # no video blamed
     again = run_cli("extract", str(videos), "-o", str(prep), "-j", "1", "--no-morphable")
     assert [r["status"] for r in PrepDir(prep).records()] == ["ok", "ok"] and "error" not in again.stderr
+
+
+def test_a_full_disk_stops_shard_keeping_its_complete_shards(prep, tmp_path):
+    shards = tmp_path / "shards"
+    full = run_cli("shard", str(prep), "-o", str(shards), "--recipe", "davs", "--max-count", "2", check=False,
+                   preexec_fn=_small_files_only(400_000))
+    said = " ".join(full.stderr.split())
+    assert full.returncode == 1 and "error: File too large writing to" in said and "Traceback" not in said, said
+    assert not list(shards.glob(".*.partial")) and not (shards / "dataset.json").exists()
+    run_cli("shard", str(prep), "-o", str(shards), "--recipe", "davs", "--max-count", "2")  # a plain rerun
+    assert json.loads((shards / "dataset.json").read_text())["splits"]["train"]["samples"] > 0
 
 
 def test_a_second_run_on_a_folder_in_use_refuses_naming_the_first(corpus, tmp_path):
