@@ -337,6 +337,7 @@ def test_a_damaged_sample_is_skipped_and_its_place_taken_by_its_neighbour(tmp_pa
     assert dataset.skipped == 5 and all(f" {key}: " in warned for key in damaged)
 
 
+@pytest.mark.slow  # two training runs in subprocesses; the loader-level tests above are in the default run
 def test_a_damaged_sample_costs_only_itself_and_says_which(tmp_path):
     """A flipped JPEG header, a cut FLAC, broken JSON and NPY members and a tar cut short: training goes on, each
     damaged sample named in one warning, counted in the summary; past train.max_bad_samples it stops, saying so.

@@ -281,6 +281,7 @@ def _small_files_only(limit: int):
     return apply
 
 
+@pytest.mark.slow  # runs extract or shard twice in subprocesses
 def test_a_full_disk_stops_extract_without_blaming_a_video_and_a_rerun_resumes(corpus, tmp_path):
     videos = tmp_path / "videos"
     for clip in sorted(corpus.glob("*/clip00.mp4"))[:2]:
@@ -297,6 +298,7 @@ def test_a_full_disk_stops_extract_without_blaming_a_video_and_a_rerun_resumes(c
     assert [r["status"] for r in PrepDir(prep).records()] == ["ok", "ok"] and "error" not in again.stderr
 
 
+@pytest.mark.slow  # runs extract or shard twice in subprocesses
 def test_a_full_disk_stops_shard_keeping_its_complete_shards(prep, tmp_path):
     shards = tmp_path / "shards"
     full = run_cli("shard", str(prep), "-o", str(shards), "--recipe", "davs", "--max-count", "2", check=False,
