@@ -223,7 +223,7 @@ def test_shards_at_a_url_train_as_a_local_folder_does(shards, tmp_path):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         result = avmodels_here("train", "-m", "toy", "--recipe", str(TOY_RECIPE), "-d", url, "-o",
-                               str(tmp_path / "remote"), "--set", "train.num_workers=1")
+                               str(tmp_path / "remote"))  # the toy recipe's num_workers = 0: read here
         assert result.exit_code == 0, result.output
         assert checkpoints.load(tmp_path / "remote" / "checkpoint.pt")["step"] == 6
         missing = avmodels_here("train", "-m", "toy", "--recipe", str(TOY_RECIPE), "-d", url + "elsewhere/")
