@@ -187,6 +187,7 @@ def test_a_killed_run_resumes_to_exactly_the_outputs_of_a_clean_run(corpus, cata
     assert snapshot(killed) == snapshot(clean)
 
 
+@pytest.mark.slow  # a local Dask cluster started for one extract
 def test_dask_backend_on_a_local_cluster(corpus, tmp_path):
     from dask.distributed import LocalCluster
 
@@ -198,6 +199,7 @@ def test_dask_backend_on_a_local_cluster(corpus, tmp_path):
     assert len(PrepDir(tmp_path).records()) == len(sources)
 
 
+@pytest.mark.slow  # a long 720p video extracted while its memory is sampled
 def test_memory_stays_bounded_on_a_long_720p_video(tmp_path):
     long_video = tmp_path / "long.mp4"
     seconds = 60  # 1500 frames of 1280x720: 4.1 GB of decoded pixels
