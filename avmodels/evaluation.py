@@ -31,11 +31,11 @@ def split_samples(data, split: str, view, device, limit: int | None,
                   batch_size: int = 8) -> Iterator[tuple[dict, int]]:
     """Each sample of ``split`` as (its batch, its index in the batch), at most ``limit``, with a progress bar: a
     method computes what a whole batch needs at index 0. Raises ValueError when the split has no samples."""
-    total = ShardDir(data).samples(split)
-    total = total if limit is None else min(total, limit)
+    shards = ShardDir(data)  # dataset.json read once: the split's size and its tars
+    total = shards.samples(split) if limit is None else min(shards.samples(split), limit)
     seen = 0
-    for batch, i in tracked(_indexed(split_batches(data, split, view, device, batch_size=batch_size)), total,
-                            f"evaluating {split}"):
+    for batch, i in tracked(_indexed(split_batches(shards.urls(split), None, view, device, batch_size=batch_size)),
+                            total, f"evaluating {split}"):
         yield batch, i
         seen += 1
         if limit is not None and seen >= limit:

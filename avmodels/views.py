@@ -80,14 +80,15 @@ class EncodedImages:
 
     def __init__(self, encoded: list[bytes], single: bool):
         self.encoded, self.single = encoded, single
-        sizes = {image_size(data) for data in encoded}  # headers read now: a damaged one fails in the view
+        sizes = {image_size(data) for data in encoded}  # headers read once, now: a damaged one fails in the view
         if len(sizes) > 1:
             raise ValueError(f"images of sizes {sorted(sizes)} in one clip: its images differ in size")
+        [self.size] = sizes
 
     @property
     def storage_shape(self) -> tuple[int, ...]:
-        """The shape in memory, (N x) H x W x 3: the first image's size, read from its header."""
-        size = (*image_size(self.encoded[0]), 3)
+        """The shape in memory, (N x) H x W x 3: the images' one size."""
+        size = (*self.size, 3)
         return size if self.single else (len(self.encoded), *size)
 
     def decode(self) -> torch.Tensor:

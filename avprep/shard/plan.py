@@ -133,8 +133,9 @@ def _windows(folder: Path, record: dict, recipe: Recipe, left_out: list[str] | N
         moved = np.arange(len(track)) + int(round(recipe.audio_shift_s(record) * record["fps"]))
         inside = (moved >= 0) & (moved < len(track))
         passes &= inside & has_audio[np.clip(moved, 0, len(track) - 1)]
-    if sample_rate_of(record, recipe) != record["fps"]:  # windows of the frames nearest the recipe's frame times
-        at_rate = source_frames(record, recipe, 0, frame_count_at(record, sample_rate_of(record, recipe)))
+    rate = sample_rate_of(record, recipe)
+    if rate != record["fps"]:  # windows of the frames nearest the recipe's frame times
+        at_rate = nearest_frames(record, rate, 0, frame_count_at(record, rate))
         track, passes = track[at_rate], passes[at_rate]
     if recipe.window == "centre":
         first = (len(track) - recipe.clip_frames) // 2 + recipe.window_offset
@@ -142,7 +143,7 @@ def _windows(folder: Path, record: dict, recipe: Recipe, left_out: list[str] | N
         if first >= 0 and clip.stop <= len(track) and passes[clip].all() and len(set(track[clip])) == 1:
             yield record["video_id"], int(track[first]), first
         return
-    stride = max(1, round(recipe.stride_s * sample_rate_of(record, recipe)))
+    stride = max(1, round(recipe.stride_s * rate))
     start = 0
     while start < len(track):
         if not passes[start]:

@@ -86,7 +86,7 @@ class _Command:
         self.command = command
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, bufsize=1 << 20)
 
-    def read(self, size: int) -> bytes:
+    def read(self, size: int = -1) -> bytes:
         return self.process.stdout.read(size)
 
     def __enter__(self):
@@ -107,7 +107,7 @@ class _ReadAhead:
     def __init__(self, stream, window: int = 32 << 20):
         self.stream, self.window, self.position, self.fetched = stream, window, 0, 0
 
-    def read(self, size: int) -> bytes:
+    def read(self, size: int = -1) -> bytes:
         if self.position + self.window // 2 >= self.fetched:
             os.posix_fadvise(self.stream.fileno(), self.fetched, self.window, os.POSIX_FADV_WILLNEED)
             self.fetched += self.window

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import nn
 
+from avmodels.initialisation import dcgan_normal
+
 PCA_COMPONENTS = 6
 LANDMARKS = 136  # 68 points, x and y
 
@@ -67,14 +69,7 @@ def official_init(net: nn.Module) -> nn.Module:
     the discriminator): N(0, 0.02) weights and zero biases for every convolution, transposed convolution and
     dense layer, N(1, 0.02) scales for batch norm; LSTMs keep PyTorch's, and the ConvGRU its library's uniform
     +-1/sqrt(hidden) (``convolutional_rnn``'s ``reset_parameters``: its weights are not named ``weight``)."""
-    for module in net.modules():
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(module.weight, 0.0, 0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.normal_(module.weight, 1.0, 0.02)
-            nn.init.zeros_(module.bias)
+    dcgan_normal(net, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
     for module in net.modules():
         if isinstance(module, ConvGRU):
             bound = 1 / math.sqrt(module.hidden)

@@ -39,26 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avmodels.initialisation import dcgan_normal
+
 WORDS = 500
 EMBEDDING = 256
 
 
 def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
-
-
-def weights_init(net: nn.Module) -> nn.Module:
-    """The official ``networks.weights_init`` (the sequence and identity discriminators): N(0, 0.02) convolutions
-    with zero biases, N(1, 0.02) batch-norm scales; dense layers keep PyTorch's."""
-    for module in net.modules():
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(module.weight, 0.0, 0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.normal_(module.weight, 1.0, 0.02)
-            nn.init.zeros_(module.bias)
-    return net
 
 
 class MaxFeatureMap(nn.Module):
@@ -278,7 +266,7 @@ class IdentityDiscriminator(nn.Module):
         self.fc = nn.Linear(1024, 128)
         self.dropout = nn.Dropout(0.5)
         self.fc2 = nn.Linear(128 * frames, words)
-        weights_init(self)
+        dcgan_normal(self)  # the official networks.weights_init
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         per_frame = self.fc(F.relu(self.conv(features.reshape(-1, self.channels, 64, 64))).flatten(1))
@@ -307,7 +295,7 @@ class SequenceDiscriminator(nn.Module):
             nn.Conv2d(128, 256, 3, 1, 0, bias=False), bn(256),
             nn.Conv2d(256, 256, 2, 1, bias=False), bn(256))
         self.fc, self.fc2 = nn.Linear(256 + c512, 512), nn.Linear(512, 1)
-        weights_init(self)
+        dcgan_normal(self)  # the official networks.weights_init
 
     def forward(self, frames: torch.Tensor, mfcc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``frames`` (B, 3 x frames, 256, 256) and ``mfcc`` (B, frames, 20, 12) -> (patch logits, sync logit)."""

@@ -245,8 +245,9 @@ class Wav2Pix(Method):
     def _faces(self, nets, data, split: str, device, limit: int | None) -> tuple:
         """(real faces, generated faces, speaker indices) of a split, streamed."""
         real, fake, speakers = [], [], []
-        total = ShardDir(data).samples(split) if limit is None else min(limit, ShardDir(data).samples(split))
-        for batch in tracked(split_batches(data, split, self.view, device, batch_size=EVAL_BATCH),
+        shards = ShardDir(data)
+        total = shards.samples(split) if limit is None else min(limit, shards.samples(split))
+        for batch in tracked(split_batches(shards.urls(split), None, self.view, device, batch_size=EVAL_BATCH),
                              -(-total // EVAL_BATCH), f"generating {split}'s faces"):
             real.append(to_uint8(self._resize(batch["image"])))
             fake.append(to_uint8(self.generate(nets, batch["audio"])))
