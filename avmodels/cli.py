@@ -192,12 +192,22 @@ def evaluate(
     for name, real, fake, sound in result.videos:
         write_talking_video(out.with_suffix("") / f"{name}.mp4", side_by_side(real, fake), sound,
                             checkpoints.frame_rate(saved))
-    table = Table("metric", "value")
-    for name, value in metrics.items():
-        if not isinstance(value, dict):  # descriptions ("protocols") stay in the JSON
-            table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
-    console.print(table)
+    console.print(_measures_table(metrics, trained.main_measures))
     console.print(f"-> {out}, {out.with_suffix('.png')}", highlight=False)
+
+
+def _measures_table(metrics: dict, main: dict) -> Table:
+    """One row per measure: generated, the trivial baseline, the real data; the main measures in bold with which
+    way is better. Descriptions ("protocols", "baselines") stay in the JSON."""
+    shown = lambda value: f"{value:.4f}" if isinstance(value, float) else "" if value is None else str(value)
+    table = Table("measure", "generated", "baseline", "real")
+    for name, value in metrics.items():
+        beside = name.endswith(("_baseline", "_real")) and name.rsplit("_", 1)[0] in metrics
+        if isinstance(value, dict) or beside:
+            continue
+        label = f"[bold]{name}[/] ({main[name]} is better)" if name in main else name
+        table.add_row(label, shown(value), shown(metrics.get(f"{name}_baseline")), shown(metrics.get(f"{name}_real")))
+    return table
 
 
 @app.command()
@@ -216,6 +226,8 @@ def quickstart(
     """
     import pyarrow.parquet as pq
 
+    from avmodels.evaluation import headline
+    from avmodels.methods import get_method
     from avprep.shard.recipe import RecipeError, read_recipe
 
     try:
@@ -249,6 +261,9 @@ def quickstart(
     for split, written in evaluations:
         _run_step(("avmodels", "eval", "--method", method, "--data", str(shards), *checkpoint, "--limit", "16",
                    "--split", split, "--out", str(out / written)))
+    main = get_method(method).main_measures
+    for split, written in evaluations:
+        console.print(f"{split}: {headline(json.loads((out / written).read_text()), main)}", highlight=False)
     metrics = ", ".join(f"{out / written} ({split})" for split, written in evaluations)
     videos = f"; videos: {out / 'eval'}/" if (out / "eval").is_dir() else ""
     console.print(f"\n[bold green]done[/]: {fill([table['says']])[0]}\n"

@@ -18,7 +18,8 @@ from avprep.shard.folder import ShardDir
 
 @dataclasses.dataclass
 class Evaluation:
-    """``metrics`` (name -> value, each measure beside its ``*_real`` ceiling), picture ``rows`` (N x 3 x H x W
+    """``metrics`` (name -> value, each measure beside its ``*_real`` ceiling and its ``*_baseline`` floor, with
+    ``"baselines"``: each baseline -> what it is, and ``"protocols"``), picture ``rows`` (N x 3 x H x W
     in [-1, 1], real above generated) and, for video methods, ``videos``: (name, real frames, generated frames,
     audio) clips that eval writes as side-by-side MP4s with sound."""
 
@@ -67,12 +68,38 @@ class Measures:
             self.add(f"{name}_abs_offset_frames", abs(offset))
             self.add(f"{name}_confidence", confidence)
 
-    def metrics(self, split: str, **extra) -> dict:
-        """Each measure's mean over the samples it could be taken on; NaN where none (say, dlib found no face)."""
+    def metrics(self, split: str, baselines: dict[str, str], **extra) -> dict:
+        """Each measure's mean over the samples it could be taken on; NaN where none (say, dlib found no face);
+        ``baselines``: ``described_baselines``' descriptions."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # the mean of nothing: NaN, as said
             means = {name: float(np.nanmean(values)) for name, values in sorted(self.values.items())}
-        return {"split": split, "samples": self.samples, **extra, **means}
+        return described_baselines({"split": split, "samples": self.samples, **extra, **means}, baselines)
+
+
+def described_baselines(metrics: dict, descriptions: dict[str, str]) -> dict:
+    """``metrics`` with ``"baselines"``: each ``*_baseline`` measure -> what the floor is, the description of the
+    longest prefix in ``descriptions`` it starts with ("" matches every name)."""
+    named = {}
+    for name in metrics:
+        if name.endswith("_baseline"):
+            prefixes = [prefix for prefix in descriptions if name.startswith(prefix)]
+            if not prefixes:
+                raise ValueError(f"{name}: a baseline without a description")
+            named[name] = descriptions[max(prefixes, key=len)]
+    return {**metrics, "baselines": named}
+
+
+def headline(metrics: dict, names) -> str:
+    """``name generated (baseline B, real R)`` for each of ``names`` metrics has, joined by "; ": the line a
+    quick start and the learning benchmark print."""
+    parts = []
+    for name in names:
+        if name in metrics:
+            beside = [f"{kind} {metrics[f'{name}_{kind}']:.3g}" for kind in ("baseline", "real")
+                      if isinstance(metrics.get(f"{name}_{kind}"), float)]
+            parts.append(f"{name} {metrics[name]:.3g}" + (f" ({', '.join(beside)})" if beside else ""))
+    return "; ".join(parts)
 
 
 def same_speaker_pairs(speakers: np.ndarray) -> np.ndarray:

@@ -52,6 +52,17 @@ def avmodels_here(*args: str):
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 
 
+def assert_beside_baselines(scores: dict, method: str) -> None:
+    """The eval JSON ``scores`` puts each of the method's main measures beside its baseline, and describes every
+    ``*_baseline`` it reports (and nothing else) in ``"baselines"``."""
+    from avmodels.methods import get_method
+
+    for name in get_method(method).main_measures:
+        assert isinstance(scores[name], float) and isinstance(scores[f"{name}_baseline"], float), name
+    reported = {name for name in scores if name.endswith("_baseline")}
+    assert set(scores["baselines"]) == reported and all(scores["baselines"].values())
+
+
 def run_ffmpeg(*args: str) -> None:
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", *args], check=True)
 

@@ -10,7 +10,7 @@ import pytest
 import skimage.data
 import soundfile
 import torch
-from support import avmodels_here
+from support import assert_beside_baselines, avmodels_here
 
 from avmodels.data import split_batches
 from avmodels.methods import get_method
@@ -225,5 +225,8 @@ def test_sample_writes_a_talking_mp4_as_long_as_the_speech_and_eval_its_measures
     for name in ("ssim", "cpbd", "cpbd_real", "ssim_from_true_landmarks", "sync_real_confidence"):
         assert 0 <= scores[name] <= 1, name
     assert scores["samples"] == 2 and len(list((tmp_path / "eval").glob("*.mp4"))) == 2
+    assert_beside_baselines(scores, "atvgnet")  # the example frame held still
+    assert scores["lmd_baseline"] == scores["lmd_from_true_landmarks_baseline"] and scores["lmd_baseline"] >= 0
+    assert 0 < scores["psnr_baseline"] and 0 <= scores["ssim_baseline"] <= 1
 
 

@@ -16,7 +16,7 @@ import pytest
 import skimage.data
 import torch
 import torch.nn.functional as F
-from support import avmodels_here, run_avmodels, torchvision_shaped_vgg19
+from support import assert_beside_baselines, avmodels_here, run_avmodels, torchvision_shaped_vgg19
 
 from avmodels import checkpoints
 from avmodels.evaluation import training_faces
@@ -471,12 +471,13 @@ def test_eval_reports_identity_psnr_and_ssim_beside_e_l_alone_and_bicubic(traine
                           "-o", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     scores = json.loads((tmp_path / "eval.json").read_text())
-    assert "*_bicubic" in scores["protocols"]  # which protocol each number follows (review #6)
+    assert "*_lr_only" in scores["protocols"]  # which protocol each number follows (review #6)
+    assert_beside_baselines(scores, "ear_sr")  # bicubic upsampling
     assert scores["identity_accuracy_real"] == 1.0  # the real faces name their own speaker
-    for suffix in ("", "_lr_only", "_bicubic"):
+    for suffix in ("", "_lr_only", "_baseline"):
         assert 0 <= scores["identity_accuracy" + suffix] <= 1 and 0 < scores["psnr" + suffix] < 100
         assert -1 <= scores["ssim" + suffix] <= 1
-    assert scores["psnr_bicubic"] > scores["psnr"]  # a few steps of training: bicubic is still closer
+    assert scores["psnr_baseline"] > scores["psnr"]  # a few steps of training: bicubic is still closer
     picture = cv2.imread(str(tmp_path / "eval.png"))
     assert picture.shape[0] == 7 * 128 + 6 * 2  # real, 8 x 8, bicubic, E_l, fused, mixed voices, the voices' faces
     assert scores["set"] == "open" and scores["identity_gallery_faces"] == scores["samples"]
@@ -502,6 +503,6 @@ def test_eval_probes_gender_and_age_where_the_meta_csv_gave_them(corpus, trained
                           "--limit", "8", "-o", str(tmp_path / "eval.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     scores = json.loads((tmp_path / "eval.json").read_text())
-    for suffix in ("_real", "", "_lr_only", "_bicubic"):
+    for suffix in ("_real", "", "_lr_only", "_baseline"):
         assert 0 <= scores["gender_accuracy" + suffix] <= 1
     assert not any(name.startswith("age_") for name in scores)  # no age column: no age probe

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import skimage.data
 import torch
-from support import run_avmodels, torchvision_shaped_vgg19
+from support import assert_beside_baselines, run_avmodels, torchvision_shaped_vgg19
 
 from avmodels import checkpoints
 from avmodels.data import split_batches
@@ -267,7 +267,7 @@ def trained_on_faces(shards, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow  # meshes, fits and MP4s per clip; the quick start evaluates too
-def test_eval_scores_self_reenactment_beside_the_still_reference_and_writes_videos(trained_on_faces, shards,
+def test_eval_scores_self_reenactment_beside_the_reference_held_still_and_writes_videos(trained_on_faces, shards,
                                                                                     tmp_path):
     trained = trained_on_faces
     result = run_avmodels("eval", "-m", "headgan", "-d", str(shards), "-c", str(trained / "checkpoint.pt"),
@@ -275,10 +275,11 @@ def test_eval_scores_self_reenactment_beside_the_still_reference_and_writes_vide
     assert result.returncode == 0, result.stdout + result.stderr
     scores = json.loads((tmp_path / "eval.json").read_text())
     assert "akd" in scores["protocols"]  # which protocol each number follows (review #6)
-    for suffix in ("", "_still"):
+    for suffix in ("", "_baseline"):
         assert 0 < scores["l1" + suffix] < 255 and 0 < scores["psnr" + suffix] < 100
         assert 0 <= scores["ssim" + suffix] <= 1 and scores["akd" + suffix] >= 0 and scores["aed" + suffix] >= 0
-    assert scores["l1_still"] < scores["l1"]  # two steps of training: the still reference is still closer
+    assert scores["l1_baseline"] < scores["l1"]  # two steps of training: the still reference is still closer
+    assert_beside_baselines(scores, "headgan")
     assert 0.9 < scores["identity_similarity_real"] <= 1
     assert scores["samples"] == 3
     videos = {path.name for path in (tmp_path / "eval").glob("*.mp4")}

@@ -9,7 +9,7 @@ import cv2
 import pytest
 import soundfile
 import torch
-from support import avmodels_here
+from support import assert_beside_baselines, avmodels_here
 
 from avmodels.data import split_batches
 from avmodels.methods.wav2pix import Wav2Pix
@@ -113,3 +113,8 @@ def test_sample_and_eval_write_their_files(shards, prep, trained_for, tmp_path):
     assert scores["face_detectability_real"] >= 0.9 and scores["dlib_detectability_real"] >= 0.9
     assert scores["identity_similarity_real"] > 0.85 and scores["identity_accuracy_real"] >= 0.6
     assert scores["samples"] == 3 and (tmp_path / "eval.png").is_file()
+    assert_beside_baselines(scores, "wav2pix")  # the mean training face; the commonest speaker for identity
+    assert scores["speakers_in_split"] == 2 and scores["identity_accuracy_baseline"] == pytest.approx(2 / 3)  # 2 of 3
+    assert 0 < scores["l1_baseline"] < 2 and -1 <= scores["identity_similarity_baseline"] <= 1
+    assert "baseline" in result.output and "identity_accuracy (higher is better)" in result.output  # the table
+

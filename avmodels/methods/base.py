@@ -44,6 +44,8 @@ class Method:
     drivers: ClassVar[tuple[str, ...]] = ()  # of these the user gives one (DAVS: audio or driving)
     outputs: ClassVar[tuple[str, ...]] = ()  # image (a PNG grid) and/or video (an MP4 with sound)
     sample_options: ClassVar[dict[str, tuple[Any, str]]] = {}  # `sample --NAME VALUE`: name -> (default, help)
+    main_measures: ClassVar[dict[str, str]] = {}  # eval's measures that say whether it learnt -> "higher" or
+    # "lower" (which is better); each beside its ``*_baseline`` and ``*_real``
     driving_asr: ClassVar[str | None] = None  # the recogniser a --driving video's speech is transcribed with
 
     networks: dict[str, nn.Module]  # trained and checkpointed; the recipe's optimisers name them

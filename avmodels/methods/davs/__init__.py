@@ -70,6 +70,7 @@ class DAVS(Method):
     inputs = ("reference",)
     drivers = ("audio", "driving")  # one of them: audio-driven, or video-driven (lips from the driving video)
     outputs = ("video",)
+    main_measures = {"word_accuracy_audio": "higher", "word_accuracy_visual": "higher", "lmd": "lower"}
 
     def __init__(self, model: dict, dataset: dict):
         words = len(dataset.get("labels") or [])
@@ -251,8 +252,8 @@ class DAVS(Method):
         official ``evaluation.py``); and whole clips made from the first frame, audio- and video-driven (no
         test-time fine-tuning), against the real frames after it (frame 0 is the reference itself): SSIM, PSNR,
         LMD (dlib's mouth points), identity similarity (dlib descriptors, against the reference frame; real frames
-        beside) and the sync of lips and audio (real clips beside); SSIM, PSNR and LMD of the reference held still
-        (``*_baseline``)."""
+        beside) and the sync of lips and audio (real clips beside). Floors (``*_baseline``): the reference held
+        still for SSIM, PSNR and LMD; chance for word accuracy and retrieval."""
         measures, rows, videos, embedded = Measures(), [], [], {"audio": [], "visual": []}
         for batch, i in split_samples(data, split, self.view, device, limit):
             if i == 0:
@@ -270,14 +271,15 @@ class DAVS(Method):
             from_video = self.talk(nets, frames[i, :1], self.video_embeddings(nets, frames[i]))
             real_points, first = landmarks68(real[1:]), np.repeat(real[:1], len(real) - 1, 0)
             measures.add("identity_similarity_real", identity_similarity(real[1:], first))
-            measures.add("ssim_baseline", ssim(real[1:], first))  # the floor: the reference held still
-            measures.add("psnr_baseline", psnr(real[1:], first))
-            measures.add("lmd_baseline", lmd(real_points, np.repeat(landmarks68(real[:1]), len(first), 0)))
+            baseline = {"ssim": ssim(real[1:], first), "psnr": psnr(real[1:], first),  # the reference held still
+                        "lmd": lmd(real_points, np.repeat(landmarks68(real[:1]), len(first), 0))}
             for suffix, made in (("", from_audio), ("_from_video", from_video)):
                 fake = to_uint8(made[1:] * 2 - 1)
-                measures.add("ssim" + suffix, ssim(real[1:], fake))
-                measures.add("psnr" + suffix, psnr(real[1:], fake))
-                measures.add("lmd" + suffix, lmd(real_points, landmarks68(fake)))
+                scores = {"ssim": ssim(real[1:], fake), "psnr": psnr(real[1:], fake),
+                          "lmd": lmd(real_points, landmarks68(fake))}
+                for name, value in scores.items():
+                    measures.add(name + suffix, value)
+                    measures.add(f"{name}{suffix}_baseline", baseline[name])
                 measures.add("identity_similarity" + suffix, identity_similarity(fake, first))
             if "audio" in batch:
                 audio, fps = batch["audio"][i].cpu().numpy(), float(batch["fps"][i])
@@ -293,15 +295,18 @@ class DAVS(Method):
                                                                 "12 x 256 word embeddings; R@k in percent",
                      "ssim": "ATVGnet's: colour, resized to 256 px; frames 1-24 (frame 0 is the reference)",
                      "psnr": "true PSNR of the colour frames 1-24", "lmd": "ATVGnet's release: 20 mouth distances "
-                                                                           "summed, dlib points at 256 px",
-                     "*_baseline": "the floor: the reference held still, scored the same way"}
-        metrics = measures.metrics(split, word_accuracy_chance=1 / self.words, protocols=protocols)
+                                                                           "summed, dlib points at 256 px"}
+        extra = {f"word_accuracy_{name}_baseline": 1 / self.words for name in ("audio", "visual", "both")}
         if embedded["audio"]:
             audio, visual = torch.stack(embedded["audio"]), torch.stack(embedded["visual"])
-            metrics.update(retrieval("video_from_audio", audio, visual))
-            metrics.update(retrieval("audio_from_video", visual, audio))
-            metrics.update(retrieval_chance(len(audio)))
-        return Evaluation(metrics, rows, videos)
+            for name, queries, targets in (("video_from_audio", audio, visual), ("audio_from_video", visual, audio)):
+                extra.update(retrieval(name, queries, targets))
+                extra.update({f"{measure}_baseline": value for measure, value in retrieval_chance(name, len(audio))})
+        baselines = {"": "the floor: the reference held still, scored the same way",
+                     "word_accuracy": "chance: 1 / the words the classifier names",
+                     "video_from_audio": "chance: a random ranking of the split's clips",
+                     "audio_from_video": "chance: a random ranking of the split's clips"}
+        return Evaluation(measures.metrics(split, baselines, **extra, protocols=protocols), rows, videos)
 
 
 def retrieval(name: str, queries: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -313,10 +318,10 @@ def retrieval(name: str, queries: torch.Tensor, targets: torch.Tensor) -> dict[s
     return {**scores, f"{name}_median_rank": float(np.floor(np.median(ranks.numpy())) + 1)}
 
 
-def retrieval_chance(count: int) -> dict[str, float]:
-    """Retrieval's floor among ``count`` clips: R@k = k / count, median rank (count + 1) / 2."""
-    return {**{f"retrieval_r{k}_chance": 100.0 * min(k, count) / count for k in (1, 5, 10)},
-            "retrieval_median_rank_chance": (count + 1) / 2}
+def retrieval_chance(name: str, count: int) -> list[tuple[str, float]]:
+    """Retrieval's floor among ``count`` clips, (measure, value): R@k = k / count, median rank (count + 1) / 2."""
+    return [*((f"{name}_r{k}", 100.0 * min(k, count) / count) for k in (1, 5, 10)),
+            (f"{name}_median_rank", (count + 1) / 2)]
 
 
 def _both(network: nn.Module, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

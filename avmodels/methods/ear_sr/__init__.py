@@ -84,6 +84,7 @@ class EarSR(Method):
     view = staticmethod(shard_view)
     inputs = ("lr",)  # and --audio, optional: without it only E_l's face is drawn
     outputs = ("image",)
+    main_measures = {"identity_accuracy": "higher", "identity_accuracy_lr_only": "higher"}
 
     def __init__(self, model: dict, dataset: dict):
         width = float(model.get("width", 1.0))

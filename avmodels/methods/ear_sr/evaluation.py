@@ -1,5 +1,5 @@
 """Ear-SR's evaluation: faces from the 8 x 8 inputs alone (``*_lr_only``: E_l), from the inputs and the speech (no
-suffix) and bicubic up-sampling (``*_bicubic``), against the real faces, by the paper's measures.
+suffix) and bicubic up-sampling (``*_baseline``, the floor), against the real faces, by the paper's measures.
 
 Identity is the paper's: the nearest speaker by dlib descriptors, on a closed-set split (speakers seen in
 training) among centroids of those speakers' training faces, on an open-set split among its own real faces'
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avmodels.evaluation import Evaluation, split_samples, training_faces
+from avmodels.evaluation import Evaluation, described_baselines, split_samples, training_faces
 from avmodels.methods.ear_sr.view import ATTRIBUTES
 from avmodels.metrics import identity_accuracy, identity_similarity, psnr, speaker_identification, ssim
 from avmodels.pictures import to_uint8
@@ -43,7 +43,7 @@ def evaluate(method, nets: dict, data, split: str, device, limit: int | None = N
         made["lr_only"].append(from_lr)
         made[""].append(fused)
     made = {name: torch.cat(parts) for name, parts in made.items()}
-    made["bicubic"] = F.interpolate(low, size=real.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
+    made["baseline"] = F.interpolate(low, size=real.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
     truth = to_uint8(real)
     closed = ShardDir(data).is_closed(split)
     if closed:  # speakers seen in training: named against their training faces
@@ -68,7 +68,7 @@ def evaluate(method, nets: dict, data, split: str, device, limit: int | None = N
     voices = other_speakers(speakers)
     with torch.no_grad():
         _, mixed = method.super_resolve(nets, low[:8], spectrograms[voices[:8]])
-    rows = [real[:8], F.interpolate(low[:8], size=real.shape[-2:], mode="nearest"), made["bicubic"][:8],
+    rows = [real[:8], F.interpolate(low[:8], size=real.shape[-2:], mode="nearest"), made["baseline"][:8],
             made["lr_only"][:8], made[""][:8], mixed, real[voices[:8]]]
     metrics["protocols"] = {
         "identity_accuracy": "the paper's identity measure as nearest speaker centroid of dlib descriptors (closed "
@@ -76,7 +76,10 @@ def evaluate(method, nets: dict, data, split: str, device, limit: int | None = N
                              "its own VoxCeleb2 classifier",
         "identity_similarity": "cosine of dlib descriptors against the sample's real face",
         "psnr": "true PSNR of the 128 px colour faces", "ssim": "ATVGnet's: colour, resized to 256 px",
-        "*_lr_only": "E_l alone, no audio", "*_bicubic": "the floor: bicubic upsampling of the 8 x 8 input"}
+        "*_lr_only": "E_l alone, no audio"}
+    for name in [name for name in metrics if name.endswith("_baseline")]:  # E_l alone has the same floor
+        metrics[name.replace("_baseline", "_lr_only_baseline")] = metrics[name]
+    metrics = described_baselines(metrics, {"": "the floor: bicubic upsampling of the 8 x 8 input"})
     return Evaluation(metrics, [row.float() for row in rows])
 
 

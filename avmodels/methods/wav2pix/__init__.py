@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from avmodels.data import split_batches
-from avmodels.evaluation import Evaluation, same_speaker_pairs, training_faces
+from avmodels.evaluation import Evaluation, described_baselines, same_speaker_pairs, training_faces
 from avmodels.methods.base import Method
 from avmodels.methods.wav2pix.view import AUDIO_SAMPLES, prepared_audio
 from avmodels.methods.wav2pix.view import view as shard_view
@@ -131,6 +131,7 @@ class Wav2Pix(Method):
     loss_terms = {"gan": ("adversarial", "feature_matching", "l1", "speaker")}
     view = staticmethod(shard_view)
     inputs = ("audio",)
+    main_measures = {"identity_accuracy": "higher", "speaker_id_accuracy": "higher"}
     outputs = ("image", "video")  # faces from 1 s windows (PNG), or a face for every frame (MP4 with the speech)
     sample_options = {"every": (1.0, "PNG: seconds between the starts of successive 1 s windows"),
                       "limit": (16, "PNG: at most this many faces")}
@@ -210,28 +211,39 @@ class Wav2Pix(Method):
 
     def evaluate(self, nets: dict[str, nn.Module], data, split: str, device, limit: int | None = None) -> Evaluation:
         """The paper's measures on ``split`` (definitions: ``avmodels.metrics``), each beside its value on the real
-        crops: dlib finding a face and its 68 landmarks (the paper's), the same with MediaPipe, speaker
-        identification by a probe trained on the real training crops, dlib-descriptor identity (similarity to the
-        real face of the same sample, and nearest-speaker accuracy against the real training faces), and L1.
-        The split is streamed; only the faces (uint8) are kept, at most ``limit`` of them."""
+        crops (``*_real``) and on a trivial answer (``*_baseline``): dlib finding a face and its 68 landmarks (the
+        paper's), the same with MediaPipe, speaker identification by a probe trained on the real training crops,
+        dlib-descriptor identity (similarity to the real face of the same sample, and nearest-speaker accuracy
+        against the real training faces), and L1. The baseline draws the mean training face for every sample; for
+        identity it names every face as the split's commonest speaker. The split is streamed; only the faces
+        (uint8) are kept, at most ``limit`` of them."""
         real, fake, speakers = self._faces(nets, data, split, device, limit)
         if not len(real):
             raise ValueError(f"{data}: the {split} split has no samples")
         train_real, train_speakers = training_faces(data, self.view, "image", limit=GALLERY, size=self.image_size)
+        mean_face = np.repeat(train_real.mean(0).round().astype(np.uint8)[None], len(real), 0)
         tests = {"generated": (fake, speakers), "real": (real, speakers)}
         identified = speaker_identification(train_real, train_speakers, tests, self.speakers)
         pairs = same_speaker_pairs(speakers)
-        metrics = {
-            "split": split, "samples": len(real), "speakers_in_split": int(len(set(speakers.tolist()))),
-            "dlib_detectability": dlib_detectability(fake), "dlib_detectability_real": dlib_detectability(real),
-            "face_detectability": face_detectability(fake), "face_detectability_real": face_detectability(real),
-            "speaker_id_accuracy": identified["generated"], "speaker_id_accuracy_real": identified["real"],
+        commonest = float(np.bincount(speakers).max() / len(speakers))  # the best single answer
+        metrics = {"split": split, "samples": len(real), "speakers_in_split": int(len(set(speakers.tolist())))}
+        for name, measure in (("dlib_detectability", dlib_detectability), ("face_detectability", face_detectability)):
+            metrics.update({name: measure(fake), f"{name}_baseline": measure(mean_face[:1]),
+                            f"{name}_real": measure(real)})
+        metrics.update({
+            "speaker_id_accuracy": identified["generated"], "speaker_id_accuracy_baseline": commonest,
+            "speaker_id_accuracy_real": identified["real"],
             "identity_similarity": identity_similarity(fake, real),
+            "identity_similarity_baseline": identity_similarity(mean_face, real),
             "identity_similarity_real": identity_similarity(real[pairs[:, 0]], real[pairs[:, 1]]),
             "identity_accuracy": identity_accuracy(fake, speakers, train_real, train_speakers),
+            "identity_accuracy_baseline": commonest,
             "identity_accuracy_real": identity_accuracy(real, speakers, train_real, train_speakers),
-            "l1": float(np.abs(fake.astype(np.float32) - real.astype(np.float32)).mean() / 127.5),
-        }
+            "l1": _l1(fake, real), "l1_baseline": _l1(mean_face, real)})
+        metrics = described_baselines(metrics, {
+            "": f"the mean of the real training faces (at most {GALLERY}), drawn for every sample",
+            "speaker_id": "the best single answer: the share of the split's commonest speaker",
+            "identity_accuracy": "the best single answer: the share of the split's commonest speaker"})
         metrics["protocols"] = {
             "dlib_detectability": "the paper's: share of faces where dlib's HOG detector finds a face and 68 points",
             "face_detectability": "the same with MediaPipe's face mesh (ours)",
@@ -263,3 +275,6 @@ class Wav2Pix(Method):
         return area_resized(images, self.image_size)
 
 
+def _l1(faces: np.ndarray, real: np.ndarray) -> float:
+    """Mean absolute difference of uint8 faces in [-1, 1] units."""
+    return float(np.abs(faces.astype(np.float32) - real.astype(np.float32)).mean() / 127.5)
