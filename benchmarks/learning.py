@@ -9,9 +9,9 @@ the steps of each stage, and the points of the curve; at most 30 minutes on 2 CP
 ``--prep``, the same configuration trains on a user's extracted corpus instead of the demo one.
 
 DIR keeps everything: ``videos/`` and ``prep/`` (the demo), ``shards/``, ``run/`` (the checkpoint, metrics.jsonl,
-training grids), ``curve.jsonl`` (one evaluation per point), ``eval.json`` / ``eval.png`` / ``eval/`` (the final
-evaluation, as ``avmodels eval`` writes it) and ``learning.md`` (the curve and the final table, also merged into
-``--results`` under the method's heading).
+training grids), ``curve.jsonl`` and ``curve/`` (one evaluation per point), ``eval.json`` / ``eval.png`` /
+``eval/`` (the last point's evaluation, as ``avmodels eval`` writes it) and ``learning.md`` (the curve and the
+final table, also merged into ``--results`` under the method's heading).
 """
 from __future__ import annotations
 
@@ -37,16 +37,43 @@ from avprep.synth.catalogue import make_demo_corpus, make_lrw_demo
 RESULTS = Path(__file__).parent / "results" / "learning.md"
 
 # corpus: ("demo", make_demo_corpus options) or ("lrw", make_lrw_demo options); extract: ExtractConfig fields;
-# shard / train: recipe overrides; steps: the stages' steps in order; points: evaluations along the run (the last
-# one at the end); split: the held-out split the curve and the final evaluation read; limit: its samples, at most.
+# shard / train: recipe overrides; steps: each stage's steps, in order; points: the overall steps evaluated along
+# the run (the last is the end); split: the held-out split the curve and the final evaluation read; limit: its
+# samples, at most.
 CONFIGS = {
-    "wav2pix": {
+    "wav2pix": {  # held-out videos of the training speakers (the paper's closed set)
         "corpus": ("demo", {"speakers": 7, "clips_per_speaker": 5, "seconds": 8.0}),
         "extract": {"morphable": False},
         "shard": [],
         "train": ["model.image_size=64", "train.batch_size=16"],
         "steps": {"gan": 1500},
-        "points": 5, "split": "test", "limit": 64,
+        "points": [300, 600, 900, 1200, 1500], "split": "test", "limit": 64,
+    },
+    "atvgnet": {  # unseen speakers (the recipe splits by speaker)
+        "corpus": ("demo", {"speakers": 7, "clips_per_speaker": 4, "seconds": 8.0}),
+        "extract": {"morphable": False},
+        "shard": [],
+        "train": ["model.image_size=64", "model.width=16", "train.stages.at_net.batch_size=16",
+                  "train.stages.vg_net.batch_size=8"],
+        "steps": {"at_net": 300, "vg_net": 600},
+        "points": [300, 450, 600, 750, 900], "split": "test", "limit": 24,
+    },
+    "davs": {  # LRW-shaped: every word said by 7 faces, the last face's clips the test split (an unseen speaker)
+        "corpus": ("lrw", {"words": 12, "speakers": 7}),
+        "extract": {"morphable": False},
+        "shard": ["split.by=dataset"],
+        "train": ["model.width=0.125", "train.batch_size=8"],
+        "start_stage": "word_pretrain",  # LRW has no speaker ids: no pid_pretrain, as the quick start
+        "steps": {"word_pretrain": 200, "disentangle": 30},
+        "points": [100, 200, 230], "split": "test", "limit": 12,
+    },
+    "headgan": {  # one-shot self-reenactment of unseen speakers, at 128 px (the recipe's 256 px: 4 times the time)
+        "corpus": ("demo", {"speakers": 7, "clips_per_speaker": 3, "seconds": 8.0}),
+        "extract": {"asr": "pocketsphinx"},
+        "shard": ["data.image_size=128"],
+        "train": ["model.width=0.125", 'model.vgg19=""', "train.batch_size=4"],
+        "steps": {"gan": 400},
+        "points": [80, 160, 240, 320, 400], "split": "test", "limit": 6,
     },
 }
 
@@ -65,8 +92,7 @@ def main() -> None:
         run_shard(prep, shards, load_recipe(args.method, config["shard"]), jobs=2)
     ready = time.monotonic() - started
     curve = learning_curve(args.method, config, shards, out)
-    final = evaluate(args.method, shards, out / "run" / "checkpoint.pt", config, out / "eval.json")
-    report = table(args.method, config, curve, final, ready, time.monotonic() - started, args.prep)
+    report = table(args.method, config, curve, ready, time.monotonic() - started, args.prep)
     (out / "learning.md").write_text(report)
     merge(args.results, args.method, report)
     print(report)
@@ -84,18 +110,20 @@ def learning_curve(method: str, config: dict, shards: Path, out: Path) -> list[d
     """Train to each point of the curve in turn (resuming exactly), evaluating the held-out split at each."""
     overrides = [*config["train"], "train.num_workers=1", "train.log_every=25",
                  *(f"train.stages.{stage}.steps={steps}" for stage, steps in config["steps"].items())]
-    total = sum(config["steps"].values())
     train_config = load_train_config(method, overrides=overrides)
     curve_path, curve = out / "curve.jsonl", []
-    if curve_path.is_file():
+    if curve_path.is_file():  # a run stopped part-way resumes at its next point
         curve = [json.loads(line) for line in curve_path.read_text().splitlines()]
-    points = [round(total * k / config["points"]) for k in range(1, config["points"] + 1)]
-    for step in points[len(curve):]:
+    for step in config["points"][len(curve):]:
         began = time.monotonic()
-        train(train_config, shards, out / "run", max_steps=step, resume=(out / "run" / "checkpoint.pt").is_file())
+        started = (out / "run" / "checkpoint.pt").is_file()
+        train(train_config, shards, out / "run", max_steps=step, resume=started,
+              start_stage=None if started else config.get("start_stage"))
         trained = time.monotonic() - began
-        scores = evaluate(method, shards, out / "run" / "checkpoint.pt", config, out / "curve" / f"{step}.json")
-        curve.append({"step": step, "train_s": round(trained, 1), **scores})
+        written = out / "eval.json" if step == config["points"][-1] else out / "curve" / f"{step}.json"
+        scores = evaluate(method, shards, out / "run" / "checkpoint.pt", config, written)
+        evaluated = time.monotonic() - began - trained
+        curve.append({"step": step, "train_s": round(trained, 1), "eval_s": round(evaluated, 1), **scores})
         with curve_path.open("a") as file:
             file.write(json.dumps(curve[-1]) + "\n")
         print(f"step {step}: {headline(scores, get_method(method).main_measures)}", flush=True)
@@ -111,20 +139,21 @@ def evaluate(method: str, shards: Path, checkpoint: Path, config: dict, written:
     return json.loads(written.read_text())
 
 
-def table(method: str, config: dict, curve: list[dict], final: dict, ready_s: float, total_s: float,
-          prep: Path | None) -> str:
+def table(method: str, config: dict, curve: list[dict], ready_s: float, total_s: float, prep: Path | None) -> str:
     """The method's section of learning.md: the curve of each main measure, then the final one beside its floor
     and ceiling, and whether it beats the floor."""
-    main = get_method(method).main_measures
+    main, final = get_method(method).main_measures, curve[-1]
     corpus = f"the extracted corpus {prep}" if prep else f"demo corpus {config['corpus'][0]} {config['corpus'][1]}"
     lines = [f"## {method}", "",
              f"{corpus}; shard {config['shard'] or 'as shipped'}; train {config['train']}, steps {config['steps']}; "
              f"held-out split `{config['split']}` (at most {config['limit']} samples). Corpus and shards "
              f"{ready_s / 60:.1f} min, all {total_s / 60:.1f} min on this machine.", "",
-             "| step | train min | " + " | ".join(main) + " |", "|---|---|" + "---|" * len(main)]
+             "| step | train min | " + " | ".join(f"{name} (baseline)" for name in main) + " |",
+             "|---|---|" + "---|" * len(main)]
     for point in curve:
-        lines.append(f"| {point['step']} | {point['train_s'] / 60:.1f} | "
-                     + " | ".join(f"{point.get(name, float('nan')):.3f}" for name in main) + " |")
+        lines.append(f"| {point['step']} | {point['train_s'] / 60:.1f} | " + " | ".join(
+            f"{point.get(name, float('nan')):.3f} ({point.get(f'{name}_baseline', float('nan')):.3f})"
+            for name in main) + " |")
     lines += ["", "| measure | better | trained | baseline | real | beats the baseline |", "|---|---|---|---|---|---|"]
     for name, better in main.items():
         value, floor, real = final.get(name), final.get(f"{name}_baseline"), final.get(f"{name}_real")

@@ -15,7 +15,7 @@ from pathlib import Path
 from avprep.media.encode import run_ffmpeg
 from avprep.media.ffmpeg import input_url
 from avprep.synth.faces import IDENTITIES
-from avprep.synth.talking_head import make_talking_head
+from avprep.synth.talking_head import VOICES, make_talking_head
 
 # Valid clips in the catalogue are short, so the whole catalogue takes seconds to make.
 _SHORT = 2.0
@@ -106,6 +106,7 @@ def _is_current(path: Path, wanted: dict) -> bool:
         and truth.get("fps_str") == str(wanted["fps"])
         and truth.get("size") == list(wanted["size"])
         and truth.get("seed") == wanted["seed"]
+        and list(truth.get("voice", {}).values()) == list(VOICES[wanted["identity"]])
         # The clip is a whole number of frames long, so its duration is within half a frame of the request.
         and abs(truth.get("seconds", -1) - wanted["seconds"]) <= 0.5 / truth.get("fps", 1)
     )

@@ -253,9 +253,10 @@ class HeadGAN(Method):
             if not rows:
                 rows = [batch["nmfc"][i][:8], batch["frames"][i][:8], made[:8]]
             measures.samples += 1
-        protocols = {"l1": "the paper's self-reenactment: mean absolute difference, 0-255, at 256 px",
+        size = real.shape[1]  # the shards' crop: 256 px as the paper's
+        protocols = {"l1": f"the paper's self-reenactment: mean absolute difference, 0-255, at {size} px",
                      "psnr": "true PSNR of the colour frames", "ssim": "ATVGnet's: colour, resized to 256 px",
-                     "akd": "the paper's AKD: mean distance of dlib's 68 points, pixels of the 256 px crop",
+                     "akd": f"the paper's AKD: mean distance of dlib's 68 points, pixels of the {size} px crop",
                      "aed": "the paper's AED with avprep's 3DMM fitted to MediaPipe meshes (not its own fit)",
                      "identity_similarity": "CSIM with dlib descriptors against the reference (the paper: ArcFace)"}
         baselines = {"": "the floor: the reference frame held still, scored the same way"}
