@@ -170,3 +170,14 @@ def test_image_measures_take_one_image_as_a_batch_of_one_and_refuse_wrong_shapes
             metrics.dlib_detectability(wrong)
     with pytest.raises(ValueError, match="compares pairs: got 2 and 1"):
         metrics.identity_similarity(np.stack([face, face]), face)
+
+
+def test_each_baseline_gets_the_description_of_its_longest_prefix_or_is_refused():
+    from avmodels.evaluation import described_baselines, headline
+
+    metrics = described_baselines({"lmd": 20.0, "lmd_baseline": 27.8, "word_accuracy_audio_baseline": 0.1},
+                                  {"": "held still", "word_accuracy": "chance"})
+    assert metrics["baselines"] == {"lmd_baseline": "held still", "word_accuracy_audio_baseline": "chance"}
+    assert headline(metrics, ["lmd", "psnr"]) == "lmd 20 (baseline 27.8)"  # a measure not reported is left out
+    with pytest.raises(ValueError, match="lmd_baseline: a baseline without a description"):
+        described_baselines({"lmd_baseline": 27.8}, {"word_accuracy": "chance"})

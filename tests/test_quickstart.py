@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from support import run_avmodels
+
+from avmodels.methods import get_method
 
 
 @pytest.mark.slow
@@ -14,6 +17,8 @@ def test_quickstart_runs_the_whole_chain(tmp_path, method, steps):
     """`avmodels quickstart`: demo media -> extract -> shard -> train -> sample -> eval, every output there."""
     result = run_avmodels("quickstart", str(tmp_path / "qs"), "--method", method, "--steps", str(steps))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    main = next(iter(get_method(method).main_measures))  # printed beside its floor and ceiling
+    assert re.search(rf"{main} [-\d.na]+ \(baseline [-\d.na]+", result.stdout), result.stdout[-2000:]
     made = {"wav2pix": ("sample.png", "talking.mp4"), "ear_sr": ("sample.png", "eval-closed.json"),
             "davs": ("talking.mp4", "eval/", "driven.mp4", "demo/lipread_mp4/ABOUT/test/ABOUT_00001.mp4")}
     for path in ("eval.json", "eval.png", "run/checkpoint.pt", "run/metrics.jsonl", "shards/dataset.json",
