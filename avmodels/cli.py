@@ -162,10 +162,10 @@ def evaluate(
                                                                  "eval-<split>.json (and eval-<split>.png)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda; default cuda when there is one."),
 ):
-    """The paper's measures of a trained method on a split, each beside its value on the real data (the ceiling),
-    as a table, a JSON file and a picture of real vs generated faces; video methods also write side-by-side MP4s
-    (real | generated) with sound into eval-<split>/. The split is streamed. Every measure, its paper and
-    protocol: docs/evaluation.md and avmodels/metrics/.
+    """The paper's measures of a trained method on a split, each beside its value on the real data (the ceiling)
+    and on a trivial baseline (the floor), as a table, a JSON file and a picture of real vs generated faces; video
+    methods also write side-by-side MP4s (real | generated) with sound into eval-<split>/. The split is streamed.
+    Every measure, its paper and protocol: docs/evaluation.md and avmodels/metrics/.
     """
     from avmodels import checkpoints
     from avmodels.methods import load_trained
