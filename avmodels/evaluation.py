@@ -61,6 +61,12 @@ class Measures:
     def add(self, name: str, value: float) -> None:
         self.values.setdefault(name, []).append(float(value))
 
+    def add_beside_floor(self, scores: dict[str, float], floor: dict[str, float], suffix: str = "") -> None:
+        """Each ``name`` of ``scores`` as ``name + suffix``, and the floor's value of it as its ``*_baseline``."""
+        for name, value in scores.items():
+            self.add(name + suffix, value)
+            self.add(f"{name}{suffix}_baseline", floor[name])
+
     def add_sync(self, generated: np.ndarray, real: np.ndarray, audio: np.ndarray, fps: float, max_lag: int) -> None:
         """The sync of the generated frames with the audio, and of the real frames (the ceiling)."""
         for name, frames in (("sync", generated), ("sync_real", real)):

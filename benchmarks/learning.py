@@ -116,9 +116,9 @@ def learning_curve(method: str, config: dict, shards: Path, out: Path) -> list[d
         curve = [json.loads(line) for line in curve_path.read_text().splitlines()]
     for step in config["points"][len(curve):]:
         began = time.monotonic()
-        started = (out / "run" / "checkpoint.pt").is_file()
-        train(train_config, shards, out / "run", max_steps=step, resume=started,
-              start_stage=None if started else config.get("start_stage"))
+        resuming = (out / "run" / "checkpoint.pt").is_file()
+        train(train_config, shards, out / "run", max_steps=step, resume=resuming,
+              start_stage=None if resuming else config.get("start_stage"))
         trained = time.monotonic() - began
         written = out / "eval.json" if step == config["points"][-1] else out / "curve" / f"{step}.json"
         scores = evaluate(method, shards, out / "run" / "checkpoint.pt", config, written)
@@ -155,10 +155,10 @@ def table(method: str, config: dict, curve: list[dict], ready_s: float, total_s:
             f"{point.get(name, float('nan')):.3f} ({point.get(f'{name}_baseline', float('nan')):.3f})"
             for name in main) + " |")
     lines += ["", "| measure | better | trained | baseline | real | beats the baseline |", "|---|---|---|---|---|---|"]
+    shown = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     for name, better in main.items():
         value, floor, real = final.get(name), final.get(f"{name}_baseline"), final.get(f"{name}_real")
         beats = value is not None and floor is not None and (value > floor if better == "higher" else value < floor)
-        shown = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"| {name} | {better} | {shown(value)} | {shown(floor)} | {shown(real)} | "
                      f"{'yes' if beats else '**no**'} |")
     return "\n".join(lines) + "\n"

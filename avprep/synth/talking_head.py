@@ -110,8 +110,6 @@ def make_talking_head(
     return truth
 
 
-
-
 def _head_transforms(face: Face, n: int, fps: float, size, amount: float, rng: np.random.Generator) -> np.ndarray:
     """Per-frame 2x3 similarity transforms from crop pixels to frame pixels, with smooth head motion.
 

@@ -168,10 +168,8 @@ class ATVGnet(Method):
             still = np.repeat(clip[:1], len(real_frames), 0)
             baseline = _frame_measures(real_frames, real_points, still, np.repeat(clip_points[:1], len(still), 0))
             for suffix, fake_frames in (("", spoken[1:]), ("_from_true_landmarks", to_uint8(out["fake"][i])[1:])):
-                scores = _frame_measures(real_frames, real_points, fake_frames, landmarks68(fake_frames))
-                for name, value in scores.items():
-                    measures.add(name + suffix, value)
-                    measures.add(f"{name}{suffix}_baseline", baseline[name])
+                measures.add_beside_floor(
+                    _frame_measures(real_frames, real_points, fake_frames, landmarks68(fake_frames)), baseline, suffix)
                 measures.add("cpbd" + suffix, np.nanmean([cpbd(frame) for frame in fake_frames]))
             measures.add("cpbd_real", np.nanmean([cpbd(frame) for frame in real_frames]))
             if "audio" in batch:

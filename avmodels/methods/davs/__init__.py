@@ -275,11 +275,8 @@ class DAVS(Method):
                         "lmd": lmd(real_points, np.repeat(landmarks68(real[:1]), len(first), 0))}
             for suffix, made in (("", from_audio), ("_from_video", from_video)):
                 fake = to_uint8(made[1:] * 2 - 1)
-                scores = {"ssim": ssim(real[1:], fake), "psnr": psnr(real[1:], fake),
-                          "lmd": lmd(real_points, landmarks68(fake))}
-                for name, value in scores.items():
-                    measures.add(name + suffix, value)
-                    measures.add(f"{name}{suffix}_baseline", baseline[name])
+                measures.add_beside_floor({"ssim": ssim(real[1:], fake), "psnr": psnr(real[1:], fake),
+                                           "lmd": lmd(real_points, landmarks68(fake))}, baseline, suffix)
                 measures.add("identity_similarity" + suffix, identity_similarity(fake, first))
             if "audio" in batch:
                 audio, fps = batch["audio"][i].cpu().numpy(), float(batch["fps"][i])
@@ -301,7 +298,7 @@ class DAVS(Method):
             audio, visual = torch.stack(embedded["audio"]), torch.stack(embedded["visual"])
             for name, queries, targets in (("video_from_audio", audio, visual), ("audio_from_video", visual, audio)):
                 extra.update(retrieval(name, queries, targets))
-                extra.update({f"{measure}_baseline": value for measure, value in retrieval_chance(name, len(audio))})
+                extra.update(retrieval_chance(name, len(audio)))
         baselines = {"": "the floor: the reference held still, scored the same way",
                      "word_accuracy": "chance: 1 / the words the classifier names",
                      "video_from_audio": "chance: a random ranking of the split's clips",
@@ -318,10 +315,11 @@ def retrieval(name: str, queries: torch.Tensor, targets: torch.Tensor) -> dict[s
     return {**scores, f"{name}_median_rank": float(np.floor(np.median(ranks.numpy())) + 1)}
 
 
-def retrieval_chance(name: str, count: int) -> list[tuple[str, float]]:
-    """Retrieval's floor among ``count`` clips, (measure, value): R@k = k / count, median rank (count + 1) / 2."""
-    return [*((f"{name}_r{k}", 100.0 * min(k, count) / count) for k in (1, 5, 10)),
-            (f"{name}_median_rank", (count + 1) / 2)]
+def retrieval_chance(name: str, count: int) -> dict[str, float]:
+    """Retrieval's floor among ``count`` clips as ``name``'s baselines: R@k = k / count, median rank
+    (count + 1) / 2."""
+    return {**{f"{name}_r{k}_baseline": 100.0 * min(k, count) / count for k in (1, 5, 10)},
+            f"{name}_median_rank_baseline": (count + 1) / 2}
 
 
 def _both(network: nn.Module, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

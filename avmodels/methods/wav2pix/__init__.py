@@ -240,10 +240,10 @@ class Wav2Pix(Method):
             "identity_accuracy_baseline": commonest,
             "identity_accuracy_real": identity_accuracy(real, speakers, train_real, train_speakers),
             "l1": _l1(fake, real), "l1_baseline": _l1(mean_face, real)})
+        single_answer = "the best single answer: the share of the split's commonest speaker"
         metrics = described_baselines(metrics, {
             "": f"the mean of the real training faces (at most {GALLERY}), drawn for every sample",
-            "speaker_id": "the best single answer: the share of the split's commonest speaker",
-            "identity_accuracy": "the best single answer: the share of the split's commonest speaker"})
+            "speaker_id": single_answer, "identity_accuracy": single_answer})
         metrics["protocols"] = {
             "dlib_detectability": "the paper's: share of faces where dlib's HOG detector finds a face and 68 points",
             "face_detectability": "the same with MediaPipe's face mesh (ours)",
